@@ -1,0 +1,65 @@
+"""The convolutional part of AARM: CAM and STAM, fused in parallel (eq. 1, 5) or in sequence."""
+
+import torch
+from torch import nn
+
+from aarm.attention.cam import CAM
+from aarm.attention.layers import conv_nd
+from aarm.attention.stam import STAM
+from aarm.errors import ConfigError
+
+FUSIONS = ("parallel", "sequential")
+
+
+class ParallelFusion(nn.Module):
+    """Y = conv1x1([M_ch, M_st]) (eq. 5), channel-wise: groups = C, two weights and a bias per channel.
+
+    Table 6 fixes the size (AARM adds ~0.03M parameters over SE to ResNet-50), which a dense 2C -> C conv
+    (~40M) would not. The concatenation interleaves the two maps channel by channel, (N, 2C, *S), so
+    group c sees (M_ch[c], M_st[c]). Weights start at 1 and the bias at 0, so with both gates near 0.5 at
+    initialisation Y starts close to M and fine-tuning from ImageNet weights starts near the backbone.
+    Inputs (N, C, *S) each; output (N, C, *S).
+    """
+
+    def __init__(self, channels: int, *, dims: int = 2) -> None:
+        super().__init__()
+        self.conv = conv_nd(dims)(2 * channels, channels, 1, groups=channels)
+        nn.init.ones_(self.conv.weight)
+        nn.init.zeros_(self.conv.bias)
+
+    def forward(self, m_ch: torch.Tensor, m_st: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.stack((m_ch, m_st), dim=2).flatten(1, 2))
+
+
+class AARMBlock(nn.Module):
+    """Recalibrates a feature map with CAM and STAM.
+
+    parallel (the paper's method, eq. 1): Y = Fuse(F_ch(M) * M, F_st(M) * M).
+    sequential (CBAM order, Table 1's ablation): M_ch = F_ch(M) * M; Y = F_st(M_ch) * M_ch.
+    Input and output (N, C, H, W) or (N, C, T, H, W).
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        dims: int = 2,
+        reduction: int = 16,
+        alpha: float = 0.5,
+        eta: float = 0.9,
+        chi: float = 0.25,
+        fusion: str = "parallel",
+    ) -> None:
+        super().__init__()
+        if fusion not in FUSIONS:
+            raise ConfigError(f"unknown fusion {fusion!r}; choose one of {', '.join(FUSIONS)}")
+        self.fusion = fusion
+        self.cam = CAM(channels, reduction=reduction, alpha=alpha, dims=dims)
+        self.stam = STAM(channels, alpha=alpha, eta=eta, chi=chi, dims=dims)
+        self.fuse = ParallelFusion(channels, dims=dims) if fusion == "parallel" else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        m_ch = self.cam(x) * x
+        if self.fuse is None:
+            return self.stam(m_ch) * m_ch
+        return self.fuse(m_ch, self.stam(x) * x)

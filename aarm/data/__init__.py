@@ -1,0 +1,1 @@
+"""Video data: annotation readers, decoding, sampling, transforms, datasets, synthetic data, optical flow."""

@@ -1,0 +1,1 @@
+"""aarm-export sub-commands, one module per group; each module's `register(app)` adds its commands."""
