@@ -1,13 +1,15 @@
-"""The `aarm-export` command line. Errors from the library print as one line and exit 1;
-set AARM_DEBUG=1 to see the traceback."""
+"""The `aarm-export` command line. Every module in export/commands registers its commands here.
+Errors from the library print as one line and exit 1; set AARM_DEBUG=1 to see the traceback."""
 
+import importlib
 import os
+import pkgutil
 import sys
 
 import typer
 
+import export.commands
 from aarm.errors import AarmError
-from export.commands import models
 from export.console import err_console
 
 app = typer.Typer(
@@ -24,8 +26,9 @@ def _root() -> None:
     """AARM action recognition: train, export, optimise, quantise, build, verify and benchmark."""
 
 
-for module in (models,):
-    module.register(app)
+for _info in sorted(pkgutil.iter_modules(export.commands.__path__), key=lambda m: m.name):
+    if not _info.name.startswith("_"):
+        importlib.import_module(f"export.commands.{_info.name}").register(app)
 
 
 def main() -> None:
