@@ -77,7 +77,9 @@ class Preprocessing:
         return cls(**d)
 
     @classmethod
-    def for_model(cls, config: dict[str, Any], *, size: int | None = None, frames: int | None = None) -> "Preprocessing":
+    def for_model(
+        cls, config: dict[str, Any], *, size: int | None = None, frames: int | None = None
+    ) -> "Preprocessing":
         """The default preprocessing for a model config (as `aarm.create_model` records it)."""
         from aarm.models.registry import FLOW_STACK, get_spec
 

@@ -32,7 +32,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError, RuntimeError or EOFError here
-        raise CheckpointError(f"{path}: not a safe weights file ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(f"{path}: not a safe weights file ({type(exc).__name__}: {first_line[:160]})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

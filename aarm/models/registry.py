@@ -79,7 +79,8 @@ def create_model(
         raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
     unknown = set(options) - set(MODEL_OPTIONS) - set(ATTENTION_OPTIONS[attention])
     if unknown:
-        raise ConfigError(f"model {name!r} with attention {attention!r} takes no option(s) {', '.join(sorted(unknown))}")
+        names = ", ".join(sorted(unknown))
+        raise ConfigError(f"model {name!r} with attention {attention!r} takes no option(s) {names}")
     segments = options.pop("segments", 3 if spec.dims == 2 else None)
     if spec.dims == 3 and segments is not None:
         raise ConfigError(f"{name} is a 3D clip model; `segments` applies to 2D (TSN) models only")
