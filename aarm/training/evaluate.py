@@ -1,0 +1,96 @@
+"""Evaluate checkpoints on a dataset split: top-1/top-5, per-class accuracy, confusion matrix, and
+two-stream late fusion of an RGB and a flow checkpoint."""
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from aarm.checkpoint import Checkpoint, load_checkpoint
+from aarm.data.annotations import load_split
+from aarm.data.datasets import VideoDataset
+from aarm.errors import DataError
+from aarm.fileio import atomic_path
+from aarm.training.metrics import classification_summary
+from aarm.training.trainer import ProgressFn, predict_scores
+
+
+def checkpoint_scores(
+    ckpt: Checkpoint, data: Path, *, split: int = 1, subset: str = "test", dataset_format: str = "auto",
+    num_clips: int = 1, batch_size: int = 16, workers: int = 2, device: str = "cpu",
+    progress: ProgressFn | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str], list[Path]]:
+    """Scores (N, classes), labels (N,), the split's class names and video paths, for one checkpoint."""
+    records = load_split(Path(data), format=dataset_format, split=split, subset=subset)
+    if records.classes != ckpt.classes:
+        raise DataError(f"{data}: the dataset's {len(records.classes)} classes differ from the checkpoint's "
+                        f"{len(ckpt.classes)} ({records.classes[:3]}... vs {ckpt.classes[:3]}...)")
+    dataset = VideoDataset(records.records, ckpt.preprocessing, train=False, num_clips=num_clips)
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
+    model = ckpt.model.to(device)
+    scores, labels = predict_scores(model, loader, torch.device(device), progress)
+    return scores, labels, records.classes, [r.path for r in records.records]
+
+
+def evaluate(
+    checkpoints: Sequence[Path], data: Sequence[Path], *, weights: Sequence[float] | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """One checkpoint, or two (RGB and flow, each with its own data root) fused late with `weights`.
+
+    Returns a summary per stream and, for two, of the fusion (`fused`), each with top-1, top-5,
+    mean per-class accuracy, per-class accuracy and the confusion matrix.
+    """
+    if len(checkpoints) not in (1, 2) or len(data) != len(checkpoints):
+        raise DataError("give one checkpoint with one data root, or two (RGB, flow) with two data roots")
+    weights = list(weights or [1.0, 1.5][: len(checkpoints)])
+    results: dict[str, Any] = {"checkpoints": [str(c) for c in checkpoints], "streams": []}
+    fused_scores, first = None, None
+    for ckpt_path, root, w in zip(checkpoints, data, weights, strict=True):
+        ckpt = load_checkpoint(ckpt_path)
+        scores, labels, classes, paths = checkpoint_scores(ckpt, root, **kwargs)
+        stems = [p.stem for p in paths]
+        if first is not None and (stems != first[0] or not np.array_equal(labels, first[1])):
+            raise DataError(f"{root}: its videos do not line up with {data[0]} (same split and names needed)")
+        first = first or (stems, labels, classes)
+        results["streams"].append({"checkpoint": str(ckpt_path), "modality": ckpt.preprocessing.modality,
+                                   "weight": w, **classification_summary(scores, labels, classes)})
+        fused_scores = w * scores if fused_scores is None else fused_scores + w * scores
+    if len(checkpoints) == 2:
+        results["fused"] = classification_summary(fused_scores, first[1], first[2])
+    results["classes"] = first[2]
+    return results
+
+
+def save_confusion_png(matrix: Sequence[Sequence[int]], classes: list[str], path: Path, title: str) -> Path:
+    """A row-normalised confusion matrix as a PNG (rows: true class, columns: predicted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix, dtype=float)
+    norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.35 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if len(classes) <= 20:
+        for i in range(len(classes)):
+            for j in range(len(classes)):
+                if m[i, j]:
+                    ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if norm[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,192 @@
+"""Fine-tune a registered model on a video dataset: TSN for 2D models, clips for 3D ones.
+
+    result = train(TrainConfig(data="synthetic/", model="resnet18", epochs=5, batch_size=16, size=112))
+
+Writes into `cfg.out`: `last.pt` (after every epoch, with optimizer and scheduler state for --resume),
+`best.pt` (the best held-out top-1 so far), `log.jsonl` (one JSON object per epoch) and `config.json`.
+"""
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from aarm.checkpoint import read_checkpoint, save_checkpoint
+from aarm.data.annotations import Split, load_split
+from aarm.data.datasets import VideoDataset
+from aarm.data.preprocessing import Preprocessing
+from aarm.errors import CheckpointError, ConfigError
+from aarm.fileio import write_json, write_text
+from aarm.models import create_model, get_spec, load_pretrained
+from aarm.training.config import TrainConfig
+from aarm.training.metrics import topk_correct
+
+ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
+
+
+@dataclass
+class TrainResult:
+    best_top1: float
+    best_epoch: int
+    epochs_run: int
+    log: list[dict[str, Any]]
+    out: Path
+
+
+def input_channels(model: str, modality: str) -> int:
+    """3 for RGB; for flow 2 x 10 stacked fields (2D TSN) or 2 (x, y per frame of a 3D clip)."""
+    if modality == "rgb":
+        return 3
+    return 20 if get_spec(model).dims == 2 else 2
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> nn.Module:
+    options = dict(cfg.model_options)
+    if get_spec(cfg.model).dims == 2:
+        options.setdefault("segments", cfg.segments)
+    return create_model(
+        cfg.model, num_classes=num_classes, attention=cfg.attention,
+        in_channels=input_channels(cfg.model, cfg.modality), **options,
+    )
+
+
+def build_preprocessing(cfg: TrainConfig, model: nn.Module) -> Preprocessing:
+    base = Preprocessing.for_model(model.aarm_config, size=cfg.size, frames=cfg.frames)
+    return replace(base, scale_size=cfg.scale_size or base.scale_size, stride=cfg.stride)
+
+
+def _loader(dataset: VideoDataset, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0) -> DataLoader:
+    generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+    return DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers, generator=generator,
+        drop_last=False,
+    )
+
+
+@torch.no_grad()
+def predict_scores(
+    model: nn.Module, loader: DataLoader, device: torch.device, progress: ProgressFn | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores (N, classes), averaged over each item's V views, and labels (N,)."""
+    model.eval()
+    scores, labels = [], []
+    total = len(loader)
+    for i, (x, y) in enumerate(loader):
+        b, v = x.shape[:2]
+        out = model(x.flatten(0, 1).to(device)).view(b, v, -1).mean(dim=1)
+        scores.append(out.float().cpu().numpy())
+        labels.append(y.numpy())
+        if progress:
+            progress("eval", i + 1, total)
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.lr_steps or [max(cfg.epochs * 2 // 3, 1)])
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+
+
+def _same_run(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
+    keys = ("data", "model", "attention", "modality", "model_options", "size", "segments", "frames", "split")
+    return [k for k in keys if saved.get(k) != getattr(cfg, k)]
+
+
+def train(
+    cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: ProgressFn | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train, validate on the split's test subset after every epoch, checkpoint, and return the log."""
+    out = Path(cfg.out)
+    last, best = out / "last.pt", out / "best.pt"
+    if last.exists() and not (resume or force):
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --force to start over")
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+
+    train_split: Split = load_split(Path(cfg.data), format=cfg.dataset_format, split=cfg.split, subset="train")
+    test_split: Split = load_split(Path(cfg.data), format=cfg.dataset_format, split=cfg.split, subset="test")
+    classes = train_split.classes
+    model = build_model(cfg, len(classes))
+    preprocessing = build_preprocessing(cfg, model)
+    if cfg.pretrained and not (resume and last.exists()):
+        load_pretrained(model, cfg.pretrained)
+    model.to(device)
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = _scheduler(cfg, optimizer)
+    log: list[dict[str, Any]] = []
+    start_epoch, best_top1, best_epoch = 0, -1.0, -1
+    if resume and last.exists():
+        payload = read_checkpoint(last)
+        state = payload.get("extra_state") or {}
+        mismatched = _same_run(state.get("train_config", {}), cfg)
+        if mismatched:
+            raise CheckpointError(f"{last}: cannot resume, the run used other {', '.join(mismatched)}")
+        model.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch = int(state["epoch"]) + 1
+        best_top1, best_epoch = float(state["best_top1"]), int(state["best_epoch"])
+        log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+        log = [row for row in log if row["epoch"] < start_epoch]
+    write_json(out / "config.json", cfg.to_dict())
+
+    train_set = VideoDataset(train_split.records, preprocessing, train=True, seed=cfg.seed)
+    test_set = VideoDataset(test_split.records, preprocessing, train=False, num_clips=cfg.eval_clips)
+    criterion = nn.CrossEntropyLoss()
+    for epoch in range(start_epoch, cfg.epochs):
+        started = time.perf_counter()
+        model.train()
+        train_set.set_epoch(epoch)
+        loader = _loader(train_set, cfg, shuffle=True, epoch=epoch)
+        losses, correct, seen = 0.0, 0, 0
+        for i, (x, y) in enumerate(loader):
+            x, y = x[:, 0].to(device), y.to(device)
+            logits = model(x)
+            loss = criterion(logits, y)
+            if not math.isfinite(loss.item()):
+                raise ConfigError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower --lr")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses += loss.item() * len(y)
+            correct += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            if progress:
+                progress(f"epoch {epoch + 1}/{cfg.epochs}", i + 1, len(loader))
+        lr = optimizer.param_groups[0]["lr"]
+        scheduler.step()
+        scores, labels = predict_scores(model, _loader(test_set, cfg, shuffle=False), device, progress)
+        top1 = float(topk_correct(scores, labels, 1).mean())
+        row = {
+            "epoch": epoch, "train_loss": losses / seen, "train_top1": correct / seen, "val_top1": top1,
+            "val_top5": float(topk_correct(scores, labels, 5).mean()), "lr": lr,
+            "seconds": time.perf_counter() - started,
+        }
+        log.append(row)
+        meta = {"epoch": epoch, "val_top1": top1, "train_config": cfg.to_dict()}
+        if top1 > best_top1:
+            best_top1, best_epoch = top1, epoch
+            save_checkpoint(best, model, classes=classes, preprocessing=preprocessing, meta=meta)
+        extra = {
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
+            "best_top1": best_top1, "best_epoch": best_epoch, "train_config": cfg.to_dict(),
+        }
+        save_checkpoint(last, model, classes=classes, preprocessing=preprocessing, meta=meta, extra_state=extra)
+        write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+        if on_epoch:
+            on_epoch(row)
+    return TrainResult(
+        best_top1=best_top1, best_epoch=best_epoch, epochs_run=cfg.epochs - start_epoch, log=log, out=out
+    )

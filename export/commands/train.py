@@ -1,0 +1,114 @@
+"""`aarm-export train` and `aarm-export evaluate`."""
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aarm.fileio import write_json
+from aarm.training import TrainConfig, evaluate, save_confusion_png, train
+from export.console import console, print_table
+from export.progress import progress_callback
+
+
+def _parse_options(values: list[str]) -> dict[str, object]:
+    """KEY=VALUE pairs; values parsed as JSON where possible (numbers, true/false), else kept as strings."""
+    options: dict[str, object] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--option takes KEY=VALUE, got {item!r}")
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    return options
+
+
+def train_command(
+    data: Annotated[Path | None, typer.Argument(help="Dataset root (UCF101, HMDB51 or folder-per-class).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (checkpoints, log).")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with training options ([train] table).")] = None,
+    model: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    attention: Annotated[str | None, typer.Option(help="none | se | cbam | aarm")] = None,
+    modality: Annotated[str | None, typer.Option(help="rgb | flow")] = None,
+    split: Annotated[int | None, typer.Option(help="Dataset split 1-3.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    schedule: Annotated[str | None, typer.Option(help="none | step | cosine")] = None,
+    size: Annotated[int | None, typer.Option(help="Crop size (224 in the paper).")] = None,
+    segments: Annotated[int | None, typer.Option(help="TSN segments K (2D models).")] = None,
+    frames: Annotated[int | None, typer.Option(help="Clip length T (3D models).")] = None,
+    pretrained: Annotated[Path | None, typer.Option(help="ImageNet weights, torchvision layout.")] = None,
+    option: Annotated[
+        list[str] | None, typer.Option("--option", help="Model option KEY=VALUE (alpha, eta, chi, ...).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ...")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last finished epoch.")] = False,
+    force: Annotated[bool, typer.Option(help="Start over in a folder that already holds a run.")] = False,
+) -> None:
+    """Fine-tune a model (paper defaults: SGD, momentum 0.9, lr 0.001, batch 50, 224x224)."""
+    cfg = TrainConfig.from_sources(
+        config, data=str(data) if data else None, out=str(out) if out else None, model=model, attention=attention,
+        modality=modality, split=split, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, size=size,
+        segments=segments, frames=frames, pretrained=str(pretrained) if pretrained else None,
+        model_options=_parse_options(option or []) or None, workers=workers, seed=seed, device=device,
+    )
+    if not cfg.data:
+        raise typer.BadParameter("give the dataset root (argument DATA or `data` in --config)")
+    console.print(f"training [bold]{cfg.model}[/] ({cfg.attention}, {cfg.modality}) on {cfg.data} -> {cfg.out}")
+
+    def show(row: dict[str, object]) -> None:
+        console.print(
+            f"epoch {row['epoch'] + 1}/{cfg.epochs}: loss {row['train_loss']:.3f}  train top-1 "
+            f"{row['train_top1']:.1%}  held-out top-1 {row['val_top1']:.1%}  ({row['seconds']:.0f} s)"
+        )
+
+    with progress_callback() as report:
+        result = train(cfg, resume=resume, force=force, progress=report, on_epoch=show)
+    best = result.out / "best.pt"
+    console.print(f"best held-out top-1 {result.best_top1:.1%} at epoch {result.best_epoch + 1}: {best}")
+
+
+def evaluate_command(
+    checkpoints: Annotated[list[Path], typer.Argument(help="One checkpoint, or RGB then flow for two-stream.")],
+    data: Annotated[list[Path], typer.Option("--data", help="Dataset root per checkpoint, in the same order.")],
+    split: Annotated[int, typer.Option()] = 1,
+    subset: Annotated[str, typer.Option(help="train | test")] = "test",
+    clips: Annotated[int, typer.Option(help="Views per video, scores averaged.")] = 1,
+    weights: Annotated[str, typer.Option(help="Two-stream fusion weights RGB,flow.")] = "1,1.5",
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 16,
+    workers: Annotated[int, typer.Option()] = 2,
+    device: Annotated[str, typer.Option()] = "cpu",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON.")] = None,
+    confusion: Annotated[Path | None, typer.Option(help="Confusion-matrix PNG (of the fusion for two).")] = None,
+) -> None:
+    """Top-1/top-5 and per-class accuracy of a checkpoint (or an RGB + flow pair, fused late)."""
+    fusion_weights = [float(w) for w in weights.split(",")]
+    with progress_callback() as report:
+        results = evaluate(
+            checkpoints, data, weights=fusion_weights, split=split, subset=subset, num_clips=clips,
+            batch_size=batch_size, workers=workers, device=device, progress=report,
+        )
+    rows = [(Path(s["checkpoint"]).name, s["modality"], f"{s['top1']:.2%}", f"{s['top5']:.2%}",
+             f"{s['mean_class_accuracy']:.2%}", s["samples"]) for s in results["streams"]]
+    if "fused" in results:
+        f = results["fused"]
+        rows.append(("late fusion", f"w={weights}", f"{f['top1']:.2%}", f"{f['top5']:.2%}",
+                     f"{f['mean_class_accuracy']:.2%}", f["samples"]))
+    print_table("Evaluation", ["checkpoint", "stream", "top-1", "top-5", "mean class acc.", "videos"], rows)
+    if json_out:
+        write_json(json_out, results)
+    if confusion:
+        final = results.get("fused", results["streams"][-1])
+        save_confusion_png(final["confusion"], results["classes"], confusion, "confusion matrix")
+        console.print(f"confusion matrix: {confusion}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
