@@ -10,6 +10,9 @@ from typing import Any
 
 from aarm.errors import AarmError
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def check_writable(path: str | Path, force: bool) -> Path:
     """Refuse to overwrite an existing file unless `force`; returns the path."""
@@ -32,6 +35,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the usual permissions
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
