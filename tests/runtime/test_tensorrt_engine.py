@@ -1,0 +1,162 @@
+"""Engine compatibility checks with fake TensorRT versions and GPUs (CPU), and the TensorRT-less paths."""
+
+import ctypes.util
+import importlib.util
+
+import pytest
+
+from aarm.data.preprocessing import Preprocessing
+from aarm.errors import ArtifactError, BackendUnavailable
+from runtime.artifact import Sidecar, TensorSpec, write_sidecar
+from runtime.tensorrt_engine import (
+    EngineTarget,
+    check_engine_compatible,
+    compatibility_problems,
+    current_gpu,
+    load_trt_runner,
+    tensorrt_version,
+)
+
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
+HAVE_DRIVER = ctypes.util.find_library("cuda") is not None
+CONFIG = {
+    "name": "resnet18",
+    "num_classes": 3,
+    "attention": "aarm",
+    "in_channels": 3,
+    "options": {"vcm": True, "segments": 2},
+}
+
+H100 = EngineTarget("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0")
+
+
+def fake_engine(
+    tmp_path, *, target=H100, hardware="none", version_compatible=False, kind="engine", info=True
+):
+    """An engine file (arbitrary bytes: nothing here deserializes it) with a build sidecar."""
+    path = tmp_path / "model.fp16.engine"
+    path.write_bytes(b"not really a TensorRT plan")
+    extra = (
+        {
+            "tensorrt": {
+                "version": target.tensorrt,
+                "gpu": target.gpu,
+                "compute_capability": target.compute_capability,
+                "hardware_compatibility": hardware,
+                "version_compatible": version_compatible,
+            }
+        }
+        if info
+        else {}
+    )
+    sc = Sidecar(
+        kind=kind,
+        stage="build",
+        precision="fp16",
+        model=CONFIG,
+        classes=["a", "b", "c"],
+        preprocessing=Preprocessing.for_model(CONFIG, size=32).to_dict(),
+        inputs=[TensorSpec("clips", ["N", 2, 3, 32, 32], "float32", "NKCHW")],
+        outputs=[TensorSpec("scores", ["N", 3], "float32", "NC")],
+        opset=17,
+        parent="out/model.fp16.onnx",
+        extra=extra,
+    )
+    write_sidecar(path, sc)
+    return path
+
+
+def test_same_machine_is_compatible():
+    assert compatibility_problems(H100, H100) == []
+    # the build number does not matter, major.minor.patch does
+    assert compatibility_problems(H100, EngineTarget("11.4.0.200", H100.gpu, "9.0")) == []
+
+
+def test_tensorrt_version_mismatch():
+    (problem,) = compatibility_problems(H100, EngineTarget("11.5.0.10", H100.gpu, "9.0"))
+    assert "11.4.0.106" in problem and "11.5.0.10" in problem
+
+
+def test_version_compatible_engines():
+    def check(running):
+        return compatibility_problems(H100, EngineTarget(running, H100.gpu, "9.0"), version_compatible=True)
+
+    assert check("11.6.1.2") == [] and check("11.4.0.106") == []
+    assert check("11.3.0.1") and check("12.0.0.1") and check("10.3.0.30")
+
+
+def test_gpu_model_and_compute_capability():
+    pcie = EngineTarget(H100.tensorrt, "NVIDIA H100 PCIe", "9.0")
+    (problem,) = compatibility_problems(H100, pcie)
+    assert "NVIDIA H100 PCIe" in problem and "same-cc" in problem
+    assert compatibility_problems(H100, pcie, hardware_compat="same-cc") == []
+    a100 = EngineTarget(H100.tensorrt, "NVIDIA A100-SXM4-40GB", "8.0")
+    (problem,) = compatibility_problems(H100, a100, hardware_compat="same-cc")
+    assert "compute capability 9.0" in problem
+    assert compatibility_problems(H100, a100, hardware_compat="ampere+") == []
+    t4 = EngineTarget(H100.tensorrt, "Tesla T4", "7.5")
+    (problem,) = compatibility_problems(H100, t4, hardware_compat="ampere+")
+    assert ">= 8.0" in problem
+    both = compatibility_problems(H100, EngineTarget("10.3.0.30", "Orin", "8.7"))
+    assert len(both) == 2
+    with pytest.raises(ArtifactError):
+        compatibility_problems(H100, H100, hardware_compat="turing+")
+
+
+def test_check_engine_compatible_with_fake_running_targets(tmp_path):
+    path = fake_engine(tmp_path)
+    sidecar = check_engine_compatible(path, running=H100)
+    assert sidecar.kind == "engine" and sidecar.precision == "fp16"
+    orin = EngineTarget("10.3.0.30", "Orin", "8.7")
+    with pytest.raises(ArtifactError, match="rebuild it on this machine") as info:
+        check_engine_compatible(path, running=orin)
+    message = str(info.value)
+    assert "TensorRT 11.4.0.106" in message and "10.3.0.30" in message and "Orin" in message
+    assert "aarm-export build out/model.fp16.onnx" in message and "--force" in message
+
+
+def test_check_engine_compatible_reads_recorded_options(tmp_path):
+    path = fake_engine(tmp_path, hardware="ampere+", version_compatible=True)
+    assert (
+        check_engine_compatible(path, running=EngineTarget("11.9.0.1", "NVIDIA L4", "8.9")).kind == "engine"
+    )
+    with pytest.raises(ArtifactError, match=">= 8.0"):
+        check_engine_compatible(path, running=EngineTarget("11.9.0.1", "Tesla T4", "7.5"))
+
+
+def test_check_engine_refuses_bad_sidecars(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "c").mkdir()
+    with pytest.raises(ArtifactError, match="expected a TensorRT engine"):
+        check_engine_compatible(fake_engine(tmp_path / "a", kind="onnx"), running=H100)
+    with pytest.raises(ArtifactError, match="extra.tensorrt"):
+        check_engine_compatible(fake_engine(tmp_path / "b", info=False), running=H100)
+    modified = fake_engine(tmp_path / "c")
+    modified.write_bytes(b"another plan")
+    with pytest.raises(ArtifactError, match="sha256"):
+        check_engine_compatible(modified, running=H100)
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="checks the path taken where TensorRT is missing")
+def test_without_tensorrt(tmp_path):
+    assert tensorrt_version() is None
+    path = fake_engine(tmp_path, target=EngineTarget("1.0.0", "nowhere", "1.0"))
+    assert check_engine_compatible(path).kind == "engine"  # nothing to compare against here
+    with pytest.raises(BackendUnavailable, match="pip install tensorrt"):
+        load_trt_runner(path)
+
+
+@pytest.mark.skipif(HAVE_DRIVER, reason="checks the path taken where no NVIDIA driver is installed")
+def test_current_gpu_without_driver():
+    with pytest.raises(BackendUnavailable, match="NVIDIA driver"):
+        current_gpu()
+
+
+@pytest.mark.gpu
+def test_current_gpu_reads_name_and_capability():
+    if not HAVE_DRIVER:
+        pytest.skip("needs an NVIDIA driver (libcuda)")
+    name, cc = current_gpu()
+    major, minor = (int(v) for v in cc.split("."))
+    assert name and major >= 3 and minor >= 0
