@@ -37,6 +37,7 @@ class TrainConfig:
     frames: int = 16
     stride: int = 1
     eval_clips: int = 1
+    flip: bool | None = None  # horizontal flip in training; None: the dataset's dataset.json decides (default on)
     workers: int = 2
     seed: int = 0
     device: str = "cpu"

@@ -63,6 +63,17 @@ def build_preprocessing(cfg: TrainConfig, model: nn.Module) -> Preprocessing:
     return replace(base, scale_size=cfg.scale_size or base.scale_size, stride=cfg.stride)
 
 
+def use_flip(cfg: TrainConfig) -> bool:
+    """Horizontal flips unless the config or the dataset's `dataset.json` says no (a flip turns the synthetic
+    set's MoveLeft into MoveRight, so its generator records `"horizontal_flip": false`)."""
+    if cfg.flip is not None:
+        return cfg.flip
+    meta = Path(cfg.data) / "dataset.json"
+    if meta.is_file():
+        return bool(json.loads(meta.read_text()).get("horizontal_flip", True))
+    return True
+
+
 def _loader(dataset: VideoDataset, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0) -> DataLoader:
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     return DataLoader(
@@ -142,7 +153,7 @@ def train(
         log = [row for row in log if row["epoch"] < start_epoch]
     write_json(out / "config.json", cfg.to_dict())
 
-    train_set = VideoDataset(train_split.records, preprocessing, train=True, seed=cfg.seed)
+    train_set = VideoDataset(train_split.records, preprocessing, train=True, seed=cfg.seed, flip=use_flip(cfg))
     test_set = VideoDataset(test_split.records, preprocessing, train=False, num_clips=cfg.eval_clips)
     criterion = nn.CrossEntropyLoss()
     for epoch in range(start_epoch, cfg.epochs):
