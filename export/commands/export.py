@@ -1,0 +1,141 @@
+"""`aarm-export export | optimize | convert`: checkpoint -> ONNX -> optimised ONNX -> FP16 ONNX.
+
+Each step writes its artifact atomically with a sidecar, then runs the new graph on onnxruntime (CPU)
+next to its reference (the PyTorch model, or the parent graph) and prints the parity.
+"""
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aarm.errors import ConfigError
+from aarm.fileio import write_json
+from export.console import console, print_table
+
+
+def _parity_table(title: str, result: dict[str, Any]) -> None:
+    from export.verify import parity_rows
+
+    print_table(title, ["metric", "value"], parity_rows(result))
+
+
+def export_command(
+    output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
+    checkpoint: Annotated[Path | None, typer.Argument(help="Checkpoint to export (from aarm training).")] = None,
+    opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    model: Annotated[str | None, typer.Option("--model", help="Export a freshly initialised registered model.")] = None,
+    attention: Annotated[str, typer.Option(help="With --model: none | se | cbam | aarm.")] = "aarm",
+    num_classes: Annotated[int | None, typer.Option(help="With --model: number of classes.")] = None,
+    input_size: Annotated[int | None, typer.Option(help="With --model: crop size H = W.")] = None,
+    segments: Annotated[int | None, typer.Option(help="With --model (2D): TSN segments K.")] = None,
+    frames: Annotated[int | None, typer.Option(help="With --model (3D): clip length T.")] = None,
+    in_channels: Annotated[int, typer.Option(help="With --model: 3 (RGB) or 20 (2D flow stack).")] = 3,
+    verify_samples: Annotated[
+        int, typer.Option(help="Random inputs for the onnxruntime-vs-PyTorch check (0: skip).")
+    ] = 8,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the parity result as JSON.")] = None,
+) -> None:
+    """Export a checkpoint (or, with --model, a freshly initialised model) to ONNX and check it against PyTorch."""
+    from export.onnx_export import export_loaded_checkpoint, export_onnx
+    from export.verify import verify_against_torch
+
+    model_flags = {"--num-classes": num_classes, "--input-size": input_size, "--segments": segments,
+                   "--frames": frames}
+    if (checkpoint is None) == (model is None):
+        raise ConfigError("give either a CHECKPOINT or --model NAME (with --num-classes), not both")
+    if checkpoint is not None:
+        given = [k for k, v in model_flags.items() if v is not None]
+        if given:
+            raise ConfigError(f"{', '.join(given)} only apply with --model; a checkpoint carries its own")
+        with console.status(f"exporting {checkpoint} (torch.onnx, dynamo)"):
+            sidecar, net = export_loaded_checkpoint(checkpoint, output, opset=opset, force=force)
+    else:
+        import aarm
+        from aarm.data.preprocessing import Preprocessing
+        from aarm.models.registry import get_spec
+
+        if num_classes is None:
+            raise ConfigError("--model needs --num-classes")
+        spec = get_spec(model)
+        options: dict[str, Any] = {}
+        if segments is not None:
+            options["segments"] = segments
+        if spec.dims == 3 and segments is not None:
+            raise ConfigError(f"{model} is a 3D clip model; --segments applies to 2D models")
+        if spec.dims == 2 and frames is not None:
+            raise ConfigError(f"{model} is a 2D (TSN) model; --frames applies to 3D models")
+        net = aarm.create_model(model, num_classes=num_classes, attention=attention, in_channels=in_channels, **options)
+        prep = Preprocessing.for_model(net.aarm_config, size=input_size, frames=frames)
+        classes = [f"class_{i}" for i in range(num_classes)]
+        with console.status(f"exporting {model} + {attention} (torch.onnx, dynamo)"):
+            sidecar = export_onnx(net, output, classes=classes, preprocessing=prep, trained=False, opset=opset,
+                                  force=force)
+    shapes = ", ".join(f"{t.name} {tuple(t.shape)}" for t in sidecar.inputs)
+    console.print(f"wrote {output} (opset {sidecar.opset}, {shapes} -> scores {tuple(sidecar.outputs[0].shape)})",
+                  highlight=False)
+    if verify_samples > 0:
+        with console.status("onnxruntime (CPU) vs PyTorch"):
+            result = verify_against_torch(net, output, samples=verify_samples)
+        _parity_table(f"{output.name}: onnxruntime vs PyTorch", result)
+        if json_out:
+            write_json(json_out, {"artifact": str(output), "reference": "pytorch", **result})
+
+
+def optimize_command(
+    model: Annotated[Path, typer.Argument(help="Exported fp32 ONNX graph.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Optimised ONNX file to write.")],
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    kernels: Annotated[bool, typer.Option(
+        help="Fuse AARM blocks into the compiled CPU custom ops (onnxruntime CPU only; sessions must register "
+             "the library the sidecar names). Default: standard ONNX ops, portable.")] = False,
+    verify_samples: Annotated[int, typer.Option(help="Random inputs for the parity check (0: skip).")] = 8,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write passes and parity as JSON.")] = None,
+) -> None:
+    """Run the graph passes (constant folding, no-op removal, AARM rewrites) and check against the input graph."""
+    from export.passes import optimize_onnx
+    from export.verify import compare_graphs
+
+    with console.status(f"optimising {model}"):
+        sidecar, rows = optimize_onnx(model, output, kernels=kernels, force=force)
+    if kernels:
+        console.print(f"custom ops: {sidecar.extra['custom_ops']['library']}", highlight=False)
+    print_table(f"{model.name} -> {output.name}", ["pass", "nodes"], [(r["pass"], r["nodes"]) for r in rows])
+    report: dict[str, Any] = {"artifact": str(output), "parent": str(model), "passes": rows}
+    if verify_samples > 0:
+        with console.status("onnxruntime (CPU): optimised vs exported"):
+            result = compare_graphs(model, output, samples=verify_samples)
+        _parity_table(f"{output.name} vs {model.name}", result)
+        report.update(result)
+    if json_out:
+        write_json(json_out, report)
+
+
+def convert_command(
+    model: Annotated[Path, typer.Argument(help="fp32 ONNX graph (exported or optimised).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
+    precision: Annotated[str, typer.Option(help="Target precision: fp16.")] = "fp16",
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    verify_samples: Annotated[int, typer.Option(help="Random inputs for the parity check (0: skip).")] = 32,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the parity result as JSON.")] = None,
+) -> None:
+    """Convert an fp32 graph to FP16 (float32 inputs/outputs; reductions, gates, softmax kept fp32)."""
+    from export.fp16 import convert_onnx
+    from export.verify import compare_graphs
+
+    with console.status(f"converting {model} to {precision}"):
+        convert_onnx(model, output, precision=precision, force=force)
+    console.print(f"wrote {output} ({precision}, float32 inputs/outputs)", highlight=False)
+    if verify_samples > 0:
+        with console.status(f"onnxruntime (CPU): {precision} vs fp32"):
+            result = compare_graphs(model, output, samples=verify_samples)
+        _parity_table(f"{output.name} vs {model.name}", result)
+        if json_out:
+            write_json(json_out, {"artifact": str(output), "reference": str(model), **result})
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export_command)
+    app.command("optimize")(optimize_command)
+    app.command("convert")(convert_command)

@@ -1,0 +1,391 @@
+// Fused AARM kernels for onnxruntime's CPU execution provider, custom-op domain "com.aarm".
+//
+// AarmPool(M) -> (global, channel)
+//   M (N, C, *S). One read of M gives all four of AARM's poolings:
+//   global  (N, C, 1, ...) = global_avg * mean_S(M) + global_max * max_S(M)     (CAM's mixed pool)
+//   channel (N, 1, *S)     = channel_avg * mean_C(M) + channel_max * max_C(M)   (STAM's mixed pool)
+//   attributes: global_avg, global_max, channel_avg, channel_max (floats).
+//
+// AarmGate(M, cgate, sgate, w1, w2, bias[, residual]) -> Y
+//   Y = act(M * (w1 * cgate + w2 * sgate) + bias [+ residual]), the parallel fusion of eq. (5) rewritten
+//   as one pass over M: cgate (N, C, 1, ...) is CAM's map, sgate (N, 1, *S) STAM's, w1 / w2 / bias (C) the
+//   channel-wise fusion conv; residual (N, C, *S) is the block's identity branch. attribute relu (int).
+//
+// Both ops split their work with onnxruntime's intra-op thread pool (KernelContext_ParallelFor).
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
+#include "ort_abi.h"
+
+namespace {
+
+using namespace ort_abi;
+
+const void* g_api = nullptr;
+
+OrtStatus* error(const std::string& msg) {
+  return fn<CreateStatusFn>(g_api, CreateStatus)(kOrtInvalidArgument, msg.c_str());
+}
+
+#define AARM_TRY(expr)               \
+  do {                               \
+    OrtStatus* status_ = (expr);     \
+    if (status_ != nullptr) return status_; \
+  } while (0)
+
+struct Tensor {
+  const OrtValue* value = nullptr;
+  std::vector<int64_t> dims;
+  float* data = nullptr;
+
+  int64_t numel() const {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    return n;
+  }
+};
+
+OrtStatus* describe(const OrtValue* value, Tensor* out, const char* what) {
+  OrtTensorTypeAndShapeInfo* info = nullptr;
+  AARM_TRY(fn<GetTensorTypeAndShapeFn>(g_api, GetTensorTypeAndShape)(value, &info));
+  int type = 0;
+  size_t rank = 0;
+  OrtStatus* status = fn<GetTensorElementTypeFn>(g_api, GetTensorElementType)(info, &type);
+  if (status == nullptr) status = fn<GetDimensionsCountFn>(g_api, GetDimensionsCount)(info, &rank);
+  if (status == nullptr) {
+    out->dims.assign(rank, 0);
+    status = fn<GetDimensionsFn>(g_api, GetDimensions)(info, out->dims.data(), rank);
+  }
+  fn<ReleaseTensorTypeAndShapeInfoFn>(g_api, ReleaseTensorTypeAndShapeInfo)(info);
+  if (status != nullptr) return status;
+  if (type != kOrtFloat) return error(std::string(what) + ": expected a float32 tensor");
+  out->value = value;
+  void* data = nullptr;
+  AARM_TRY(fn<GetTensorMutableDataFn>(g_api, GetTensorMutableData)(const_cast<OrtValue*>(value), &data));
+  out->data = static_cast<float*>(data);
+  return nullptr;
+}
+
+OrtStatus* input(OrtKernelContext* ctx, size_t index, Tensor* out, const char* what) {
+  const OrtValue* value = nullptr;
+  AARM_TRY(fn<KernelContextGetInputFn>(g_api, KernelContext_GetInput)(ctx, index, &value));
+  if (value == nullptr) return error(std::string(what) + ": missing input");
+  return describe(value, out, what);
+}
+
+OrtStatus* output(OrtKernelContext* ctx, size_t index, const std::vector<int64_t>& dims, Tensor* out) {
+  OrtValue* value = nullptr;
+  AARM_TRY(fn<KernelContextGetOutputFn>(g_api, KernelContext_GetOutput)(ctx, index, dims.data(), dims.size(), &value));
+  return describe(value, out, "output");
+}
+
+// Runs task(data, i) for i in [0, total) on onnxruntime's intra-op pool, serially if it is unavailable.
+void parallel_for(OrtKernelContext* ctx, void (*task)(void*, size_t), size_t total, void* data) {
+  OrtStatus* status = fn<ParallelForFn>(g_api, KernelContext_ParallelFor)(ctx, task, total, 0, data);
+  if (status == nullptr) return;
+  fn<ReleaseStatusFn>(g_api, ReleaseStatus)(status);
+  for (size_t i = 0; i < total; ++i) task(data, i);
+}
+
+OrtStatus* float_attr(const OrtKernelInfo* info, const char* name, float* out) {
+  OrtStatus* status = fn<KernelInfoGetAttributeFloatFn>(g_api, KernelInfoGetAttribute_float)(info, name, out);
+  if (status == nullptr) return nullptr;
+  fn<ReleaseStatusFn>(g_api, ReleaseStatus)(status);
+  return error(std::string("missing float attribute ") + name);
+}
+
+// ------------------------------------------------------------------------------------------------ AarmPool
+
+struct PoolKernel {
+  float global_avg, global_max, channel_avg, channel_max;
+};
+
+struct PoolWork {
+  const float* x;
+  float* channel;   // (N, S)
+  float* part_sum;  // (N, P, C)
+  float* part_max;  // (N, P, C)
+  int64_t C, S, chunk, P;
+  float channel_avg, channel_max;
+};
+
+void pool_task(void* data, size_t index) {
+  const PoolWork& w = *static_cast<const PoolWork*>(data);
+  const int64_t n = static_cast<int64_t>(index) / w.P, p = static_cast<int64_t>(index) % w.P;
+  const int64_t s0 = p * w.chunk, len = std::min(w.S, s0 + w.chunk) - s0;
+  std::vector<float> acc(2 * len);
+  float* acc_sum = acc.data();
+  float* acc_max = acc.data() + len;
+  const float* base = w.x + n * w.C * w.S + s0;
+  float* psum = w.part_sum + (n * w.P + p) * w.C;
+  float* pmax = w.part_max + (n * w.P + p) * w.C;
+  for (int64_t c = 0; c < w.C; ++c) {
+    const float* row = base + c * w.S;
+    float vs[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    float vm[8];
+    std::fill(vm, vm + 8, -std::numeric_limits<float>::infinity());
+    int64_t i = 0;
+    if (c == 0) {
+      std::memcpy(acc_sum, row, len * sizeof(float));
+      std::memcpy(acc_max, row, len * sizeof(float));
+    }
+#if defined(__AVX__)
+    __m256 sum8 = _mm256_setzero_ps(), max8 = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+    if (c == 0) {
+      for (; i + 8 <= len; i += 8) {
+        const __m256 v = _mm256_loadu_ps(row + i);
+        sum8 = _mm256_add_ps(sum8, v);
+        max8 = _mm256_max_ps(max8, v);
+      }
+    } else {
+      for (; i + 8 <= len; i += 8) {
+        const __m256 v = _mm256_loadu_ps(row + i);
+        sum8 = _mm256_add_ps(sum8, v);
+        max8 = _mm256_max_ps(max8, v);
+        _mm256_storeu_ps(acc_sum + i, _mm256_add_ps(_mm256_loadu_ps(acc_sum + i), v));
+        _mm256_storeu_ps(acc_max + i, _mm256_max_ps(_mm256_loadu_ps(acc_max + i), v));
+      }
+    }
+    _mm256_storeu_ps(vs, sum8);
+    _mm256_storeu_ps(vm, max8);
+#else
+    for (; i + 8 <= len; i += 8)
+      for (int k = 0; k < 8; ++k) {
+        const float v = row[i + k];
+        vs[k] += v;
+        vm[k] = vm[k] > v ? vm[k] : v;
+        if (c > 0) {
+          acc_sum[i + k] += v;
+          acc_max[i + k] = acc_max[i + k] > v ? acc_max[i + k] : v;
+        }
+      }
+#endif
+    float s = 0.f, m = -std::numeric_limits<float>::infinity();
+    for (; i < len; ++i) {
+      const float v = row[i];
+      s += v;
+      m = m > v ? m : v;
+      if (c > 0) {
+        acc_sum[i] += v;
+        acc_max[i] = acc_max[i] > v ? acc_max[i] : v;
+      }
+    }
+    for (int k = 0; k < 8; ++k) {
+      s += vs[k];
+      m = m > vm[k] ? m : vm[k];
+    }
+    psum[c] = s;
+    pmax[c] = m;
+  }
+  float* out = w.channel + n * w.S + s0;
+  const float inv_c = 1.f / static_cast<float>(w.C);
+  for (int64_t i = 0; i < len; ++i) out[i] = w.channel_avg * (acc_sum[i] * inv_c) + w.channel_max * acc_max[i];
+}
+
+OrtStatus* pool_compute(void* kernel, OrtKernelContext* ctx) {
+  const PoolKernel& k = *static_cast<const PoolKernel*>(kernel);
+  Tensor x;
+  AARM_TRY(input(ctx, 0, &x, "AarmPool input"));
+  if (x.dims.size() < 3) return error("AarmPool: input must be (N, C, *S)");
+  const int64_t N = x.dims[0], C = x.dims[1], S = x.numel() / std::max<int64_t>(N * C, 1);
+  std::vector<int64_t> gdims(x.dims.size(), 1), cdims(x.dims);
+  gdims[0] = N;
+  gdims[1] = C;
+  cdims[1] = 1;
+  Tensor g, ch;
+  AARM_TRY(output(ctx, 0, gdims, &g));
+  AARM_TRY(output(ctx, 1, cdims, &ch));
+  if (N * C * S == 0) return nullptr;
+  const int64_t chunk = std::min<int64_t>(S, 2048);
+  const int64_t P = (S + chunk - 1) / chunk;
+  std::vector<float> part(2 * N * P * C);
+  PoolWork work{x.data, ch.data, part.data(), part.data() + N * P * C, C, S, chunk, P, k.channel_avg, k.channel_max};
+  parallel_for(ctx, pool_task, static_cast<size_t>(N * P), &work);
+  const float inv_s = 1.f / static_cast<float>(S);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      float s = 0.f, m = -std::numeric_limits<float>::infinity();
+      for (int64_t p = 0; p < P; ++p) {
+        s += work.part_sum[(n * P + p) * C + c];
+        m = std::max(m, work.part_max[(n * P + p) * C + c]);
+      }
+      g.data[n * C + c] = k.global_avg * (s * inv_s) + k.global_max * m;
+    }
+  return nullptr;
+}
+
+OrtStatus* pool_create(const OrtCustomOp*, const void*, const OrtKernelInfo* info, void** kernel) {
+  auto* k = new PoolKernel{};
+  OrtStatus* status = float_attr(info, "global_avg", &k->global_avg);
+  if (status == nullptr) status = float_attr(info, "global_max", &k->global_max);
+  if (status == nullptr) status = float_attr(info, "channel_avg", &k->channel_avg);
+  if (status == nullptr) status = float_attr(info, "channel_max", &k->channel_max);
+  if (status != nullptr) {
+    delete k;
+    return status;
+  }
+  *kernel = k;
+  return nullptr;
+}
+
+void pool_destroy(void* kernel) { delete static_cast<PoolKernel*>(kernel); }
+
+// ------------------------------------------------------------------------------------------------ AarmGate
+
+struct GateKernel {
+  int64_t relu;
+};
+
+struct GateWork {
+  const float *x, *cgate, *sgate, *w1, *w2, *bias, *residual;
+  float* out;
+  int64_t C, S, rows, rows_per_task;
+  bool relu;
+};
+
+template <bool kResidual, bool kRelu>
+void gate_rows(const GateWork& w, int64_t r0, int64_t r1) {
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t n = row / w.C, c = row % w.C;
+    const float a = w.cgate[row] * w.w1[c], ws = w.w2[c], b = w.bias[c];
+    const float* x = w.x + row * w.S;
+    const float* s = w.sgate + n * w.S;
+    const float* r = kResidual ? w.residual + row * w.S : nullptr;
+    float* o = w.out + row * w.S;
+    for (int64_t i = 0; i < w.S; ++i) {
+      float v = x[i] * (a + s[i] * ws) + b;
+      if (kResidual) v += r[i];
+      if (kRelu) v = v > 0.f ? v : 0.f;
+      o[i] = v;
+    }
+  }
+}
+
+void gate_task(void* data, size_t index) {
+  const GateWork& w = *static_cast<const GateWork*>(data);
+  const int64_t r0 = static_cast<int64_t>(index) * w.rows_per_task, r1 = std::min(w.rows, r0 + w.rows_per_task);
+  if (w.residual != nullptr)
+    w.relu ? gate_rows<true, true>(w, r0, r1) : gate_rows<true, false>(w, r0, r1);
+  else
+    w.relu ? gate_rows<false, true>(w, r0, r1) : gate_rows<false, false>(w, r0, r1);
+}
+
+OrtStatus* gate_compute(void* kernel, OrtKernelContext* ctx) {
+  const GateKernel& k = *static_cast<const GateKernel*>(kernel);
+  size_t count = 0;
+  AARM_TRY(fn<KernelContextGetInputCountFn>(g_api, KernelContext_GetInputCount)(ctx, &count));
+  Tensor x, cg, sg, w1, w2, b, r;
+  AARM_TRY(input(ctx, 0, &x, "AarmGate M"));
+  AARM_TRY(input(ctx, 1, &cg, "AarmGate channel gate"));
+  AARM_TRY(input(ctx, 2, &sg, "AarmGate spatial gate"));
+  AARM_TRY(input(ctx, 3, &w1, "AarmGate w1"));
+  AARM_TRY(input(ctx, 4, &w2, "AarmGate w2"));
+  AARM_TRY(input(ctx, 5, &b, "AarmGate bias"));
+  const OrtValue* res_value = nullptr;
+  if (count > 6) AARM_TRY(fn<KernelContextGetInputFn>(g_api, KernelContext_GetInput)(ctx, 6, &res_value));
+  if (res_value != nullptr) AARM_TRY(describe(res_value, &r, "AarmGate residual"));
+  if (x.dims.size() < 3) return error("AarmGate: M must be (N, C, *S)");
+  const int64_t N = x.dims[0], C = x.dims[1], S = x.numel() / std::max<int64_t>(N * C, 1);
+  if (cg.numel() != N * C) return error("AarmGate: channel gate must be (N, C, 1, ...)");
+  if (sg.numel() != N * S) return error("AarmGate: spatial gate must be (N, 1, *S)");
+  if (w1.numel() != C || w2.numel() != C || b.numel() != C) return error("AarmGate: w1, w2, bias must have C values");
+  if (res_value != nullptr && r.dims != x.dims) return error("AarmGate: residual must have M's shape");
+  Tensor y;
+  AARM_TRY(output(ctx, 0, x.dims, &y));
+  const int64_t rows = N * C;
+  if (rows * S == 0) return nullptr;
+  const int64_t tasks = std::min<int64_t>(rows, 64);
+  const int64_t per = (rows + tasks - 1) / tasks;
+  GateWork work{x.data, cg.data, sg.data, w1.data, w2.data, b.data, res_value ? r.data : nullptr, y.data,
+                C, S, rows, per, k.relu != 0};
+  parallel_for(ctx, gate_task, static_cast<size_t>((rows + per - 1) / per), &work);
+  return nullptr;
+}
+
+OrtStatus* gate_create(const OrtCustomOp*, const void*, const OrtKernelInfo* info, void** kernel) {
+  auto* k = new GateKernel{0};
+  OrtStatus* status = fn<KernelInfoGetAttributeInt64Fn>(g_api, KernelInfoGetAttribute_int64)(info, "relu", &k->relu);
+  if (status != nullptr) {  // optional attribute: absent means no activation
+    fn<ReleaseStatusFn>(g_api, ReleaseStatus)(status);
+    k->relu = 0;
+  }
+  *kernel = k;
+  return nullptr;
+}
+
+void gate_destroy(void* kernel) { delete static_cast<GateKernel*>(kernel); }
+
+// ------------------------------------------------------------------------------------------ registration
+
+int float_type(const OrtCustomOp*, size_t) { return kOrtFloat; }
+const char* cpu_provider(const OrtCustomOp*) { return nullptr; }  // null: the CPU execution provider
+int required(const OrtCustomOp*, size_t) { return kOrtRequired; }
+int gate_input_characteristic(const OrtCustomOp*, size_t index) { return index == 6 ? kOrtOptional : kOrtRequired; }
+int default_memory(const OrtCustomOp*, size_t) { return 0; }
+int one(const OrtCustomOp*) { return 1; }
+void* no_v1_kernel(const OrtCustomOp*, const void*, const OrtKernelInfo*) { return nullptr; }
+void no_v1_compute(void*, OrtKernelContext*) {}
+
+const char* pool_name(const OrtCustomOp*) { return "AarmPool"; }
+const char* gate_name(const OrtCustomOp*) { return "AarmGate"; }
+size_t pool_inputs(const OrtCustomOp*) { return 1; }
+size_t pool_outputs(const OrtCustomOp*) { return 2; }
+size_t gate_inputs(const OrtCustomOp*) { return 7; }
+size_t gate_outputs(const OrtCustomOp*) { return 1; }
+
+OrtCustomOp make_op(const char* (*name)(const OrtCustomOp*), size_t (*inputs)(const OrtCustomOp*),
+                    size_t (*outputs)(const OrtCustomOp*), int (*input_characteristic)(const OrtCustomOp*, size_t),
+                    OrtStatus* (*create)(const OrtCustomOp*, const void*, const OrtKernelInfo*, void**),
+                    OrtStatus* (*compute)(void*, OrtKernelContext*), void (*destroy)(void*)) {
+  OrtCustomOp op{};
+  op.version = kCustomOpVersion;
+  op.CreateKernel = no_v1_kernel;
+  op.GetName = name;
+  op.GetExecutionProviderType = cpu_provider;
+  op.GetInputType = float_type;
+  op.GetInputTypeCount = inputs;
+  op.GetOutputType = float_type;
+  op.GetOutputTypeCount = outputs;
+  op.KernelCompute = no_v1_compute;
+  op.KernelDestroy = destroy;
+  op.GetInputCharacteristic = input_characteristic;
+  op.GetOutputCharacteristic = required;
+  op.GetInputMemoryType = default_memory;
+  op.GetVariadicInputMinArity = one;
+  op.GetVariadicInputHomogeneity = one;
+  op.GetVariadicOutputMinArity = one;
+  op.GetVariadicOutputHomogeneity = one;
+  op.CreateKernelV2 = create;
+  op.KernelComputeV2 = compute;
+  return op;
+}
+
+OrtCustomOp g_pool_op;
+OrtCustomOp g_gate_op;
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(OrtSessionOptions* options,
+                                                                                const OrtApiBase* base) {
+  g_api = base->GetApi(kApiVersion);
+  if (g_api == nullptr) {
+    const void* v1 = base->GetApi(1);
+    return fn<CreateStatusFn>(v1, CreateStatus)(kOrtFail, "aarm kernels need onnxruntime C API version >= 16");
+  }
+  g_pool_op = make_op(pool_name, pool_inputs, pool_outputs, required, pool_create, pool_compute, pool_destroy);
+  g_gate_op = make_op(gate_name, gate_inputs, gate_outputs, gate_input_characteristic, gate_create, gate_compute,
+                      gate_destroy);
+  OrtCustomOpDomain* domain = nullptr;
+  AARM_TRY(fn<CreateCustomOpDomainFn>(g_api, CreateCustomOpDomain)("com.aarm", &domain));
+  AARM_TRY(fn<CustomOpDomainAddFn>(g_api, CustomOpDomain_Add)(domain, &g_pool_op));
+  AARM_TRY(fn<CustomOpDomainAddFn>(g_api, CustomOpDomain_Add)(domain, &g_gate_op));
+  return fn<AddCustomOpDomainFn>(g_api, AddCustomOpDomain)(options, domain);
+}
