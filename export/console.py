@@ -11,9 +11,13 @@ err_console = Console(stderr=True)
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """A table: on a terminal as wide as it is; into a pipe or file at its natural width, columns unsqueezed."""
     table = Table(title=title)
     for i, col in enumerate(columns):
-        table.add_column(col, justify="left" if i == 0 else "right")
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=not console.is_terminal)
     for row in rows:
         table.add_row(*(str(v) for v in row))
-    console.print(table)
+    if console.is_terminal:
+        console.print(table)
+    else:
+        Console(file=console.file, width=400).print(table)

@@ -9,7 +9,7 @@ versions and device it was built with. Later steps read it instead of asking for
 import hashlib
 import platform
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -79,7 +79,7 @@ class Sidecar:
     sha256: str = ""
     versions: dict[str, str | None] = field(default_factory=software_versions)
     device: str = field(default_factory=host_device)
-    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = SIDECAR_VERSION
 

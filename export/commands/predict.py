@@ -1,0 +1,53 @@
+"""`aarm-export predict`: action labels for video files from any artifact."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aarm.fileio import check_writable, write_json
+from export.commands.bench import DeviceOpt, ProviderOpt, ThreadsOpt, open_cli_runner, progress_bar
+from export.console import console, print_table
+
+
+def predict(
+    videos: Annotated[list[Path], typer.Argument(help="Video files (or frame folders).")],
+    artifact: Annotated[Path, typer.Option(help="Model to run (.onnx, .engine, .pt).")],
+    top_k: Annotated[int, typer.Option(help="Labels to show per video.")] = 5,
+    batch: Annotated[int, typer.Option(help="Clips per inference call.")] = 8,
+    clips: Annotated[int, typer.Option(help="Views per video, averaged (evaluation sampling).")] = 1,
+    workers: Annotated[int, typer.Option(help="Threads decoding videos.")] = 2,
+    provider: ProviderOpt = None,
+    device: DeviceOpt = None,
+    threads: ThreadsOpt = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the predictions as JSON.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
+) -> None:
+    """Top-k action labels with probabilities for video files.
+
+    Each video is decoded, sampled and preprocessed as the model was trained (from its sidecar or
+    checkpoint) and run in batches.
+    """
+    from runtime.predict import predict_videos, predictions_to_json
+
+    if json_out:
+        check_writable(json_out, force)
+    runner = open_cli_runner(artifact, provider, device, threads)
+    with progress_bar() as bar:
+        task = bar.add_task("predicting", total=len(videos))
+        predictions = predict_videos(runner, videos, top_k=top_k, batch=batch, num_clips=clips, workers=workers,
+                                     progress=lambda n: bar.advance(task, n))
+    k = max((len(p.labels) for p in predictions), default=0)
+    print_table(
+        f"Predictions of {artifact.name} ({runner.provider})",
+        ["video", *[f"#{i + 1}" for i in range(k)]],
+        [(Path(p.path).name, *[f"{lab} {s:.3f}" for lab, s in zip(p.labels, p.scores, strict=True)])
+         for p in predictions],
+    )
+    if json_out:
+        write_json(json_out, predictions_to_json(runner, predictions))
+        console.print(f"wrote {json_out}", highlight=False, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)

@@ -1,0 +1,298 @@
+"""One inference interface over every backend, shaped like Polygraphy's runners.
+
+    with open_runner("model.onnx", providers=["cpu"], threads=2) as runner:
+        scores = runner.infer({"input": x})["scores"]          # x (N, K, C, H, W) -> (N, num_classes)
+
+`open_runner` picks the backend from the artifact (`.pt` checkpoint: PyTorch, `.onnx`: onnxruntime,
+`.engine`: TensorRT), reads the sidecar (verified against the file's sha256) for the input layout,
+classes and preprocessing, and refuses an artifact whose sidecar does not describe the graph it sits
+beside. `infer` is safe to call from several threads on one runner.
+"""
+
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from aarm.data.preprocessing import Preprocessing
+from aarm.errors import AarmError, ArtifactError, ConfigError
+from runtime.artifact import Sidecar
+
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
+_ALIASES = {"pytorch": "torch", "ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt"}
+_SUFFIX_BACKEND = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt",
+                   ".plan": "tensorrt"}
+
+
+class FeedError(AarmError):
+    """An inference feed whose names, shapes or dtypes do not fit the runner's inputs."""
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One runner input. `shape` holds ints and strings for dynamic axes ("N" for the batch)."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: str = "float32"
+
+    def concrete(self, batch: int) -> tuple[int, ...]:
+        """The shape with the batch axis (axis 0) set to `batch`; any other dynamic axis is an error."""
+        dims = []
+        for i, d in enumerate(self.shape):
+            if isinstance(d, int):
+                dims.append(d)
+            elif i == 0:
+                dims.append(batch)
+            else:
+                raise ArtifactError(f"input {self.name!r}: axis {i} is dynamic ({d!r}); only the batch may be")
+        return tuple(dims)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+def frames_per_clip(preprocessing: Preprocessing) -> int:
+    """Video frames one clip consumes: K snippets of 1 RGB frame or `flow_stack` flow fields (2D), T (3D)."""
+    if preprocessing.layout == "NKCHW":
+        return preprocessing.segments * (preprocessing.flow_stack if preprocessing.modality == "flow" else 1)
+    return preprocessing.frames
+
+
+class Runner(ABC):
+    """Base class: `activate()` / `infer(feed)` / `deactivate()`, or use it as a context manager.
+
+    Subclasses set `backend`, implement `provider`, `infer_impl` and, where they hold resources,
+    `activate_impl` / `deactivate_impl`. `infer` checks the feed against `input_specs` and is thread-safe:
+    backends whose engines are not (PyTorch modules, TensorRT contexts) serialise calls with `self.lock`.
+    """
+
+    backend: str = ""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        inputs: Sequence[InputSpec],
+        outputs: Sequence[str],
+        classes: Sequence[str] = (),
+        preprocessing: Sequence[Preprocessing] = (),
+        precision: str = "fp32",
+        path: Path | None = None,
+        sidecar: Sidecar | None = None,
+    ) -> None:
+        self.name = name
+        self.input_specs = list(inputs)
+        self.output_names = list(outputs)
+        self.classes = list(classes)
+        self.preprocessing = list(preprocessing)
+        self.precision = precision
+        self.path = path
+        self.sidecar = sidecar
+        self.is_active = False
+        self.lock = threading.RLock()
+        self._active_count = 0
+
+    # -- what ran ------------------------------------------------------------------------------------
+    @property
+    @abstractmethod
+    def provider(self) -> str:
+        """The execution provider or device that actually runs the model (e.g. CPUExecutionProvider)."""
+
+    @property
+    def device(self) -> str:
+        """"cpu" or "cuda:<i>"."""
+        return "cpu"
+
+    @property
+    def frames_per_clip(self) -> int:
+        """Video frames behind one clip of the first input (1 when the runner has no preprocessing)."""
+        return frames_per_clip(self.preprocessing[0]) if self.preprocessing else 1
+
+    def describe(self) -> dict[str, Any]:
+        """What a result needs to say about the runner that produced it."""
+        return {
+            "name": self.name,
+            "path": str(self.path) if self.path else None,
+            "backend": self.backend,
+            "provider": self.provider,
+            "device": self.device,
+            "precision": self.precision,
+            "inputs": [s.to_dict() for s in self.input_specs],
+            "outputs": list(self.output_names),
+            "frames_per_clip": self.frames_per_clip,
+        }
+
+    # -- life cycle ----------------------------------------------------------------------------------
+    def activate_impl(self) -> None:  # noqa: B027 - optional hook
+        """Allocate what inference needs (sessions, device memory)."""
+
+    def deactivate_impl(self) -> None:  # noqa: B027 - optional hook
+        """Free what `activate_impl` allocated."""
+
+    def activate(self) -> "Runner":
+        """Make the runner ready; nested activations are counted and only the outermost one allocates."""
+        with self.lock:
+            if self._active_count == 0:
+                self.activate_impl()
+                self.is_active = True
+            self._active_count += 1
+        return self
+
+    def deactivate(self) -> None:
+        with self.lock:
+            if self._active_count == 0:
+                return
+            self._active_count -= 1
+            if self._active_count == 0:
+                self.deactivate_impl()
+                self.is_active = False
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc: object) -> None:
+        self.deactivate()
+
+    # -- inference -----------------------------------------------------------------------------------
+    @abstractmethod
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch; `feed` has been checked against `input_specs`."""
+
+    def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one batch: `feed` maps every input name to an array of its spec's shape (any batch) and dtype.
+
+        Returns {output name: array}; the classifier's output "scores" is (N, num_classes).
+        """
+        if not self.is_active:
+            raise AarmError(f"runner {self.name} is not active; use it in a `with` block or call activate()")
+        return self.infer_impl(self.check_feed(feed))
+
+    def check_feed(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = [s.name for s in self.input_specs]
+        if set(feed) != set(names):
+            raise FeedError(f"{self.name}: feed has inputs {sorted(feed)}, the model takes {names}")
+        checked: dict[str, np.ndarray] = {}
+        batch = None
+        for spec in self.input_specs:
+            arr = feed[spec.name]
+            if not isinstance(arr, np.ndarray):
+                raise FeedError(f"{self.name}: input {spec.name!r} must be a numpy array, got {type(arr).__name__}")
+            if arr.dtype != np.dtype(spec.dtype):
+                raise FeedError(f"{self.name}: input {spec.name!r} is {arr.dtype}, the model takes {spec.dtype}")
+            if arr.ndim != len(spec.shape) or any(
+                isinstance(d, int) and d != a for d, a in zip(spec.shape, arr.shape, strict=True)
+            ):
+                raise FeedError(f"{self.name}: input {spec.name!r} has shape {tuple(arr.shape)}, "
+                                f"the model takes {tuple(spec.shape)}")
+            if batch is not None and arr.shape[0] != batch:
+                raise FeedError(f"{self.name}: inputs disagree on the batch size ({batch} vs {arr.shape[0]})")
+            batch = arr.shape[0]
+            checked[spec.name] = np.ascontiguousarray(arr)
+        return checked
+
+    def example_feed(self, batch: int = 1, *, rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
+        """Random normalised inputs (standard normal) of the runner's shapes, batch `batch`."""
+        rng = rng if rng is not None else np.random.default_rng(0)
+        return {
+            s.name: rng.standard_normal(s.concrete(batch), dtype=np.float32).astype(s.dtype, copy=False)
+            for s in self.input_specs
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name} on {self.provider}>"
+
+
+def sidecar_input_specs(sidecar: Sidecar) -> list[InputSpec]:
+    return [InputSpec(t.name, tuple(t.shape), t.dtype) for t in sidecar.inputs]
+
+
+def check_graph_matches_sidecar(
+    artifact: Path, sidecar: Sidecar, inputs: Sequence[tuple[str, Sequence[Any], str]], outputs: Sequence[str]
+) -> None:
+    """Refuse an artifact whose graph inputs/outputs differ from what its sidecar declares.
+
+    inputs: the graph's actual (name, shape, dtype) with dynamic axes as strings, None or negative ints.
+    A sidecar axis given as a string must be dynamic in the graph; an int must be equal.
+    """
+    declared = [(t.name, list(t.shape), t.dtype) for t in sidecar.inputs]
+    if [n for n, _, _ in declared] != [n for n, _, _ in inputs]:
+        raise ArtifactError(f"{artifact}: sidecar declares inputs {[n for n, _, _ in declared]}, "
+                            f"the graph has {[n for n, _, _ in inputs]}")
+    for (name, want, want_dtype), (_, got, got_dtype) in zip(declared, inputs, strict=True):
+        got = list(got)
+        dynamic = [not isinstance(g, int) or g < 0 for g in got]
+        ok = len(want) == len(got) and all(
+            dyn if isinstance(w, str) else (not dyn and w == g) for w, g, dyn in zip(want, got, dynamic, strict=True)
+        )
+        if not ok:
+            shown = ["?" if d else g for g, d in zip(got, dynamic, strict=True)]
+            raise ArtifactError(f"{artifact}: input {name!r} is {shown} in the graph, its sidecar says {want}")
+        if want_dtype != got_dtype:
+            raise ArtifactError(
+                f"{artifact}: input {name!r} is {got_dtype} in the graph, its sidecar says {want_dtype}")
+    want_out = [t.name for t in sidecar.outputs]
+    if want_out != list(outputs):
+        raise ArtifactError(f"{artifact}: sidecar declares outputs {want_out}, the graph has {list(outputs)}")
+
+
+def resolve_backend(artifact: str | Path, backend: str | None = None) -> str:
+    """The backend for an artifact: named explicitly, or from its suffix (.pt / .onnx / .engine)."""
+    path = Path(artifact)
+    by_suffix = _SUFFIX_BACKEND.get(path.suffix.lower())
+    if backend is None:
+        if by_suffix is None:
+            raise ArtifactError(f"{path}: unknown artifact type {path.suffix!r}; expected .pt, .onnx or .engine")
+        return by_suffix
+    name = _ALIASES.get(backend.lower(), backend.lower())
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if by_suffix is not None and by_suffix != name:
+        raise ConfigError(f"{path}: a {path.suffix} artifact runs on {by_suffix}, not {name}")
+    return name
+
+
+def open_runner(
+    artifact: str | Path,
+    *,
+    backend: str | None = None,
+    providers: Sequence[str] | None = None,
+    device: str | None = None,
+    threads: int | None = None,
+    inter_threads: int | None = None,
+    **options: Any,
+) -> Runner:
+    """Open an artifact for inference (not yet active).
+
+    backend: torch | onnxruntime | tensorrt (default: from the suffix). providers (onnxruntime): execution
+    providers in priority order, short names cpu / cuda / tensorrt or full names; a requested provider that
+    does not start raises BackendUnavailable. device: "cpu" or "cuda[:i]" (torch; for onnxruntime "cuda"
+    means the CUDA provider). threads / inter_threads: intra-/inter-op threads. options: backend-specific
+    (onnxruntime: `optimization` all|extended|basic|disable, `provider_options`).
+    """
+    name = resolve_backend(artifact, backend)
+    if name == "torch":
+        if providers:
+            raise ConfigError("execution providers apply to onnxruntime; for PyTorch pass device=")
+        from runtime.backends.torch_backend import TorchRunner
+
+        return TorchRunner.from_checkpoint(artifact, device=device or "cpu", threads=threads, **options)
+    if name == "onnxruntime":
+        from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
+
+        if providers is None and device is not None:
+            providers = ["cuda" if device.startswith("cuda") else "cpu"]
+            if device.startswith("cuda:"):
+                options.setdefault("provider_options", {}).setdefault("device_id", int(device.split(":")[1]))
+        return OnnxRuntimeRunner.from_artifact(
+            artifact, providers=providers, threads=threads, inter_threads=inter_threads, **options
+        )
+    if providers or threads or inter_threads:
+        raise ConfigError("providers and thread counts do not apply to TensorRT engines")
+    from runtime.backends.tensorrt_backend import TensorRTRunner
+
+    return TensorRTRunner.from_engine(artifact, **options)
