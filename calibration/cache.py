@@ -1,0 +1,117 @@
+"""Calibration caches: tensor ranges computed once, reused by later runs with the same graph, data and method.
+
+    key = cache_key(graph_sha256, clips_identity(clips, prep), "entropy")
+    ranges = load_ranges(Path("model.calib.json"), key)       # TensorsData, or None on a miss
+    save_ranges(Path("model.calib.json"), key, ranges, meta={...})
+    write_tensorrt_table(ranges, Path("model.int8.calibration.cache"))
+
+The JSON cache holds any number of entries, one per key: {"format": "aarm-calibration-cache", "version": 1,
+"entries": {key: {"method", "meta", "ranges": {tensor: [lowest, highest]}}}}. The key hashes the graph,
+the calibration clips' identity, the method and onnxruntime's version, so a different graph or data set
+never reads another's ranges. The TensorRT table is the text format TensorRT's calibrators read and write:
+a "TRT-<version>-EntropyCalibration2" header, then one "tensor: <hex of the float32 scale>" line per tensor
+with scale = max(|lowest|, |highest|) / 127 (symmetric int8).
+"""
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+from aarm.errors import ArtifactError
+from aarm.fileio import write_json, write_text
+
+CACHE_FORMAT = "aarm-calibration-cache"
+CACHE_VERSION = 1
+TENSORRT_VERSION = 110400  # NV_TENSORRT_VERSION of TensorRT 11.4 (major * 10000 + minor * 100 + patch)
+
+
+def cache_key(graph_sha256: str, data_identity: str, method: str, options: dict[str, Any] | None = None) -> str:
+    """sha256 of what decides the ranges: graph, calibration data, method (and its options), onnxruntime."""
+    payload = {
+        "graph": graph_sha256, "data": data_identity, "method": method, "options": options or {},
+        "onnxruntime": onnxruntime.__version__,
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: unreadable calibration cache ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != CACHE_FORMAT:
+        raise ArtifactError(f"{path}: not an aarm calibration cache (no format tag {CACHE_FORMAT!r})")
+    if data.get("version") != CACHE_VERSION:
+        raise ArtifactError(f"{path}: calibration cache version {data.get('version')}, this aarm reads {CACHE_VERSION}")
+    return data
+
+
+def ranges_to_json(ranges: TensorsData) -> dict[str, list[float]]:
+    """{tensor: [lowest, highest]} (float32 values, exact in JSON)."""
+    return {name: [float(np.asarray(d.lowest).reshape(-1)[0]), float(np.asarray(d.highest).reshape(-1)[0])]
+            for name, d in ranges.items()}
+
+
+def ranges_from_json(method: str, ranges: dict[str, list[float]]) -> TensorsData:
+    """TensorsData that quantize_static takes, from {tensor: [lowest, highest]}."""
+    if method not in CalibrationMethod.__members__:
+        raise ArtifactError(f"calibration cache entry has unknown calibration method {method!r}")
+    calib = CalibrationMethod[method]
+    data = {name: TensorData(lowest=np.array(lo, dtype=np.float32), highest=np.array(hi, dtype=np.float32))
+            for name, (lo, hi) in ranges.items()}
+    return TensorsData(calib, data)
+
+
+def load_ranges(path: str | Path, key: str) -> TensorsData | None:
+    """The ranges stored under `key` in the cache at `path`; None when the file or the entry is absent."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    entry = _read(path)["entries"].get(key)
+    if entry is None:
+        return None
+    return ranges_from_json(entry["calibration_method"], entry["ranges"])
+
+
+def save_ranges(path: str | Path, key: str, ranges: TensorsData, *, meta: dict[str, Any] | None = None) -> Path:
+    """Add (or replace) the entry `key` in the cache at `path`, keeping the other entries; atomic."""
+    path = Path(path)
+    data = _read(path) if path.exists() else {"format": CACHE_FORMAT, "version": CACHE_VERSION, "entries": {}}
+    data["entries"][key] = {
+        "calibration_method": ranges.calibration_method.name, "meta": meta or {}, "ranges": ranges_to_json(ranges),
+    }
+    return write_json(path, data)
+
+
+def tensorrt_scale(lowest: float, highest: float) -> float:
+    """Symmetric int8 scale of a range: max(|lowest|, |highest|) / 127."""
+    return max(abs(float(lowest)), abs(float(highest))) / 127.0
+
+
+def write_tensorrt_table(ranges: TensorsData, path: str | Path, *, version: int = TENSORRT_VERSION) -> Path:
+    """A TensorRT calibration table (text): header, then "tensor: <big-endian hex of float32 scale>" lines."""
+    lines = [f"TRT-{version}-EntropyCalibration2"]
+    for name, (lo, hi) in sorted(ranges_to_json(ranges).items()):
+        lines.append(f"{name}: {struct.pack('>f', tensorrt_scale(lo, hi)).hex()}")
+    return write_text(path, "\n".join(lines) + "\n")
+
+
+def read_tensorrt_table(path: str | Path) -> dict[str, float]:
+    """{tensor: scale} of a TensorRT calibration table."""
+    path = Path(path)
+    lines = path.read_text().splitlines()
+    if not lines or not lines[0].startswith("TRT-"):
+        raise ArtifactError(f"{path}: not a TensorRT calibration table (no TRT-<version>-<algorithm> header)")
+    table = {}
+    for number, line in enumerate(lines[1:], start=2):
+        name, sep, value = line.rpartition(": ")
+        if not sep:
+            raise ArtifactError(f"{path}:{number}: expected '<tensor>: <hex scale>', got {line!r}")
+        table[name] = struct.unpack(">f", bytes.fromhex(value.strip().rjust(8, "0")))[0]
+    return table

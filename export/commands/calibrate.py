@@ -1,0 +1,99 @@
+"""`aarm-export calibrate`: INT8 post-training quantization of a float ONNX artifact, calibrated on real clips,
+keeping the most sensitive layers in float until the held-out accuracy drop is within a budget."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from export.console import console, err_console, print_table
+from export.progress import progress_callback
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def calibrate_command(
+    model: Annotated[Path, typer.Argument(help="Float32 ONNX artifact (with its sidecar) to quantize.")],
+    data: Annotated[Path, typer.Option("--data", help="Dataset root (its train subset calibrates) or a folder of "
+                                                      "videos.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="INT8 Q/DQ graph to write.")],
+    split: Annotated[int, typer.Option(help="Dataset split 1-3.")] = 1,
+    clips: Annotated[int, typer.Option(help="Calibration clips (chosen by --seed).")] = 64,
+    method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "entropy",
+    target: Annotated[str, typer.Option(help="cpu (onnxruntime, uint8 activations) | tensorrt (symmetric "
+                                             "int8)")] = "cpu",
+    max_drop: Annotated[float, typer.Option("--max-drop", help="Top-1 points the INT8 graph may lose on held-out "
+                                                               "clips; worst layers stay float until it holds.")] = 1.0,
+    eval_data: Annotated[Path | None, typer.Option("--eval-data", help="Labelled held-out dataset (its test "
+                                                                       "subset); default: --data's.")] = None,
+    eval_clips: Annotated[int, typer.Option("--eval-clips", help="Held-out clips to score.")] = 256,
+    exclude: Annotated[list[str] | None, typer.Option("--exclude", help="Node name, glob or module path to keep in "
+                                                                        "float (repeatable).")] = None,
+    cache: Annotated[Path | None, typer.Option(help="JSON calibration cache: reused when graph, clips and method "
+                                                    "match.")] = None,
+    seed: Annotated[int, typer.Option(help="Chooses the calibration and held-out clips.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 8,
+    reduce_range: Annotated[bool, typer.Option("--reduce-range", help="7-bit weights (CPUs without VNNI may "
+                                                                      "saturate 8-bit products).")] = False,
+    preprocess: Annotated[bool, typer.Option(help="Run onnxruntime's quantization pre-processing first.")] = True,
+    force: Annotated[bool, typer.Option(help="Overwrite the output, its report and its table.")] = False,
+) -> None:
+    """Quantize MODEL to an INT8 Q/DQ graph for --target, within --max-drop top-1 points on held-out clips."""
+    from calibration.quantize import calibrate
+
+    with progress_callback() as report:
+        result = calibrate(
+            model, out, data=data, split=split, clips=clips, method=method, target=target, max_drop=max_drop,
+            eval_data=eval_data, eval_clips=eval_clips, exclude=exclude or [], cache=cache, seed=seed,
+            batch_size=batch_size, reduce_range=reduce_range, preprocess=preprocess, force=force, progress=report,
+        )
+    r = result.report
+    cal = r["calibration"]
+    console.print(
+        f"{r['method']} calibration on {cal['clips']} clips of {cal['data']}"
+        f"{' (ranges from the cache)' if cal['cache']['hit'] else ''}; target {r['target']}: "
+        f"{r['quantization']['activation_type']} activations, {r['quantization']['weight_type']} weights",
+        highlight=False,
+    )
+    if r["sensitivity"]:
+        print_table(
+            "Layer sensitivity (only that module quantized, the rest float)",
+            ["module", "role", "nodes", "top-1 %", "agreement %", "score error"],
+            [(s["group"], s["role"], s["nodes"], _fmt(s["top1"]), _fmt(s["agreement"]), f"{s['error']:.4f}")
+             for s in r["sensitivity"][:15]],
+        )
+    if r["excluded"]:
+        print_table(
+            f"Kept in float ({len(r['excluded'])} nodes)", ["node", "module", "reason"],
+            [(e["node"], e["group"] or "-", e["reason"]) for e in r["excluded"]],
+        )
+    acc = r["accuracy"]
+    if acc is not None:
+        print_table(
+            f"Held-out accuracy ({acc['clips']} clips of {acc['data']})",
+            ["graph", "top-1 %", "drop (points)", "agreement %", "score error"],
+            [("fp32", _fmt(acc["fp32_top1"]), "-", "100.0", "0"),
+             ("int8", _fmt(acc["int8_top1"]), _fmt(acc["drop"], ".2f"), _fmt(acc["agreement"]),
+              f"{acc['error']:.4f}")],
+        )
+        if acc["within_budget"] is False:
+            err_console.print(f"[bold yellow]warning:[/] top-1 drop {acc['drop']:.2f} points is over the "
+                              f"{acc['max_drop']}-point budget even with every layer in float", highlight=False)
+    if target == "tensorrt":
+        from export.lint import lint_onnx
+
+        findings = lint_onnx(out)
+        errors = sum(f.severity == "error" for f in findings)
+        console.print(f"TensorRT lint: {errors} error(s), {len(findings) - errors} warning(s)", highlight=False)
+        if errors:
+            err_console.print(f"[bold red]error:[/] {out} fails the TensorRT lint; run aarm-export lint {out}",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
+    console.print(f"wrote {out} (+ sidecar), {result.report_path.name}, {result.table_path.name} "
+                  f"in {r['seconds']:.0f} s", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("calibrate")(calibrate_command)

@@ -1,0 +1,144 @@
+"""Small artifacts for the calibration tests.
+
+- `tiny`: an untrained AARM ResNet-18 TSN (K = 2, 32x32, five classes) exported as ONNX with its sidecar
+  (through export.onnx_export, the project's exporter).
+- `videos`: a synthetic dataset with those five classes (one train and one test video per class).
+- `probe`: a three-layer CNN trained to 100% on the ten synthetic videos, with a dead channel of constant
+  value 1000 after its first conv: harmless in float, it stretches that tensor's int8 range so far that
+  the real channels quantize to almost nothing, unless the conv that reads it stays in float. A known
+  sensitive layer to test the search against.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+import aarm
+from aarm.data.annotations import load_split
+from aarm.data.preprocessing import Preprocessing
+from aarm.data.synthetic import list_classes, make_synthetic
+from calibration.reader import ClipReader, ClipSet
+from runtime.artifact import Sidecar, TensorSpec, write_sidecar
+
+CLASSES = list_classes()[:5]
+
+
+@dataclass
+class Tiny:
+    dir: Path
+    model: torch.nn.Module
+    preprocessing: Preprocessing
+    classes: list[str]
+    onnx: Path
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Single-threaded PyTorch: on the shared 2-core machine extra threads only contend."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def export_artifact(model: nn.Module, out: Path, *, classes: list[str], preprocessing: Preprocessing,
+                    config: dict | None = None) -> Path:
+    """ONNX + sidecar: export.onnx_export for registered models, else torch.onnx.export + write_sidecar."""
+    if config is None:
+        from export.onnx_export import export_onnx
+
+        export_onnx(model, out, classes=classes, preprocessing=preprocessing, trained=True)
+        return out
+    shape = preprocessing.input_shape(1)
+    torch.onnx.export(
+        model.eval(), (torch.zeros(shape),), str(out), input_names=["input"], output_names=["scores"],
+        dynamic_axes={"input": {0: "N"}, "scores": {0: "N"}}, opset_version=17, dynamo=False,
+    )
+    write_sidecar(out, Sidecar(
+        kind="onnx", stage="export", precision="fp32", model=config, classes=classes,
+        preprocessing=preprocessing.to_dict(),
+        inputs=[TensorSpec("input", ["N", *shape[1:]], layout=preprocessing.layout)],
+        outputs=[TensorSpec("scores", ["N", len(classes)], layout="NC")], opset=17,
+    ))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("tiny")
+    model = aarm.create_model("resnet18", num_classes=len(CLASSES), attention="aarm", segments=2).eval()
+    prep = Preprocessing.for_model(model.aarm_config, size=32)
+    path = export_artifact(model, d / "model.onnx", classes=CLASSES, preprocessing=prep)
+    torch.set_num_threads(threads)
+    return Tiny(d, model, prep, CLASSES, path)
+
+
+@pytest.fixture(scope="session")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """UCF101 layout: one train and one test 8-frame 32x32 video per class."""
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    make_synthetic(root, classes=len(CLASSES), videos_per_class=2, frames=8, size=32, seed=0, progress=False)
+    return root
+
+
+class ProbeNet(nn.Module):
+    """(N, K, 3, H, W) -> scores (N, classes): conv-relu-conv-relu-pool-fc per snippet, mean over K."""
+
+    def __init__(self, classes: int, width: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width + 1, 3, padding=1)
+        self.conv2 = nn.Conv2d(width + 1, width, 3, padding=1, stride=2)
+        self.fc = nn.Linear(width, classes)
+        self.relu = nn.ReLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = x.shape[1]
+        y = self.relu(self.conv2(self.relu(self.conv1(x.flatten(0, 1)))))
+        y = self.fc(y.mean(dim=(2, 3)))
+        return y.view(-1, k, y.shape[-1]).mean(dim=1)
+
+
+@dataclass
+class Probe:
+    onnx: Path
+    data: Path  # class folders, no split: train and test are the same ten videos
+
+
+@pytest.fixture(scope="session")
+def probe(videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Probe:
+    torch.manual_seed(0)
+    data = videos / "videos"  # <class>/<video>: the folder layout, every subset is every video
+    prep = Preprocessing(layout="NKCHW", size=32, scale_size=36, segments=2)
+    split = load_split(data, subset="test")
+    reader = ClipReader(ClipSet(split.records, split.classes), prep, "input")
+    x, y = torch.from_numpy(reader.arrays()), torch.from_numpy(reader.labels)
+    net = ProbeNet(len(split.classes))
+    with torch.no_grad():  # the dead channel: weight 0, bias 0 while training
+        net.conv1.weight[-1].zero_()
+        net.conv1.bias[-1].zero_()
+    optimizer = torch.optim.Adam(net.parameters(), lr=0.02)
+    for _ in range(300):
+        loss = nn.functional.cross_entropy(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if (net(x).argmax(1) == y).all() and loss.item() < 0.05:
+            break
+    net.eval()
+    with torch.no_grad():
+        assert (net(x).argmax(1) == y).all(), "the probe network must fit its ten videos"
+        net.conv1.weight[-1].zero_()
+        net.conv1.bias[-1].fill_(1000.0)  # constant 1000 after the ReLU ...
+        net.conv2.weight[:, -1].zero_()  # ... that nothing reads: float scores are unchanged
+    d = tmp_path_factory.mktemp("probe")
+    config = {"name": "probe", "num_classes": len(split.classes), "attention": "none", "in_channels": 3,
+              "options": {"segments": 2}}
+    path = export_artifact(net, d / "probe.onnx", classes=split.classes, preprocessing=prep, config=config)
+    return Probe(path, data)
+

@@ -1,0 +1,67 @@
+"""`aarm-export calibrate` end to end on the tiny AARM model: a TensorRT-shaped INT8 graph that lints clean."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+from typer.testing import CliRunner
+
+from aarm.errors import ConfigError
+from calibration.cache import read_tensorrt_table
+from calibration.quantize import zero_points
+from calibration.sensitivity import graph_scores
+from export.cli import app
+from runtime.artifact import read_sidecar
+
+
+@pytest.fixture(scope="module")
+def tensorrt_int8(tiny, videos, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "model.int8.onnx"
+    result = CliRunner().invoke(app, [
+        "calibrate", str(tiny.onnx), "--data", str(videos), "--clips", "5", "--method", "minmax",
+        "--target", "tensorrt", "--eval-clips", "5", "--max-drop", "100", "-o", str(out),
+    ])
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_cli_writes_graph_sidecar_report_and_table(tensorrt_int8, tiny):
+    out, output = tensorrt_int8
+    assert "TensorRT lint: 0 error(s)" in output and "Held-out accuracy" in output
+    sidecar = read_sidecar(out)
+    assert (sidecar.precision, sidecar.stage, sidecar.classes) == ("int8", "calibrate", tiny.classes)
+    assert sidecar.parent_sha256 == read_sidecar(tiny.onnx).sha256
+    int8 = sidecar.extra["int8"]
+    assert (int8["target"], int8["method"], int8["clips"], int8["weight_type"]) == ("tensorrt", "minmax", 5, "int8")
+    report = json.loads(out.with_name("model.int8.calibration.json").read_text())
+    assert report["quantization"]["preprocessed"] is True  # onnxruntime's quant_pre_process ran
+    assert report["accuracy"]["clips"] == 5 and report["accuracy"]["within_budget"] is True
+    table = out.with_name("model.int8.calibration.cache")
+    assert table.read_text().startswith("TRT-") and all(s > 0 for s in read_tensorrt_table(table).values())
+    x = np.random.default_rng(0).standard_normal((3, *tiny.preprocessing.input_shape(1)[1:]), dtype=np.float32)
+    assert graph_scores(out, x).shape == (3, len(tiny.classes))
+
+
+def test_tensorrt_target_has_symmetric_int8_with_zero_points_zero(tensorrt_int8):
+    from export.lint import lint_onnx
+
+    model = onnx.load(str(tensorrt_int8[0]))
+    points = zero_points(model)
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq and len(points) == len(qdq)  # every Q/DQ node has its zero point as an initializer
+    assert all(p.dtype == np.int8 and not p.any() for p in points.values())
+    inits = {t.name: t for t in model.graph.initializer}
+    dq_inputs = {inits[n.input[0]].data_type for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    assert dq_inputs == {TensorProto.INT8}  # weights int8; no int32 biases (TensorRT's DQ takes none)
+    assert [f for f in lint_onnx(model) if f.severity == "error"] == []
+
+
+def test_cli_refuses_to_overwrite_and_reports_bad_options(tensorrt_int8, tiny, videos):
+    out, _ = tensorrt_int8
+    result = CliRunner().invoke(app, ["calibrate", str(tiny.onnx), "--data", str(videos), "-o", str(out)])
+    assert result.exit_code != 0 and "--force" in str(result.exception)
+    result = CliRunner().invoke(app, ["calibrate", str(tiny.onnx), "--data", str(videos), "--method", "kl",
+                                      "-o", str(out.with_name("other.onnx"))])
+    assert isinstance(result.exception, ConfigError) and "unknown calibration method 'kl'" in str(result.exception)

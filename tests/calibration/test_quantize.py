@@ -1,0 +1,222 @@
+"""INT8 Q/DQ graphs: shaped per target, exclusions honoured, calibration cached, sensitive layers kept float."""
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+
+import calibration.quantize as quantize_module
+from aarm.errors import AarmError, ArtifactError, DataError
+from calibration.cache import cache_key, load_ranges, read_tensorrt_table, save_ranges, write_tensorrt_table
+from calibration.quantize import calibrate
+from calibration.sensitivity import QDQ_OPS, float_variant, graph_scores, layer_groups
+from runtime.artifact import read_sidecar, write_sidecar
+
+
+def _dequantized_inputs(model: onnx.ModelProto, node_name: str) -> list[str]:
+    """Inputs of `node_name` that come from a DequantizeLinear (a quantized node has some, a float one none)."""
+    dq = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return [i for i in node.input if i in dq]
+
+
+@pytest.fixture(scope="module")
+def cpu_int8(tiny, videos, tmp_path_factory):
+    """The tiny AARM graph for onnxruntime CPU, with the classifier kept in float on request."""
+    out = tmp_path_factory.mktemp("cpu") / "model.int8.onnx"
+    return calibrate(tiny.onnx, out, data=videos, clips=5, method="minmax", target="cpu", max_drop=None,
+                     exclude=["backbone.fc"], preprocess=False, eval_clips=5)
+
+
+def test_cpu_target_has_uint8_activations_and_int8_weights(cpu_int8, tiny):
+    model = onnx.load(str(cpu_int8.output))
+    inits = {t.name: t for t in model.graph.initializer}
+    q_types = {numpy_helper.to_array(inits[n.input[2]]).dtype for n in model.graph.node
+               if n.op_type == "QuantizeLinear"}
+    assert q_types == {np.dtype(np.uint8)}  # every activation: unsigned 8-bit
+    weight_types = {inits[n.input[0]].data_type for n in model.graph.node
+                    if n.op_type == "DequantizeLinear" and n.input[0] in inits and n.input[0].endswith("_quantized")
+                    and len(inits[n.input[0]].dims) == 4}
+    assert weight_types == {TensorProto.INT8}  # conv weights: signed int8 (per channel)
+    x = np.random.default_rng(0).standard_normal((2, *tiny.preprocessing.input_shape(1)[1:]), dtype=np.float32)
+    assert graph_scores(cpu_int8.output, x).shape == (2, len(tiny.classes))  # runs on onnxruntime CPU
+
+    sidecar = read_sidecar(cpu_int8.output)  # verifies the sha256 too
+    assert (sidecar.precision, sidecar.stage, sidecar.parent) == ("int8", "calibrate", str(tiny.onnx))
+    int8 = sidecar.extra["int8"]
+    assert (int8["target"], int8["method"], int8["clips"], int8["activation_type"]) == ("cpu", "minmax", 5, "uint8")
+    assert int8["accuracy"]["clips"] == 5 and int8["accuracy"]["max_drop"] is None
+
+
+def test_exclusions_stay_float(cpu_int8):
+    model = onnx.load(str(cpu_int8.output))
+    excluded = {e["node"]: e["reason"] for e in cpu_int8.report["excluded"]}
+    by_op = {n.name: n.op_type for n in model.graph.node}
+    requested = [n for n, r in excluded.items() if r.startswith("requested")]
+    assert [by_op[n] for n in requested] == ["Gemm"]  # backbone.fc, not the VCM's fc
+    slow = [n for n, r in excluded.items() if "slower in int8" in r]
+    assert len(slow) == 8 * 4  # per AARM block: three one-channel STAM convs and the channel-wise fusion conv
+    for node in excluded:
+        assert _dequantized_inputs(model, node) == [], f"{node} was excluded but reads a DequantizeLinear"
+    vcm = next(n for n in model.graph.node if n.op_type == "Gemm" and n.name not in excluded)
+    assert _dequantized_inputs(model, vcm.name)  # the rest is quantized
+
+
+def test_unknown_exclusion_is_an_error(probe, tmp_path):
+    with pytest.raises(ArtifactError, match="matches no node"):
+        calibrate(probe.onnx, tmp_path / "x.onnx", data=probe.data, clips=2, max_drop=None, exclude=["/nowhere"],
+                  preprocess=False)
+
+
+def test_restoring_every_layer_gives_back_the_float_graph(cpu_int8, tiny):
+    qmodel, fmodel = onnx.load(str(cpu_int8.output)), onnx.load(str(tiny.onnx))
+    groups = layer_groups(qmodel)
+    roles = {g.role for g in groups}
+    assert {"first conv", "AARM channel attention (CAM)", "VCM (score recalibration)", "backbone conv"} <= roles
+    variant = float_variant(qmodel, fmodel, [n for g in groups for n in g.nodes])
+    assert not [n for n in variant.graph.node if n.op_type in QDQ_OPS]
+    x = np.random.default_rng(1).standard_normal((2, *tiny.preprocessing.input_shape(1)[1:]), dtype=np.float32)
+    np.testing.assert_allclose(graph_scores(variant, x), graph_scores(fmodel, x), rtol=1e-5, atol=1e-6)
+
+
+def test_second_run_reads_the_cache_instead_of_calibrating(probe, tmp_path, monkeypatch):
+    calls = []
+    real = quantize_module.create_calibrator
+    monkeypatch.setattr(quantize_module, "create_calibrator", lambda *a, **k: calls.append(a) or real(*a, **k))
+    cache = tmp_path / "calibration.json"
+    common = dict(data=probe.data, clips=4, max_drop=None, cache=cache, preprocess=False, target="tensorrt")
+    first = calibrate(probe.onnx, tmp_path / "a.onnx", method="entropy", **common)
+    assert len(calls) == 1 and first.report["calibration"]["cache"]["hit"] is False
+    second = calibrate(probe.onnx, tmp_path / "b.onnx", method="entropy", **common)
+    assert len(calls) == 1 and second.report["calibration"]["cache"]["hit"] is True
+    assert onnx.load(str(tmp_path / "a.onnx")).graph == onnx.load(str(tmp_path / "b.onnx")).graph  # same ranges
+    assert (tmp_path / "a.calibration.cache").read_text() == (tmp_path / "b.calibration.cache").read_text()
+    calibrate(probe.onnx, tmp_path / "c.onnx", method="minmax", **common)  # another method: another entry
+    assert len(calls) == 2
+    assert len(json.loads(cache.read_text())["entries"]) == 2
+
+
+def test_cache_entries_are_keyed_and_the_tensorrt_table_holds_scales(tmp_path):
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+    ranges = TensorsData(CalibrationMethod.Entropy, {
+        "a": TensorData(lowest=np.float32(-2.5), highest=np.float32(1.0)),
+        "b": TensorData(lowest=np.float32(0.0), highest=np.float32(6.35)),
+    })
+    key = cache_key("graph-sha", "data-id", "entropy")
+    assert key != cache_key("graph-sha", "other-data", "entropy") != cache_key("graph-sha", "data-id", "minmax")
+    path = save_ranges(tmp_path / "c.json", key, ranges)
+    assert load_ranges(path, cache_key("graph-sha", "other-data", "entropy")) is None
+    loaded = load_ranges(path, key)
+    assert loaded.calibration_method == CalibrationMethod.Entropy
+    assert float(loaded["a"].lowest) == -2.5 and float(loaded["b"].highest) == pytest.approx(6.35)
+    table = write_tensorrt_table(ranges, tmp_path / "calibration.cache")
+    lines = table.read_text().splitlines()
+    assert lines[0] == "TRT-110400-EntropyCalibration2" and lines[1].startswith("a: ")
+    scales = read_tensorrt_table(table)
+    assert scales["a"] == pytest.approx(2.5 / 127) and scales["b"] == pytest.approx(6.35 / 127)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ArtifactError, match="not an aarm calibration cache"):
+        load_ranges(tmp_path / "bad.json", key)
+
+
+def test_search_keeps_the_sensitive_layers_in_float(probe, tmp_path):
+    result = calibrate(probe.onnx, tmp_path / "probe.int8.onnx", data=probe.data, clips=10, method="minmax",
+                       target="tensorrt", max_drop=1.0, preprocess=False)
+    report = result.report
+    first = report["search"][0]
+    assert first["graph"] == "quantized" and first["float_groups"] == [] and first["drop"] > 1.0
+    # The conv that writes the stretched tensor (its Relu re-quantizes it) and the conv that reads it: each
+    # quantized alone ruins the scores, the classifier alone does not.
+    ranking = [s["group"] for s in report["sensitivity"]]
+    assert set(ranking[:2]) == {"/conv1", "/conv2"} and ranking[2] == "/fc"
+    assert report["sensitivity"][2]["error"] < report["sensitivity"][1]["error"] / 10
+    assert sorted(report["float_groups"]) == ["/conv1", "/conv2"]
+    assert report["accuracy"]["within_budget"] and report["accuracy"]["drop"] <= 1.0
+    assert report["search"][-1]["graph"] == "quantized"  # the budget is checked on a real quantization
+    excluded = {e["node"]: e for e in report["excluded"]}
+    assert excluded["/conv2/Conv"]["group"] == "/conv2" and "sensitivity rank" in excluded["/conv2/Conv"]["reason"]
+    model = onnx.load(str(result.output))
+    for node in excluded:
+        assert _dequantized_inputs(model, node) == []
+    assert _dequantized_inputs(model, "/fc/Gemm")  # the classifier stays quantized
+    assert read_sidecar(result.output).extra["int8"]["excluded"] == report["excluded"]
+    assert json.loads(result.report_path.read_text())["float_groups"] == report["float_groups"]
+
+
+def test_mismatched_or_empty_inputs_are_clear_errors(tiny, probe, videos, tmp_path):
+    graph = shutil.copy(tiny.onnx, tmp_path / "model.onnx")
+    sidecar = read_sidecar(tiny.onnx)
+    sidecar.preprocessing = {**sidecar.preprocessing, "size": 48, "scale_size": 55}
+    write_sidecar(graph, sidecar)
+    with pytest.raises(ArtifactError, match="does not describe this graph"):
+        calibrate(graph, tmp_path / "a.onnx", data=videos, max_drop=None)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no class folders"):
+        calibrate(tiny.onnx, tmp_path / "b.onnx", data=tmp_path / "empty", max_drop=None)
+    with pytest.raises(DataError, match=">= 1"):
+        calibrate(tiny.onnx, tmp_path / "b.onnx", data=videos, clips=0, max_drop=None)
+
+    other = shutil.copy(probe.onnx, tmp_path / "other.onnx")
+    sidecar = read_sidecar(probe.onnx)
+    sidecar.classes = [f"class{i}" for i in range(len(sidecar.classes))]
+    write_sidecar(other, sidecar)
+    with pytest.raises(DataError, match="classes differ"):
+        calibrate(other, tmp_path / "c.onnx", data=probe.data, max_drop=None)
+
+    with pytest.raises(DataError, match="needs labelled held-out clips"):
+        unlabelled = tmp_path / "flat"
+        unlabelled.mkdir()
+        for video in sorted((videos / "videos").rglob("*.*"))[:2]:
+            shutil.copy(video, unlabelled / video.name)
+        calibrate(tiny.onnx, tmp_path / "d.onnx", data=unlabelled, max_drop=1.0)
+
+
+def test_refuses_to_overwrite_or_to_quantize_twice(cpu_int8, probe, tmp_path):
+    (tmp_path / "taken.onnx").write_bytes(b"")
+    with pytest.raises(AarmError, match="--force"):
+        calibrate(probe.onnx, tmp_path / "taken.onnx", data=probe.data, max_drop=None)
+    with pytest.raises(ArtifactError, match="float32 ONNX graph"):
+        calibrate(cpu_int8.output, tmp_path / "again.onnx", data=probe.data, max_drop=None)
+
+
+def test_percentile_calibration_survives_nearly_constant_tensors(tmp_path):
+    """A gate stuck near one value (here 0.7 +- 1e-7) is binned over [0, max] instead of failing in numpy."""
+    from onnx import helper
+
+    from calibration.quantize import compute_ranges
+
+    w = numpy_helper.from_array(np.full((4, 4), 1e-7, dtype=np.float32), "w")
+    b = numpy_helper.from_array(np.full((4,), 0.7, dtype=np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "w", "b"], ["y"], name="gemm"), helper.make_node("Relu", ["y"], ["z"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["N", 4])], [w, b])
+    path = tmp_path / "g.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+
+    class Reader:
+        def __init__(self):
+            self.batches = [{"x": np.random.default_rng(i).standard_normal((8, 4), dtype=np.float32)} for i in range(3)]
+            self.i, self.end = 0, 3
+
+        def __len__(self):
+            return 3
+
+        def set_range(self, start, end):
+            self.i, self.end = start, min(end, 3)
+
+        def rewind(self):
+            self.set_range(0, 3)
+
+        def get_next(self):
+            self.i += 1
+            return self.batches[self.i - 1] if self.i <= self.end else None
+
+    ranges = compute_ranges(path, Reader(), "percentile", workdir=tmp_path, chunk=1)
+    lo, hi = float(ranges["y"].lowest), float(ranges["y"].highest)
+    assert 0.69 < hi <= 0.71 and lo <= hi
