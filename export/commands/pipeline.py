@@ -1,0 +1,77 @@
+"""`aarm-export pipeline` (one checkpoint to a verified deployment folder) and `aarm-export demo`."""
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from export.console import console, print_table
+from export.demo import DemoSettings, run_demo
+from export.pipeline import PipelineResult, run_pipeline
+from export.pipeline_config import PipelineConfig
+from export.progress import progress_callback
+from export.summary import SUMMARY_COLUMNS, format_rows, summary_rows
+
+
+def _log(line: str) -> None:
+    console.print(line, highlight=False, markup=False)
+
+
+def show_summary(result: PipelineResult) -> None:
+    out = result.out
+    if (out / "parity.json").is_file() and (out / "bench.json").is_file():
+        rows = summary_rows(out / "parity.json", out / "bench.json")
+        print_table(f"Deployment summary ({out})", SUMMARY_COLUMNS, format_rows(rows))
+    report = result.stages.get("report", {}).get("result", {}).get("html")
+    if report:
+        console.print(f"report: {report}", highlight=False)
+    if (out / "triton").is_dir():
+        console.print(f"Triton model repository: {out / 'triton'}", highlight=False)
+
+
+def pipeline(
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="Trained checkpoint (.pt).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder [deploy].")] = None,
+    data: Annotated[Path | None, typer.Option(help="Labelled dataset: calibrates INT8, measures accuracy.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with a [pipeline] table.")] = None,
+    precisions: Annotated[str | None, typer.Option(help="Comma list of fp32, fp16, int8.")] = None,
+    tensorrt: Annotated[str | None, typer.Option(help="auto (build engines where TensorRT is) | off")] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads for parity and bench.")] = None,
+) -> None:
+    """Export, optimise, FP16, INT8, TensorRT, parity, benchmark, report and Triton, into one folder.
+
+    Stages whose inputs are unchanged since the last run are skipped.
+    """
+    cfg = PipelineConfig.from_sources(
+        config, checkpoint=str(checkpoint) if checkpoint else None, out=str(out) if out else None,
+        data=str(data) if data else None, precisions=precisions.split(",") if precisions else None,
+        tensorrt=tensorrt, threads=threads,
+    )
+    started = time.perf_counter()
+    result = run_pipeline(cfg, log=_log)
+    show_summary(result)
+    console.print(f"pipeline finished in {time.perf_counter() - started:.0f} s", highlight=False)
+
+
+def demo(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for data, model and deployment.")] = Path(
+        "aarm-demo"),
+    force: Annotated[bool, typer.Option(help="Redo the demo in a folder that holds an earlier one.")] = False,
+    epochs: Annotated[int, typer.Option(help="Training epochs.")] = DemoSettings.epochs,
+    classes: Annotated[int, typer.Option(help="Synthetic classes (2-10).")] = DemoSettings.classes,
+) -> None:
+    """Make a synthetic action dataset, train a small AARM model, and run the whole pipeline (~5 min on 2 cores)."""
+    started = time.perf_counter()
+    console.print("aarm demo: about five minutes on a 2-core CPU; nothing is downloaded", highlight=False)
+    with progress_callback() as report:
+        result, checkpoint = run_demo(out, DemoSettings(epochs=epochs, classes=classes), force=force, log=_log,
+                                      progress=report)
+    show_summary(result)
+    console.print(f"checkpoint: {checkpoint}\nattention maps: {result.out / 'attention.png'}", highlight=False)
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("pipeline")(pipeline)
+    app.command("demo")(demo)

@@ -1,0 +1,292 @@
+"""The end-to-end pipeline: one checkpoint in, a verified, benchmarked deployment folder out.
+
+    result = run_pipeline(PipelineConfig(checkpoint="best.pt", data="ucf101/", out="deploy"))
+
+Stages (each "file in, file out", recorded in `<out>/pipeline.json`): export -> optimize -> fp16 -> int8
+(calibration) -> tensorrt (engines, where TensorRT is importable) -> parity -> bench -> report -> triton.
+A stage whose inputs (sha256 of its input files and its own settings) are unchanged since its last run, and
+whose outputs are still there unmodified, is skipped; so an interrupted or re-run pipeline resumes.
+"""
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aarm.errors import AarmError, BackendUnavailable, ConfigError
+from aarm.fileio import write_json
+from export.pipeline_config import PipelineConfig
+from runtime.artifact import file_sha256
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Stage:
+    """One pipeline step. `run()` makes `outputs` from `inputs` and returns a JSON-able summary."""
+
+    name: str
+    inputs: list[Path]
+    params: dict[str, Any]
+    outputs: list[Path]
+    run: Callable[[], dict[str, Any]]
+
+
+@dataclass
+class PipelineResult:
+    out: Path
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"skipped", "seconds", "result"}
+
+    def artifacts(self) -> dict[str, Path]:
+        """precision -> ONNX artifact made by this run."""
+        return {k: Path(v) for k, v in self.stages.get("artifacts", {}).get("result", {}).items()}
+
+
+class Manifest:
+    """`<out>/pipeline.json`: per stage, the key of its inputs and the sha256 of its outputs."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.data: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"stages": {}}
+
+    def up_to_date(self, stage: Stage, key: str) -> bool:
+        record = self.data["stages"].get(stage.name)
+        if not record or record["key"] != key:
+            return False
+        return all(Path(p).is_file() and file_sha256(p) == sha for p, sha in record["outputs"].items())
+
+    def record(self, stage: Stage, key: str, result: dict[str, Any], seconds: float) -> None:
+        self.data["stages"][stage.name] = {
+            "key": key, "seconds": round(seconds, 2), "result": result,
+            "outputs": {str(p): file_sha256(p) for p in stage.outputs if p.is_file()},
+        }
+        write_json(self.path, self.data)
+
+    def result(self, name: str) -> dict[str, Any]:
+        return self.data["stages"][name]["result"]
+
+
+def stage_key(stage: Stage) -> str:
+    digest = hashlib.sha256()
+    digest.update(json.dumps(stage.params, sort_keys=True, default=str).encode())
+    for p in stage.inputs:
+        digest.update(str(p.name).encode())
+        digest.update(file_sha256(p).encode() if p.is_file() else b"missing")
+    return digest.hexdigest()
+
+
+def tensorrt_available() -> str | None:
+    """None when TensorRT can be imported, else why not."""
+    try:
+        from runtime.tensorrt_engine import require_tensorrt
+
+        require_tensorrt()
+    except BackendUnavailable as exc:
+        return str(exc).split(";")[0]
+    return None
+
+
+def _dataset_files(data: str | None) -> list[Path]:
+    """The annotation files that define a dataset's splits (their hashes key calibration and parity)."""
+    if not data:
+        return []
+    root = Path(data)
+    files = sorted(p for p in root.rglob("*.txt") if p.is_file())
+    return files[:64] or [p for p in [root / "dataset.json"] if p.is_file()]
+
+
+def build_stages(cfg: PipelineConfig, log: Log) -> list[Stage]:
+    """The stages this configuration asks for, in order."""
+    from calibration.quantize import calibrate
+    from export.fp16 import convert_onnx
+    from export.onnx_export import export_loaded_checkpoint
+    from export.passes import optimize_onnx
+    from export.verify import verify_against_torch
+
+    out = Path(cfg.out)
+    ckpt = Path(cfg.checkpoint)
+    fp32, opt, fp16, int8 = out / "model.onnx", out / "model.opt.onnx", out / "model.fp16.onnx", out / "model.int8.onnx"
+    data_files = _dataset_files(cfg.data)
+
+    def sidecar(p: Path) -> Path:
+        return p.with_name(p.name + ".json")
+
+    def run_export() -> dict[str, Any]:
+        _, model = export_loaded_checkpoint(ckpt, fp32, opset=cfg.opset, force=True)
+        check = verify_against_torch(model, fp32, samples=4)
+        log(f"  onnxruntime vs PyTorch: max abs error {check['max_abs_error']:.2e}, "
+            f"top-1 agreement {check['top1_agreement']:.0%}")
+        return {"verify": check}
+
+    def run_optimize() -> dict[str, Any]:
+        return {"passes": optimize_onnx(fp32, opt, force=True)[1]}
+
+    def run_fp16() -> dict[str, Any]:
+        convert_onnx(opt, fp16, precision="fp16", force=True)
+        return {"source": str(opt)}
+
+    def run_int8() -> dict[str, Any]:
+        result = calibrate(
+            fp32, int8, data=Path(cfg.data), split=cfg.split, clips=cfg.calibration_clips,
+            method=cfg.calibration_method, target=cfg.calibration_target, max_drop=cfg.max_drop,
+            eval_clips=cfg.eval_clips, cache=out / "calibration.cache.json", force=True,
+        )
+        return result.report
+
+    stages = [
+        Stage("export", [ckpt], {"opset": cfg.opset}, [fp32, sidecar(fp32)], run_export),
+        Stage("optimize", [fp32], {}, [opt, sidecar(opt)], run_optimize),
+    ]
+    if "fp16" in cfg.precisions:
+        stages.append(Stage("fp16", [opt], {}, [fp16, sidecar(fp16)], run_fp16))
+    if "int8" in cfg.precisions:
+        if cfg.data:
+            params = {k: getattr(cfg, k) for k in ("data", "split", "calibration_clips", "calibration_method",
+                                                    "calibration_target", "max_drop", "eval_clips")}
+            stages.append(Stage("int8", [fp32, *data_files], params, [int8, sidecar(int8)], run_int8))
+        else:
+            log("int8: skipped (no --data to calibrate on)")
+    return stages
+
+
+def _artifacts(cfg: PipelineConfig) -> dict[str, Path]:
+    out = Path(cfg.out)
+    names = {"fp32": "model.onnx", "fp32-opt": "model.opt.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+    return {k: out / v for k, v in names.items() if (out / v).is_file()}
+
+
+def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Log) -> list[Stage]:
+    """TensorRT engines, parity, bench, report and Triton, over the artifacts the earlier stages made."""
+    out = Path(cfg.out)
+    ckpt = Path(cfg.checkpoint)
+    files = list(artifacts.values())
+    engines: dict[str, Path] = {}
+    stages: list[Stage] = []
+
+    why_not = tensorrt_available() if cfg.tensorrt == "auto" else "disabled by configuration (tensorrt = off)"
+    if why_not:
+        log(f"tensorrt: skipped ({why_not})")
+    else:
+        from export.tensorrt_build import BuildOptions, build_engine, parse_batch
+
+        for name in ("fp32", "fp16", "int8"):
+            if name not in artifacts:
+                continue
+            engine = out / f"model.{name}.engine"
+            engines[name] = engine
+
+            def run_build(src: Path = artifacts[name], engine: Path = engine) -> dict[str, Any]:
+                options = BuildOptions(batch=parse_batch(cfg.trt_batch), output=engine, force=True,
+                                       timing_cache=out / "timing.cache")
+                path, sc = build_engine(src, options)
+                return {"engine": str(path), "tensorrt": sc.versions.get("tensorrt")}
+
+            stages.append(Stage(f"tensorrt-{name}", [artifacts[name]], {"batch": cfg.trt_batch},
+                                [engine, engine.with_name(engine.name + ".json")], run_build))
+
+    parity_json, bench_json = out / "parity.json", out / "bench.json"
+    targets = {**artifacts, **{f"trt-{k}": v for k, v in engines.items()}}
+
+    def run_parity() -> dict[str, Any]:
+        from runtime.parity import compare, default_tolerances, labelled_batches
+        from runtime.runner import open_runner
+
+        results, summary = [], {}
+        with open_runner(ckpt, threads=cfg.threads) as reference:
+            for label, path in targets.items():
+                with open_runner(path, threads=cfg.threads) as runner:
+                    data = None
+                    if cfg.data:
+                        data = labelled_batches(cfg.data, runner.preprocessing[0], [s.name for s in runner.input_specs],
+                                                classes=runner.classes, split=cfg.split, samples=0)
+                    res = compare(runner, reference, samples=cfg.parity_samples, data=data,
+                                  tolerances=default_tolerances(runner.precision))
+                results.append(res.to_dict())
+                summary[label] = {"passed": bool(res), "failures": res.failures, "metrics": res.metrics}
+                log(f"  {label}: parity {'holds' if res else 'FAILED: ' + '; '.join(res.failures)}")
+        write_json(parity_json, results)
+        return summary
+
+    def run_bench() -> dict[str, Any]:
+        from runtime.bench import benchmark
+        from runtime.runner import open_runner
+
+        runners = [open_runner(ckpt, threads=cfg.threads)] + [open_runner(p, threads=cfg.threads)
+                                                               for p in targets.values()]
+        result = benchmark(runners, batches=cfg.bench_batches, iterations=cfg.bench_iterations)
+        write_json(bench_json, result)
+        return {"rows": len(result.get("rows", result.get("results", [])))}
+
+    stages.append(Stage("parity", [ckpt, *targets.values(), *_dataset_files(cfg.data)],
+                        {"samples": cfg.parity_samples, "data": cfg.data}, [parity_json], run_parity))
+    stages.append(Stage("bench", [ckpt, *targets.values()],
+                        {"batches": cfg.bench_batches, "iterations": cfg.bench_iterations, "threads": cfg.threads},
+                        [bench_json], run_bench))
+
+    report = out / "report.html"
+    extra_images = sorted(out.glob("attention*.png"))
+
+    def run_report() -> dict[str, Any]:
+        from runtime.report import build_report
+
+        html, md = build_report([bench_json, parity_json], report, force=True, images=extra_images)
+        return {"html": str(html), "markdown": str(md)}
+
+    stages.append(Stage("report", [bench_json, parity_json, *extra_images], {}, [report, report.with_suffix(".md")],
+                        run_report))
+    if cfg.triton:
+        repo = out / "triton"
+
+        def run_triton() -> dict[str, Any]:
+            from export.triton import TritonOptions, write_triton_model
+
+            made = {}
+            for label, path in targets.items():
+                options = TritonOptions(name=f"aarm_{label.replace('-', '_')}", force=True,
+                                        max_batch=cfg.triton_max_batch if path.suffix == ".onnx" else None,
+                                        kind="gpu")
+                made[label] = str(write_triton_model(path, repo, options))
+            return made
+
+        stages.append(Stage("triton", files + list(engines.values()), {"max_batch": cfg.triton_max_batch},
+                            [repo / f"aarm_{k.replace('-', '_')}" / "config.pbtxt" for k in targets], run_triton))
+    return stages
+
+
+def run_pipeline(cfg: PipelineConfig, *, log: Log = print) -> PipelineResult:
+    """Run every stage in order, skipping the up-to-date ones; returns what each stage did."""
+    if not cfg.checkpoint or not Path(cfg.checkpoint).is_file():
+        raise ConfigError(f"checkpoint not found: {cfg.checkpoint or '(none given)'}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = Manifest(out / "pipeline.json")
+    result = PipelineResult(out=out)
+
+    def execute(stage: Stage) -> None:
+        key = stage_key(stage)
+        if manifest.up_to_date(stage, key):
+            log(f"{stage.name}: unchanged, skipped")
+            result.stages[stage.name] = {"skipped": True, "seconds": 0.0, "result": manifest.result(stage.name)}
+            return
+        log(f"{stage.name}: running")
+        started = time.perf_counter()
+        try:
+            summary = stage.run()
+        except AarmError as exc:
+            raise type(exc)(f"pipeline stage {stage.name}: {exc}") from exc
+        seconds = time.perf_counter() - started
+        manifest.record(stage, key, summary, seconds)
+        result.stages[stage.name] = {"skipped": False, "seconds": seconds, "result": summary}
+        log(f"{stage.name}: done in {seconds:.1f} s")
+
+    for stage in build_stages(cfg, log):
+        execute(stage)
+    artifacts = _artifacts(cfg)
+    result.stages["artifacts"] = {"skipped": False, "seconds": 0.0,
+                                  "result": {k: str(v) for k, v in artifacts.items()}}
+    for stage in verification_stages(cfg, artifacts, log):
+        execute(stage)
+    return result

@@ -1,0 +1,55 @@
+"""The pipeline's summary: accuracy, parity and speed per artifact, from its parity and bench JSONs."""
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def summary_rows(parity_json: Path, bench_json: Path) -> list[dict[str, Any]]:
+    """One row per artifact (PyTorch first): precision, accuracy on labelled clips, top-1 agreement and max abs
+    error against PyTorch on random inputs, and at the largest benchmarked batch p50 latency, clips/s and the
+    speed-up over PyTorch eager measured in the same run."""
+    parity = {Path(r["artifact"]["path"]).name: r for r in json.loads(parity_json.read_text())}
+    bench = json.loads(bench_json.read_text())["results"]
+    largest = max(r["batch"] for r in bench)
+    rows_at = [r for r in bench if r["batch"] == largest]
+    torch_row = next((r for r in rows_at if r["backend"] == "torch"), rows_at[0])
+    rows = []
+    for r in rows_at:
+        name = Path(r["path"]).name if r.get("path") else r["name"]
+        p = parity.get(name)
+        data = (p or {}).get("metrics", {}).get("data", {})
+        rand = (p or {}).get("metrics", {}).get("random", {})
+        if r["backend"] == "torch" and parity:
+            any_data = next((q["metrics"].get("data") for q in parity.values() if q["metrics"].get("data")), None)
+            data = {"accuracy": any_data["reference_accuracy"]} if any_data else {}
+        rows.append({
+            "artifact": name,
+            "backend": r["backend"],
+            "precision": r["precision"],
+            "accuracy": data.get("accuracy"),
+            "top1_agreement": rand.get("top1"),
+            "max_abs": rand.get("max_abs"),
+            "parity": None if p is None else bool(p["passed"]),
+            "batch": largest,
+            "p50_ms": r["latency_ms"]["p50"],
+            "clips_per_s": r["throughput"]["clips_per_s"],
+            "speedup": torch_row["latency_ms"]["p50"] / r["latency_ms"]["p50"],
+        })
+    return rows
+
+
+def format_rows(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.1f}%"
+
+    return [(
+        r["artifact"], r["precision"], pct(r["accuracy"]), pct(r["top1_agreement"]),
+        "-" if r["max_abs"] is None else f"{r['max_abs']:.1e}",
+        {None: "reference", True: "pass", False: "FAIL"}[r["parity"]],
+        f"{r['p50_ms']:.1f}", f"{r['clips_per_s']:.1f}", f"{r['speedup']:.2f}x",
+    ) for r in rows]
+
+
+SUMMARY_COLUMNS = ["artifact", "precision", "accuracy", "top-1 agree", "max abs err", "parity", "p50 ms",
+                   "clips/s", "vs PyTorch"]
