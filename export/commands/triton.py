@@ -62,7 +62,7 @@ def triton(
         [(t.name, "input", list(t.dims), "") for t in config.input]
         + [(t.name, "output", list(t.dims), t.label_filename) for t in config.output],
     )
-    console.print(f"wrote {target}", highlight=False)
+    console.print(f"wrote {target}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
