@@ -34,7 +34,7 @@ def pipeline(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="Trained checkpoint (.pt).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder [deploy].")] = None,
     data: Annotated[Path | None, typer.Option(help="Labelled dataset: calibrates INT8, measures accuracy.")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with a [pipeline] table.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with a \\[pipeline] table.")] = None,
     precisions: Annotated[str | None, typer.Option(help="Comma list of fp32, fp16, int8.")] = None,
     tensorrt: Annotated[str | None, typer.Option(help="auto (build engines where TensorRT is) | off")] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads for parity and bench.")] = None,

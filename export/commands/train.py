@@ -29,7 +29,7 @@ def _parse_options(values: list[str]) -> dict[str, object]:
 def train_command(
     data: Annotated[Path | None, typer.Argument(help="Dataset root (UCF101, HMDB51 or folder-per-class).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Run folder (checkpoints, log).")] = None,
-    config: Annotated[Path | None, typer.Option(help="TOML file with training options ([train] table).")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file with training options (a \\[train] table).")] = None,
     model: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
     attention: Annotated[str | None, typer.Option(help="none | se | cbam | aarm")] = None,
     modality: Annotated[str | None, typer.Option(help="rgb | flow")] = None,

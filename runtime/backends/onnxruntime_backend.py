@@ -75,6 +75,20 @@ def session_options(
     return opts
 
 
+def register_custom_ops(options: Any, sidecar: Any) -> None:
+    """Register the custom-op library a graph's sidecar names (`extra["custom_ops"]["library"]`, written by
+    `aarm-export optimize --kernels`) in the session options; a missing library is an ArtifactError."""
+    custom = (getattr(sidecar, "extra", None) or {}).get("custom_ops")
+    if not custom:
+        return
+    library = Path(custom["library"])
+    if not library.is_file():
+        raise ArtifactError(f"the graph needs the {custom.get('domain', 'custom')} op library {library}, which is "
+                            "missing on this machine; re-run `aarm-export optimize --kernels` here, or use the "
+                            "standard-op graph")
+    options.register_custom_ops_library(str(library))
+
+
 class OnnxRuntimeRunner(Runner):
     """An onnxruntime session over an ONNX file (with its sidecar) or in-memory model bytes.
 
@@ -106,6 +120,7 @@ class OnnxRuntimeRunner(Runner):
             for p in self.requested_providers
         ]
         self._options = session_options(threads, inter_threads, optimization)
+        register_custom_ops(self._options, sidecar)
         self.threads, self.inter_threads, self.optimization = threads, inter_threads, optimization
         self.session: Any = None
         self.session = self._create_session()

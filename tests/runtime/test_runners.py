@@ -192,3 +192,20 @@ def test_two_stream_graph_takes_both_inputs(tiny, tmp_path):
         assert runner.infer(feed)["scores"].shape == (3, 5)
         with pytest.raises(FeedError, match="disagree on the batch"):
             runner.infer({"rgb": feed["rgb"], "flow": feed["flow"][:2]})
+
+
+def test_graph_with_fused_kernels_opens_through_its_sidecar(tiny, tmp_path):
+    from export.passes import optimize_onnx
+
+    fused = tmp_path / "model.kernels.onnx"
+    sidecar, _ = optimize_onnx(tiny.onnx, fused, kernels=True)
+    assert sidecar.extra["custom_ops"]["domain"] == "com.aarm"
+    feed = {"input": np.random.default_rng(0).standard_normal((2, *tiny.preprocessing.input_shape(1)[1:]))
+            .astype(np.float32)}
+    with open_runner(fused, threads=1) as runner, open_runner(tiny.onnx, threads=1) as plain:
+        np.testing.assert_allclose(runner.infer(feed)["scores"], plain.infer(feed)["scores"], atol=1e-4)
+    moved = json.loads(sidecar_path(fused).read_text())
+    moved["extra"]["custom_ops"]["library"] = str(tmp_path / "gone.so")
+    sidecar_path(fused).write_text(json.dumps(moved))
+    with pytest.raises(ArtifactError, match="op library"):
+        open_runner(fused)
