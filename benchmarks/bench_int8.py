@@ -90,13 +90,31 @@ def recipe() -> tuple[dict[str, Any], dict[str, Any], str]:
     return dict(DEFAULT_DATASET), dict(DEFAULT_TRAIN), "bench_int8.py default"
 
 
+def _overrides(items: list[str]) -> dict[str, Any]:
+    """KEY=VALUE strings -> {key: value}, values read as JSON where they parse (numbers, booleans)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"expected KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
 def get_model(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict[str, Any]]:
     """(checkpoint, calibration dataset root, how it was made)."""
     dataset, train_cfg, source = recipe()
+    dataset.update(_overrides(args.dataset_option))
+    train_cfg.update(_overrides(args.train_option))
+    if args.dataset_option or args.train_option:
+        source += f" with {' '.join(args.dataset_option + args.train_option)}"
     data = Path(args.data) if args.data else work / "synthetic"
     if not args.data and not (data / "dataset.json").is_file():
         console.print(f"making the synthetic dataset {data} ({dataset})")
-        make_synthetic(data, seed=0, workers=args.workers, progress=True, force=True, **dataset)
+        make_synthetic(data, **{"seed": 0, **dataset}, workers=args.workers, progress=True, force=True)
     if args.checkpoint:
         return Path(args.checkpoint), data, {"checkpoint": args.checkpoint, "data": str(data)}
     ckpt = work / "train" / "best.pt"
@@ -104,7 +122,7 @@ def get_model(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict[st
     if ckpt.is_file() and not args.retrain:
         console.print(f"using the model trained before: {ckpt} (--retrain to train again)")
         return ckpt, data, info
-    cfg = TrainConfig(**{**train_cfg, "data": str(data), "out": str(work / "train"), "seed": 0})
+    cfg = TrainConfig(**{"seed": 0, **train_cfg, "attention": "aarm", "data": str(data), "out": str(work / "train")})
     console.print(f"training {cfg.model} ({cfg.attention}) at {cfg.size}x{cfg.size} for {cfg.epochs} epochs")
     result = train(cfg, force=True, on_epoch=lambda row: console.print(
         f"  epoch {row['epoch'] + 1}: loss {row['train_loss']:.3f}, held-out top-1 {row['val_top1']:.1%}"))
@@ -233,6 +251,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads for timing.")
     parser.add_argument("--workers", type=int, default=2, help="Processes for dataset synthesis.")
     parser.add_argument("--retrain", action="store_true")
+    parser.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override a make_synthetic setting of the recipe (repeatable).")
+    parser.add_argument("--train-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="Override a TrainConfig setting of the recipe (repeatable).")
     parser.add_argument("--no-optimize", dest="optimize", action="store_false",
                         help="Quantize the exported graph as it is, without the project's graph passes.")
     parser.add_argument("--no-reference", dest="reference", action="store_false",

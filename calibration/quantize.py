@@ -331,6 +331,10 @@ def calibrate(
         raise ArtifactError(f"{model}: INT8 calibration takes a float32 ONNX graph, this is {sidecar.kind} "
                             f"{sidecar.precision}")
     fmodel_raw = onnx.load(str(model))
+    custom = next((n for n in fmodel_raw.graph.node if n.domain not in ("", "ai.onnx")), None)
+    if custom is not None:
+        raise ArtifactError(f"{model}: node {custom.name or custom.op_type} is a custom op ({custom.domain}); "
+                            "quantize the standard-op graph (optimized without kernels)")
     prep = sidecar_preprocessing(sidecar, fmodel_raw)
     input_name, _ = graph_input(fmodel_raw)
 
