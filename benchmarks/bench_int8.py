@@ -119,14 +119,14 @@ def get_model(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict[st
         return Path(args.checkpoint), data, {"checkpoint": args.checkpoint, "data": str(data)}
     ckpt = work / "train" / "best.pt"
     info = {"recipe": source, "dataset": dataset, "train": train_cfg, "data": str(data)}
-    if ckpt.is_file() and not args.retrain:
-        console.print(f"using the model trained before: {ckpt} (--retrain to train again)")
-        return ckpt, data, info
     cfg = TrainConfig(**{"seed": 0, **train_cfg, "attention": "aarm", "data": str(data), "out": str(work / "train")})
-    console.print(f"training {cfg.model} ({cfg.attention}) at {cfg.size}x{cfg.size} for {cfg.epochs} epochs")
-    result = train(cfg, force=True, on_epoch=lambda row: console.print(
+    resume = (work / "train" / "last.pt").is_file() and not args.retrain
+    console.print(f"{'resuming' if resume else 'training'} {cfg.model} ({cfg.attention}) at {cfg.size}x{cfg.size} "
+                  f"for {cfg.epochs} epochs in {cfg.out} (--retrain starts over)")
+    result = train(cfg, resume=resume, force=not resume, on_epoch=lambda row: console.print(
         f"  epoch {row['epoch'] + 1}: loss {row['train_loss']:.3f}, held-out top-1 {row['val_top1']:.1%}"))
     info["best_top1"], info["best_epoch"] = result.best_top1, result.best_epoch
+    info["log"] = result.log
     return ckpt, data, info
 
 

@@ -392,7 +392,7 @@ def calibrate(
             accuracy = {
                 "clips": len(held), "data": held.source, "fp32_top1": fp32.top1, "int8_top1": result.top1,
                 "drop": fp32.top1 - result.top1, "agreement": result.agreement, "error": result.error,
-                "max_drop": max_drop,
+                "max_drop": max_drop, "points_per_clip": 100.0 / len(held),
                 "within_budget": None if max_drop is None else bool(fp32.top1 - result.top1 <= max_drop),
                 "overlap_with_calibration": len({r.path for r in held.records} & {r.path for r in calib.records}),
             }

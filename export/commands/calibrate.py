@@ -78,6 +78,11 @@ def calibrate_command(
              ("int8", _fmt(acc["int8_top1"]), _fmt(acc["drop"], ".2f"), _fmt(acc["agreement"]),
               f"{acc['error']:.4f}")],
         )
+        if acc["max_drop"] is not None and acc["points_per_clip"] > acc["max_drop"]:
+            err_console.print(
+                f"[bold yellow]warning:[/] one held-out clip is {acc['points_per_clip']:.2f} top-1 points, more than "
+                f"the {acc['max_drop']}-point budget: the search keeps layers in float until not one clip is lost; "
+                "give more held-out clips (--eval-data, --eval-clips)", highlight=False)
         if acc["within_budget"] is False:
             err_console.print(f"[bold yellow]warning:[/] top-1 drop {acc['drop']:.2f} points is over the "
                               f"{acc['max_drop']}-point budget even with every layer in float", highlight=False)
