@@ -1,10 +1,10 @@
 """Pipeline configuration: defaults, then a TOML file's [pipeline] table, then flags."""
 
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aarm.config_sources import config_from_sources
 from aarm.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -53,15 +53,5 @@ class PipelineConfig:
 
     @classmethod
     def from_sources(cls, file: Path | None = None, **overrides: Any) -> "PipelineConfig":
-        values: dict[str, Any] = {}
-        if file is not None:
-            try:
-                loaded = tomllib.loads(Path(file).read_text())
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"{file}: cannot read pipeline config ({exc})") from None
-            values.update(loaded.get("pipeline", loaded))
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        unknown = set(values) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ConfigError(f"unknown pipeline option(s) {', '.join(sorted(unknown))}")
-        return cls(**values)
+        """Defaults, then a TOML file's keys (a [pipeline] table or top level), then non-None overrides."""
+        return config_from_sources(cls, "pipeline", file, overrides)

@@ -1,10 +1,10 @@
 """Training configuration: the paper's defaults (section 4.1), overridable from a TOML file and flags."""
 
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aarm.config_sources import config_from_sources
 from aarm.errors import ConfigError
 
 SCHEDULES = ("none", "step", "cosine")
@@ -59,16 +59,4 @@ class TrainConfig:
     @classmethod
     def from_sources(cls, file: Path | None = None, **overrides: Any) -> "TrainConfig":
         """Defaults, then a TOML file's keys (a [train] table or top level), then non-None overrides."""
-        values: dict[str, Any] = {}
-        if file is not None:
-            try:
-                loaded = tomllib.loads(Path(file).read_text())
-            except (OSError, tomllib.TOMLDecodeError) as exc:
-                raise ConfigError(f"{file}: cannot read training config ({exc})") from None
-            values.update(loaded.get("train", loaded))
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        known = {f.name for f in fields(cls)}
-        unknown = set(values) - known
-        if unknown:
-            raise ConfigError(f"unknown training option(s) {', '.join(sorted(unknown))}")
-        return cls(**values)
+        return config_from_sources(cls, "train", file, overrides)
