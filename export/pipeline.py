@@ -39,10 +39,7 @@ class Stage:
 class PipelineResult:
     out: Path
     stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"skipped", "seconds", "result"}
-
-    def artifacts(self) -> dict[str, Path]:
-        """precision -> ONNX artifact made by this run."""
-        return {k: Path(v) for k, v in self.stages.get("artifacts", {}).get("result", {}).items()}
+    artifacts: dict[str, Path] = field(default_factory=dict)  # fp32, fp32-opt, fp16, int8 -> ONNX graph
 
 
 class Manifest:
@@ -284,9 +281,7 @@ def run_pipeline(cfg: PipelineConfig, *, log: Log = print) -> PipelineResult:
 
     for stage in build_stages(cfg, log):
         execute(stage)
-    artifacts = _artifacts(cfg)
-    result.stages["artifacts"] = {"skipped": False, "seconds": 0.0,
-                                  "result": {k: str(v) for k, v in artifacts.items()}}
-    for stage in verification_stages(cfg, artifacts, log):
+    result.artifacts = _artifacts(cfg)
+    for stage in verification_stages(cfg, result.artifacts, log):
         execute(stage)
     return result
