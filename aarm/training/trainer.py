@@ -100,6 +100,12 @@ def predict_scores(
     return np.concatenate(scores), np.concatenate(labels)
 
 
+def _optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
 def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
     if cfg.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
@@ -109,7 +115,8 @@ def _scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> torch.opti
 
 
 def _same_run(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
-    keys = ("data", "model", "attention", "modality", "model_options", "size", "segments", "frames", "split")
+    keys = ("data", "model", "attention", "modality", "model_options", "size", "segments", "frames", "split",
+            "optimizer")
     return [k for k in keys if saved.get(k) != getattr(cfg, k)]
 
 
@@ -134,7 +141,7 @@ def train(
         load_pretrained(model, cfg.pretrained)
     model.to(device)
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    optimizer = _optimizer(cfg, model)
     scheduler = _scheduler(cfg, optimizer)
     log: list[dict[str, Any]] = []
     start_epoch, best_top1, best_epoch = 0, -1.0, -1

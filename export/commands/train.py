@@ -36,7 +36,8 @@ def train_command(
     split: Annotated[int | None, typer.Option(help="Dataset split 1-3.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size")] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="sgd (the paper's) | adamw (from scratch, few steps)")] = None,
     schedule: Annotated[str | None, typer.Option(help="none | step | cosine")] = None,
     size: Annotated[int | None, typer.Option(help="Crop size (224 in the paper).")] = None,
     segments: Annotated[int | None, typer.Option(help="TSN segments K (2D models).")] = None,
@@ -51,10 +52,14 @@ def train_command(
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last finished epoch.")] = False,
     force: Annotated[bool, typer.Option(help="Start over in a folder that already holds a run.")] = False,
 ) -> None:
-    """Fine-tune a model (paper defaults: SGD, momentum 0.9, lr 0.001, batch 50, 224x224)."""
+    """Fine-tune a model (paper defaults: SGD, momentum 0.9, lr 0.001, batch 50, 224x224).
+
+    Example: aarm-export train synth/ -o runs/r18 --model resnet18 --optimizer adamw --lr 5e-4 --size 64
+    """
     cfg = TrainConfig.from_sources(
         config, data=str(data) if data else None, out=str(out) if out else None, model=model, attention=attention,
-        modality=modality, split=split, epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule, size=size,
+        modality=modality, split=split, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+        schedule=schedule, size=size,
         segments=segments, frames=frames, pretrained=str(pretrained) if pretrained else None,
         model_options=_parse_options(option or []) or None, workers=workers, seed=seed, device=device,
     )

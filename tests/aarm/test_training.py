@@ -62,12 +62,23 @@ def test_resume_keeps_finished_epochs(dataset, tmp_path):
         train(config(dataset, out, epochs=4, model="resnet34"), resume=True)
 
 
+def test_adamw_trains_and_resume_refuses_another_optimizer(dataset, tmp_path):
+    out = tmp_path / "run"
+    train(config(dataset, out, epochs=1, optimizer="adamw", lr=0.001))
+    state = torch.load(out / "last.pt", weights_only=True)["extra_state"]["optimizer"]
+    assert "exp_avg" in next(iter(state["state"].values()))  # Adam moments, not SGD momentum
+    with pytest.raises(Exception, match="other optimizer"):
+        train(config(dataset, out, epochs=3, optimizer="sgd"), resume=True)
+
+
 def test_config_file_and_flags(tmp_path):
     toml = tmp_path / "train.toml"
     toml.write_text('[train]\nmodel = "resnet34"\nepochs = 7\nmodel_options = { chi = 0.0 }\n')
     cfg = TrainConfig.from_sources(toml, epochs=2)
     assert (cfg.model, cfg.epochs, cfg.model_options) == ("resnet34", 2, {"chi": 0.0})
     assert (cfg.lr, cfg.batch_size, cfg.momentum) == (0.001, 50, 0.9)  # the paper's defaults
+    with pytest.raises(ConfigError, match="optimizer must be one of sgd, adamw"):
+        TrainConfig.from_sources(toml, optimizer="adam")
     toml.write_text("[train]\nlearning_rate = 1\n")
     with pytest.raises(ConfigError, match="learning_rate"):
         TrainConfig.from_sources(toml)
