@@ -23,8 +23,8 @@ class LoadReport:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """A tensor dict from a file saved by torch.save; refuses files that need arbitrary code to load.
 
-    Accepts a plain state dict or one nested under `state_dict` / `model`, with an optional `module.`
-    prefix (DataParallel).
+    Accepts a plain state dict or one nested under `state_dict` / `model` (an aarm checkpoint), with an
+    optional `module.` prefix (DataParallel) or `backbone.` prefix (an aarm TSN).
     """
     path = Path(path)
     if not path.is_file():
@@ -39,7 +39,10 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             obj = obj[key]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise CheckpointError(f"{path}: holds no state dict of tensors")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
+    state = {k.removeprefix("module."): v for k, v in obj.items()}
+    if state and all(k.startswith("backbone.") for k in state):  # an aarm TSN checkpoint's backbone
+        state = {k.removeprefix("backbone."): v for k, v in state.items()}
+    return state
 
 
 def _backbone(model: nn.Module) -> nn.Module:

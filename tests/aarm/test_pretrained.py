@@ -77,3 +77,18 @@ def test_wrong_architecture_and_unsafe_files_are_refused(imagenet_resnet18, tmp_
         aarm.load_pretrained(aarm.create_model("resnet18", num_classes=5), evil)
     with pytest.raises(CheckpointError, match="not found"):
         aarm.load_pretrained(aarm.create_model("resnet18", num_classes=5), tmp_path / "missing.pth")
+
+
+def test_an_aarm_checkpoint_of_a_plain_model_initialises_an_aarm_model(tmp_path):
+    """The paper's protocol with our own pretraining: a plain TSN checkpoint becomes an AARM model's backbone."""
+    from aarm.checkpoint import save_checkpoint
+    from aarm.data.preprocessing import Preprocessing
+
+    plain = aarm.create_model("resnet18", num_classes=10, attention="none")
+    path = tmp_path / "plain.pt"
+    save_checkpoint(path, plain, classes=[str(i) for i in range(10)],
+                    preprocessing=Preprocessing.for_model(plain.aarm_config, size=32))
+    model = aarm.create_model("resnet18", num_classes=4, attention="aarm")
+    report = aarm.load_pretrained(model, path)
+    assert report.skipped == ["fc.weight", "fc.bias"]
+    assert torch.equal(model.backbone.layer2[1].conv2.weight, plain.backbone.layer2[1].conv2.weight)
