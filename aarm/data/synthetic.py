@@ -84,11 +84,14 @@ SHAPES = ("ellipse", "rectangle", "triangle", "cross", "star")
 MIRRORED_MOTIONS = frozenset({"horizontal", "rotate", "orbit"})  # a left-right mirror reverses these
 CLIPS_PER_GROUP = 4
 FPS = 25
-GHOSTS = 8  # past states drawn as a trail, reaching GHOSTS * GHOST_GAP frames back
-GHOST_GAP = 2.0  # frames between two of them
-GHOST_FILL = 0.6  # opacity of the newest filled copy; each older one x GHOST_FADE
+GHOSTS = 5  # past states drawn as a trail, reaching GHOSTS * GHOST_GAP frames back
+GHOST_GAP = 3.0  # frames between two of them
+GHOST_FILL = 0.8  # opacity of the newest filled copy; each older one x GHOST_FADE
 GHOST_LINE = 0.6  # opacity of the newest outline
-GHOST_FADE = 0.8
+GHOST_FADE = 0.65
+OBJECT_RADIUS = (0.1, 0.16)  # object radius as a fraction of the frame, log-uniform
+TRANSLATE_SPEED = (2.0, 3.2)  # px / frame at 112 px
+TEXTURE_GAIN = 0.5  # background texture and clutter contrast
 
 
 def list_classes() -> list[str]:
@@ -148,14 +151,14 @@ def draw_background(rng: np.random.Generator, size: int, pad: int) -> np.ndarray
     hb = wb = size + 2 * pad
     bg = np.broadcast_to(rng.uniform(0.25, 0.75, size=3).astype(np.float32), (hb, wb, 3)).copy()
     for cells, amp in ((max(4, size // 3), 0.18), (max(3, size // 10), 0.12), (2, 0.05)):
-        bg += np.float32(amp * rng.uniform(0.5, 1.5)) * _value_noise(rng, hb, wb, cells)
+        bg += np.float32(TEXTURE_GAIN * amp * rng.uniform(0.5, 1.5)) * _value_noise(rng, hb, wb, cells)
     yy = np.arange(hb, dtype=np.float32)[:, None]
     xx = np.arange(wb, dtype=np.float32)[None, :]
     for _ in range(int(rng.integers(2, 6))):  # soft clutter blobs
         cx, cy = rng.uniform(0, wb), rng.uniform(0, hb)
         r = rng.uniform(0.04, 0.12) * size
         blob = np.exp(-((xx - np.float32(cx)) ** 2 + (yy - np.float32(cy)) ** 2) / np.float32(2 * r * r))
-        bg += rng.uniform(-0.25, 0.25, size=3).astype(np.float32) * blob[..., None]
+        bg += np.float32(TEXTURE_GAIN) * rng.uniform(-0.25, 0.25, size=3).astype(np.float32) * blob[..., None]
     return np.clip(bg, 0.0, 1.0)
 
 
@@ -183,10 +186,10 @@ def draw_motion(rng: np.random.Generator, motion: str, frames: int, size: int, p
         raise ConfigError(f"unknown synthetic motion {motion!r}")
     k = size / 112.0
     span = max(frames - 1, 1)
-    radius = size * math.exp(rng.uniform(math.log(0.07), math.log(0.12)))
+    radius = size * math.exp(rng.uniform(math.log(OBJECT_RADIUS[0]), math.log(OBJECT_RADIUS[1])))
     cx, cy = (float(v) for v in rng.uniform(0.3 * size, 0.7 * size, size=2))
     angle = float(rng.uniform(0, 2 * math.pi))
-    translate = min(rng.uniform(1.2, 2.2) * k, 0.6 * size / span)  # px / frame
+    translate = min(rng.uniform(*TRANSLATE_SPEED) * k, 0.6 * size / span)  # px / frame
     rotate = math.radians(rng.uniform(3.0, 6.0))  # rad / frame
     scale = math.log(rng.uniform(2.0, 3.0)) / span  # log-size / frame
     orbit = min(math.radians(rng.uniform(5.0, 9.0)), 1.75 * math.pi / span)  # rad / frame
