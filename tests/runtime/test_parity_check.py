@@ -18,7 +18,9 @@ from runtime.parity import (
     Tolerances,
     check_tolerances,
     compare,
+    default_tolerances,
     labelled_batches,
+    parity_failures,
     score_metrics,
 )
 from runtime.runner import open_runner
@@ -95,3 +97,13 @@ def test_parity_on_labelled_clips(tiny, videos, tmp_path):
     assert m["data"]["accuracy"] == m["data"]["reference_accuracy"] and m["data"]["accuracy_drop"] == 0.0
     with pytest.raises(DataError, match="classes are not the model's"):
         next(iter(labelled_batches(str(videos), tiny.preprocessing, ["input"], classes=["a", "b"])))
+
+
+def test_int8_parity_is_judged_on_real_clips_when_it_has_them():
+    noisy = {"max_rel": 1.3, "min_cosine": -0.5, "top1": 0.0, "top5": 0.5}  # noise outside calibrated ranges
+    close = {"max_rel": 0.05, "min_cosine": 0.999, "top1": 1.0, "top5": 1.0, "accuracy_drop": 0.0}
+    int8, fp32 = default_tolerances("int8"), default_tolerances("fp32")
+    assert parity_failures({"random": noisy, "data": close}, int8) == []
+    assert parity_failures({"random": noisy}, int8)  # nothing else to judge by
+    assert parity_failures({"random": noisy, "data": close}, fp32)[0].startswith("random: ")
+    assert parity_failures({"random": close, "data": noisy}, int8)[0].startswith("data: ")
