@@ -25,11 +25,11 @@ class DemoSettings:
     """Sized to finish in about five minutes on a 2-core CPU."""
 
     classes: int = 4
-    videos_per_class: int = 60
+    videos_per_class: int = 100
     frames: int = 24
     video_size: int = 80
     size: int = 64
-    epochs: int = 10
+    epochs: int = 14
     batch_size: int = 16
     lr: float = 5e-4  # AdamW: a from-scratch model learns in the few steps a demo has; SGD does not
     seed: int = 0
@@ -49,8 +49,8 @@ def run_demo(out: Path, settings: DemoSettings, *, force: bool = False, log: Log
                    frames=settings.frames, size=settings.video_size, force=True, progress=False)
     log(f"2/4 training an AARM ResNet-18 TSN for {settings.epochs} epochs at {settings.size}x{settings.size}")
     cfg = TrainConfig(data=str(data), out=str(run), model="resnet18", attention="aarm", epochs=settings.epochs,
-                      batch_size=settings.batch_size, optimizer="adamw", lr=settings.lr, size=settings.size, segments=3,
-                      schedule="cosine", seed=settings.seed, workers=2)
+                      batch_size=settings.batch_size, optimizer="adamw", lr=settings.lr, size=settings.size,
+                      segments=3, schedule="cosine", seed=settings.seed, workers=2)
     result = train(cfg, force=True, progress=progress,
                    on_epoch=lambda r: log(f"    epoch {r['epoch'] + 1}: loss {r['train_loss']:.3f}, held-out "
                                           f"top-1 {r['val_top1']:.1%} ({r['seconds']:.0f} s)"))
