@@ -37,6 +37,7 @@ class Tolerances:
     max_abs: float | None = None
     max_rel: float | None = None
     min_cosine: float | None = None
+    min_mean_cosine: float | None = None
     min_top1: float | None = None
     min_top5: float | None = None
     max_accuracy_drop: float | None = None
@@ -53,9 +54,10 @@ DEFAULT_TOLERANCES: dict[str, Tolerances] = {
                        max_accuracy_drop=0.0),
     # fp16: ~3 significant digits per op; near-ties may flip.
     "fp16": Tolerances(max_rel=2e-2, min_cosine=0.999, min_top1=0.97, min_top5=0.9, max_accuracy_drop=0.01),
-    # int8: quantisation noise; judged mainly by agreement and accuracy on real clips.
-    "int8": Tolerances(max_rel=0.2, min_cosine=0.98, min_top1=0.85, min_top5=0.7, max_accuracy_drop=0.02,
-                       gate_random=False),
+    # int8: quantisation noise with a heavy per-clip tail (clips with small, close scores); judged mainly by
+    # agreement, accuracy and typical fidelity on real clips, with a looser floor for the single worst clip.
+    "int8": Tolerances(max_rel=0.2, min_cosine=0.95, min_mean_cosine=0.98, min_top1=0.85, min_top5=0.7,
+                       max_accuracy_drop=0.02, gate_random=False),
 }
 
 
@@ -96,6 +98,7 @@ def check_tolerances(metrics: Mapping[str, float], tol: Tolerances) -> list[str]
     """Every violated limit, as 'name value > limit' strings."""
     checks = [
         ("max_abs", tol.max_abs, "max"), ("max_rel", tol.max_rel, "max"), ("min_cosine", tol.min_cosine, "min"),
+        ("mean_cosine", tol.min_mean_cosine, "min"),
         ("top1", tol.min_top1, "min"), ("top5", tol.min_top5, "min"),
         ("accuracy_drop", tol.max_accuracy_drop, "max"),
     ]

@@ -12,6 +12,7 @@ from export.console import console, print_table
 _METRICS = [  # (metric key, label, tolerance field, format)
     ("samples", "clips", None, "{:d}"), ("max_abs", "max abs error", "max_abs", "{:.3g}"),
     ("max_rel", "max relative error", "max_rel", "{:.3g}"), ("min_cosine", "min cosine", "min_cosine", "{:.6f}"),
+    ("mean_cosine", "mean cosine", "min_mean_cosine", "{:.6f}"),
     ("top1", "top-1 agreement", "min_top1", "{:.1%}"), ("top5", "top-5 agreement", "min_top5", "{:.1%}"),
     ("accuracy", "accuracy", None, "{:.1%}"), ("reference_accuracy", "reference accuracy", None, "{:.1%}"),
     ("accuracy_drop", "accuracy drop", "max_accuracy_drop", "{:.1%}"),
@@ -50,6 +51,7 @@ def parity(
     atol: Annotated[float | None, typer.Option(help="Max absolute score error [default by precision].")] = None,
     rtol: Annotated[float | None, typer.Option(help="Max error relative to the largest reference score.")] = None,
     min_cosine: Annotated[float | None, typer.Option(help="Min per-clip cosine similarity of the scores.")] = None,
+    min_mean_cosine: Annotated[float | None, typer.Option(help="Min mean cosine similarity over clips.")] = None,
     min_top1: Annotated[float | None, typer.Option(help="Min share of clips with the same top-1 class.")] = None,
     min_top5: Annotated[float | None, typer.Option(help="Min share of clips with the same top-5 set.")] = None,
     max_accuracy_drop: Annotated[float | None, typer.Option(help="Max accuracy lost on --data (0.01 = 1 pt).")] = None,
@@ -71,8 +73,8 @@ def parity(
     runner = open_cli_runner(artifact, provider, device, threads)
     ref = open_cli_runner(reference, None, device, threads)
     tol = default_tolerances(runner.precision).override(
-        max_abs=atol, max_rel=rtol, min_cosine=min_cosine, min_top1=min_top1, min_top5=min_top5,
-        max_accuracy_drop=max_accuracy_drop,
+        max_abs=atol, max_rel=rtol, min_cosine=min_cosine, min_mean_cosine=min_mean_cosine, min_top1=min_top1,
+        min_top5=min_top5, max_accuracy_drop=max_accuracy_drop,
     )
     labelled = None
     if data is not None:
