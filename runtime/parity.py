@@ -54,10 +54,10 @@ DEFAULT_TOLERANCES: dict[str, Tolerances] = {
                        max_accuracy_drop=0.0),
     # fp16: ~3 significant digits per op; near-ties may flip.
     "fp16": Tolerances(max_rel=2e-2, min_cosine=0.999, min_top1=0.97, min_top5=0.9, max_accuracy_drop=0.01),
-    # int8: quantisation noise with a heavy per-clip tail (clips with small, close scores); judged mainly by
-    # agreement, accuracy and typical fidelity on real clips, with a looser floor for the single worst clip.
-    "int8": Tolerances(max_rel=0.2, min_cosine=0.95, min_mean_cosine=0.98, min_top1=0.85, min_top5=0.7,
-                       max_accuracy_drop=0.02, gate_random=False),
+    # int8: quantisation noise with a heavy per-clip tail (clips with small, close scores), so judged by
+    # agreement, accuracy and mean fidelity on real clips; the worst clip's cosine is reported, not enforced.
+    "int8": Tolerances(max_rel=0.2, min_mean_cosine=0.98, min_top1=0.85, min_top5=0.7, max_accuracy_drop=0.02,
+                       gate_random=False),
 }
 
 

@@ -101,7 +101,7 @@ def test_parity_on_labelled_clips(tiny, videos, tmp_path):
 
 def test_int8_parity_is_judged_on_real_clips_when_it_has_them():
     noisy = {"max_rel": 1.3, "min_cosine": -0.5, "mean_cosine": 0.6, "top1": 0.0, "top5": 0.5}
-    close = {"max_rel": 0.05, "min_cosine": 0.976, "mean_cosine": 0.993, "top1": 1.0, "top5": 1.0,
+    close = {"max_rel": 0.05, "min_cosine": 0.948, "mean_cosine": 0.993, "top1": 1.0, "top5": 1.0,
              "accuracy_drop": 0.0}  # the demo's INT8 graph on its held-out clips
     int8, fp32 = default_tolerances("int8"), default_tolerances("fp32")
     assert parity_failures({"random": noisy, "data": close}, int8) == []
