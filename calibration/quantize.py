@@ -14,9 +14,10 @@ Targets (DESIGN, "TensorRT as it is today"):
 
 Steps: onnxruntime's `quant_pre_process` (shape inference, graph optimisation); tensor ranges from
 `create_calibrator` over the calibration clips (or from the cache); `quantize_static` in QDQ format; the
-INT8 graph scored on held-out labelled clips against the float graph; while the top-1 drop is over the
-budget, the most sensitive module (calibration.sensitivity) goes back to float. Writes the graph, its
-sidecar (precision int8 and how it was made), a JSON report and a TensorRT calibration table beside it.
+INT8 graph scored on held-out labelled clips against the float graph; while the top-1 loss (clips the
+float graph gets right and INT8 wrong) is over the budget, the most sensitive module
+(calibration.sensitivity) goes back to float. Writes the graph, its sidecar (precision int8 and how it
+was made), a JSON report and a TensorRT calibration table beside it.
 """
 
 import contextlib
@@ -314,8 +315,9 @@ def calibrate(
 
     data: a dataset (its `split` train subset calibrates) or a folder of videos; clips: how many (seed picks
     which); eval_data: labelled held-out clips (default: the dataset's test subset), eval_clips of them;
-    max_drop: top-1 points the INT8 graph may lose against the float graph on them (None: no search, just
-    report); exclude: node names / globs / module paths kept in float; cache: JSON calibration cache.
+    max_drop: top-1 points the INT8 graph may lose against the float graph on them, counting only clips the
+    float graph gets right and INT8 wrong (None: no search, just report); exclude: node names / globs /
+    module paths kept in float; cache: JSON calibration cache.
     """
     started = time.perf_counter()
     _check_choice(method, METHODS, "calibration method")
@@ -391,9 +393,9 @@ def calibrate(
             qpath, result, fp32 = search.graph, search.result, search.fp32
             accuracy = {
                 "clips": len(held), "data": held.source, "fp32_top1": fp32.top1, "int8_top1": result.top1,
-                "drop": fp32.top1 - result.top1, "agreement": result.agreement, "error": result.error,
-                "max_drop": max_drop, "points_per_clip": 100.0 / len(held),
-                "within_budget": None if max_drop is None else bool(fp32.top1 - result.top1 <= max_drop),
+                "drop": fp32.top1 - result.top1, "lost": result.lost, "agreement": result.agreement,
+                "error": result.error, "max_drop": max_drop, "points_per_clip": 100.0 / len(held),
+                "within_budget": None if max_drop is None else bool(result.lost <= max_drop),
                 "overlap_with_calibration": len({r.path for r in held.records} & {r.path for r in calib.records}),
             }
         chosen = search.float_groups if search else []

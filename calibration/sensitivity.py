@@ -76,6 +76,14 @@ def agreement(scores: np.ndarray, reference: np.ndarray) -> float:
     return float(100.0 * np.mean(scores.argmax(1) == reference.argmax(1)))
 
 
+def lost(scores: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> float:
+    """Percent of inputs the reference classifies right and `scores` wrong (NaN without labels). Unlike the
+    net top-1 drop, flips the other way (lucky fixes of the reference's errors) do not offset it."""
+    if len(labels) == 0 or (labels < 0).any():
+        return float("nan")
+    return float(100.0 * np.mean((reference.argmax(1) == labels) & (scores.argmax(1) != labels)))
+
+
 @dataclass
 class Comparison:
     """An INT8 graph's scores against the float graph's on the same held-out clips."""
@@ -83,10 +91,12 @@ class Comparison:
     top1: float  # percent, NaN without labels
     agreement: float  # percent top-1 agreement with the float graph
     error: float  # relative mean squared score error
+    lost: float = 0.0  # percent of clips the float graph gets right and this one wrong
 
     @classmethod
     def of(cls, scores: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> "Comparison":
-        return cls(top1(scores, labels), agreement(scores, reference), relative_error(scores, reference))
+        return cls(top1(scores, labels), agreement(scores, reference), relative_error(scores, reference),
+                   lost(scores, reference, labels))
 
 
 # ---------------------------------------------------------------------------------------------- groups
@@ -322,8 +332,10 @@ def search_float_groups(
     quantize: Callable[[list[str]], Path], fmodel: onnx.ModelProto, x: np.ndarray, reference: np.ndarray,
     labels: np.ndarray, *, max_drop: float | None, threads: int = 0, progress: ProgressFn | None = None,
 ) -> Search:
-    """Keep the fewest, most harmful groups in float that hold the top-1 drop on held-out inputs x (N, ...)
+    """Keep the fewest, most harmful groups in float that hold the top-1 loss on held-out inputs x (N, ...)
     (float scores `reference`, labels (N,)) within `max_drop` points (None: quantize everything, no search).
+    The loss counts clips the float graph gets right and INT8 wrong (`lost`), so lucky flips the other way
+    cannot hide broken ones.
 
     `quantize(nodes)` writes the INT8 graph with `nodes` (and whatever the caller excludes anyway) in float.
     Everything is quantized first; over budget, groups are ranked by sensitivity, the most harmful go to
@@ -336,11 +348,11 @@ def search_float_groups(
     def evaluate(candidate: Path | onnx.ModelProto, kind: str, groups: Sequence[LayerGroup]) -> Comparison:
         c = Comparison.of(graph_scores(candidate, x, threads=threads), reference, labels)
         steps.append({"graph": kind, "float_groups": [g.name for g in groups], "top1": c.top1,
-                      "drop": fp32.top1 - c.top1, "agreement": c.agreement, "error": c.error})
+                      "drop": fp32.top1 - c.top1, "lost": c.lost, "agreement": c.agreement, "error": c.error})
         return c
 
     def within(c: Comparison) -> bool:
-        return max_drop is None or fp32.top1 - c.top1 <= max_drop
+        return max_drop is None or c.lost <= max_drop
 
     def nodes(groups: Sequence[LayerGroup]) -> list[str]:
         return [n for g in groups for n in g.nodes]

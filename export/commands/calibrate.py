@@ -73,10 +73,10 @@ def calibrate_command(
     if acc is not None:
         print_table(
             f"Held-out accuracy ({acc['clips']} clips of {acc['data']})",
-            ["graph", "top-1 %", "drop (points)", "agreement %", "score error"],
-            [("fp32", _fmt(acc["fp32_top1"]), "-", "100.0", "0"),
-             ("int8", _fmt(acc["int8_top1"]), _fmt(acc["drop"], ".2f"), _fmt(acc["agreement"]),
-              f"{acc['error']:.4f}")],
+            ["graph", "top-1 %", "drop (points)", "lost (points)", "agreement %", "score error"],
+            [("fp32", _fmt(acc["fp32_top1"]), "-", "-", "100.0", "0"),
+             ("int8", _fmt(acc["int8_top1"]), _fmt(acc["drop"], ".2f"), _fmt(acc["lost"], ".2f"),
+              _fmt(acc["agreement"]), f"{acc['error']:.4f}")],
         )
         if acc["max_drop"] is not None and acc["points_per_clip"] > acc["max_drop"]:
             err_console.print(
@@ -84,7 +84,7 @@ def calibrate_command(
                 f"the {acc['max_drop']}-point budget: the search keeps layers in float until not one clip is lost; "
                 "give more held-out clips (--eval-data, --eval-clips)", highlight=False)
         if acc["within_budget"] is False:
-            err_console.print(f"[bold yellow]warning:[/] top-1 drop {acc['drop']:.2f} points is over the "
+            err_console.print(f"[bold yellow]warning:[/] top-1 loss {acc['lost']:.2f} points is over the "
                               f"{acc['max_drop']}-point budget even with every layer in float", highlight=False)
     if target == "tensorrt":
         from export.lint import lint_onnx

@@ -220,3 +220,14 @@ def test_percentile_calibration_survives_nearly_constant_tensors(tmp_path):
     ranges = compute_ranges(path, Reader(), "percentile", workdir=tmp_path, chunk=1)
     lo, hi = float(ranges["y"].lowest), float(ranges["y"].highest)
     assert 0.69 < hi <= 0.71 and lo <= hi
+
+
+def test_the_budget_counts_lost_clips_that_lucky_flips_cannot_offset():
+    from calibration.sensitivity import Comparison
+
+    labels = np.array([0, 1, 2, 0])
+    reference = np.eye(3)[[0, 1, 2, 1]]  # float: right, right, right, wrong
+    int8 = np.eye(3)[[0, 2, 2, 0]]  # breaks clip 1, fixes clip 3 by luck: same accuracy
+    c = Comparison.of(int8, reference, labels)
+    assert c.top1 == Comparison.of(reference, reference, labels).top1 == 75.0
+    assert c.lost == 25.0 and c.agreement == 50.0
