@@ -32,7 +32,8 @@ class ParityFailure(AarmError):
 class Tolerances:
     """Limits a parity check enforces; None leaves a metric unchecked. `gate_random` False: with labelled
     data given, random-input metrics are reported but not enforced (INT8: calibration fits ranges to real
-    clips, and standard-normal noise falls outside them by design)."""
+    clips, and standard-normal noise falls outside them by design; FP16: noise gives near-tied scores
+    whose top-1 flips under rounding)."""
 
     max_abs: float | None = None
     max_rel: float | None = None
@@ -52,8 +53,10 @@ DEFAULT_TOLERANCES: dict[str, Tolerances] = {
     # fp32: the same maths in another order; anything beyond rounding is a bug.
     "fp32": Tolerances(max_abs=1e-4, max_rel=1e-4, min_cosine=0.99999, min_top1=1.0, min_top5=1.0,
                        max_accuracy_drop=0.0),
-    # fp16: ~3 significant digits per op; near-ties may flip.
-    "fp16": Tolerances(max_rel=2e-2, min_cosine=0.999, min_top1=0.97, min_top5=0.9, max_accuracy_drop=0.01),
+    # fp16: ~3 significant digits per op; near-ties may flip, and noise inputs give near-ties, so with real
+    # clips to judge by, noise metrics are reported only.
+    "fp16": Tolerances(max_rel=2e-2, min_cosine=0.999, min_top1=0.97, min_top5=0.9, max_accuracy_drop=0.01,
+                       gate_random=False),
     # int8: quantisation noise with a heavy per-clip tail (clips with small, close scores), so judged by
     # agreement, accuracy and mean fidelity on real clips; the worst clip's cosine is reported, not enforced.
     "int8": Tolerances(max_rel=0.2, min_mean_cosine=0.98, min_top1=0.85, min_top5=0.7, max_accuracy_drop=0.02,
