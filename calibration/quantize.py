@@ -305,7 +305,7 @@ def _classes_match(clips: ClipSet, sidecar: Sidecar, what: str) -> None:
 
 
 def calibrate(
-    model: Path, out: Path, *, data: Path, split: int = 1, clips: int | None = 64, method: str = "entropy",
+    model: Path, out: Path, *, data: Path, split: int = 1, clips: int | None = 64, method: str = "percentile",
     target: str = "cpu", max_drop: float | None = 1.0, eval_data: Path | None = None, eval_clips: int | None = 256,
     exclude: Sequence[str] = (), cache: Path | None = None, seed: int = 0, batch_size: int = 8,
     per_channel: bool = True, reduce_range: bool = False, preprocess: bool = True, threads: int = 0,

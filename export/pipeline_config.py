@@ -25,7 +25,7 @@ class PipelineConfig:
     precisions: list[str] = field(default_factory=lambda: list(PRECISIONS))
     opset: int = 17
     calibration_clips: int = 64
-    calibration_method: str = "entropy"
+    calibration_method: str = "percentile"
     calibration_target: str = "cpu"
     max_drop: float = 1.0
     eval_clips: int = 256

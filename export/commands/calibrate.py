@@ -21,7 +21,7 @@ def calibrate_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="INT8 Q/DQ graph to write.")],
     split: Annotated[int, typer.Option(help="Dataset split 1-3.")] = 1,
     clips: Annotated[int, typer.Option(help="Calibration clips (chosen by --seed).")] = 64,
-    method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "entropy",
+    method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "percentile",
     target: Annotated[str, typer.Option(help="cpu (onnxruntime, uint8 activations) | tensorrt (symmetric "
                                              "int8)")] = "cpu",
     max_drop: Annotated[float, typer.Option("--max-drop", help="Top-1 points the INT8 graph may lose on held-out "
