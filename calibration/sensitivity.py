@@ -64,9 +64,13 @@ def relative_error(scores: np.ndarray, reference: np.ndarray) -> float:
     return float(np.mean((scores - reference) ** 2) / max(float(np.mean(reference**2)), 1e-12))
 
 
+def _unlabelled(labels: np.ndarray) -> bool:
+    return len(labels) == 0 or bool((labels < 0).any())
+
+
 def top1(scores: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy in percent (NaN when there are no labels)."""
-    if len(labels) == 0 or (labels < 0).any():
+    if _unlabelled(labels):
         return float("nan")
     return float(100.0 * np.mean(scores.argmax(1) == labels))
 
@@ -79,7 +83,7 @@ def agreement(scores: np.ndarray, reference: np.ndarray) -> float:
 def lost(scores: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> float:
     """Percent of inputs the reference classifies right and `scores` wrong (NaN without labels). Unlike the
     net top-1 drop, flips the other way (lucky fixes of the reference's errors) do not offset it."""
-    if len(labels) == 0 or (labels < 0).any():
+    if _unlabelled(labels):
         return float("nan")
     return float(100.0 * np.mean((reference.argmax(1) == labels) & (scores.argmax(1) != labels)))
 
@@ -91,7 +95,7 @@ class Comparison:
     top1: float  # percent, NaN without labels
     agreement: float  # percent top-1 agreement with the float graph
     error: float  # relative mean squared score error
-    lost: float = 0.0  # percent of clips the float graph gets right and this one wrong
+    lost: float  # percent of clips the float graph gets right and this one wrong (NaN without labels)
 
     @classmethod
     def of(cls, scores: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> "Comparison":

@@ -189,7 +189,7 @@ def compare(
     samples: random standard-normal clips (batches of `batch`), the shape of the artifact's inputs.
     data: optional labelled batches (feed keyed by the artifact's input names, labels (N,)) for the
     "data" metrics, which add the accuracy of both and the artifact's drop; with data, tolerances whose
-    `gate_random` is False (INT8's) enforce the data metrics alone. tolerances: default by the
+    `gate_random` is False (INT8's and FP16's) enforce the data metrics alone. tolerances: default by the
     artifact's precision. progress: called with the number of clips done after each batch.
     """
     check_compatible(artifact, reference)
