@@ -61,6 +61,7 @@ from calibration.reader import (
 )
 from calibration.sensitivity import float_variant, graph_scores, quantized_nodes, search_float_groups
 from runtime.artifact import Sidecar, file_sha256, read_sidecar, write_sidecar
+from runtime.onnx_file import load_onnx
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -218,10 +219,10 @@ def quantize_graph(
                 extra_options=t.extra_options, calibration_cache_path=ranges_file,
             )
     if exclude:
-        qmodel = onnx.load(str(out))
+        qmodel = load_onnx(out)
         fed = {n.name for n in quantized_nodes(qmodel)} & set(exclude)
         if fed:
-            onnx.save(float_variant(qmodel, onnx.load(str(graph)), fed), str(out))
+            onnx.save(float_variant(qmodel, load_onnx(graph), fed), str(out))
     return out
 
 
@@ -332,7 +333,7 @@ def calibrate(
     if sidecar.kind != "onnx" or sidecar.precision != "fp32":
         raise ArtifactError(f"{model}: INT8 calibration takes a float32 ONNX graph, this is {sidecar.kind} "
                             f"{sidecar.precision}")
-    fmodel_raw = onnx.load(str(model))
+    fmodel_raw = load_onnx(model)
     custom = next((n for n in fmodel_raw.graph.node if n.domain not in ("", "ai.onnx")), None)
     if custom is not None:
         raise ArtifactError(f"{model}: node {custom.name or custom.op_type} is a custom op ({custom.domain}); "
@@ -352,7 +353,7 @@ def calibrate(
     with tempfile.TemporaryDirectory(prefix="aarm-calibrate-") as tmp:
         work = Path(tmp)
         graph = prepare_graph(model, work / "prepared.onnx") if preprocess else model
-        fmodel = onnx.load(str(graph))
+        fmodel = load_onnx(graph)
 
         # Ranges: from the cache, else from the calibrator (then cached).
         reader = ClipReader(calib, prep, input_name, batch_size=batch_size, progress=progress)
@@ -401,7 +402,7 @@ def calibrate(
         chosen = search.float_groups if search else []
         sensitivity = [s.to_dict() for s in search.sensitivity] if search else []
 
-        qmodel = onnx.load(str(qpath))
+        qmodel = load_onnx(qpath)
         rank = {s["group"]: (i + 1, s) for i, s in enumerate(sensitivity)}
         excluded = [{"node": n, "group": None, "reason": r} for n, r in sorted(forced.items())]
         for g in chosen:

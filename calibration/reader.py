@@ -27,6 +27,7 @@ from aarm.data.frames import is_frame_folder
 from aarm.data.preprocessing import Preprocessing
 from aarm.errors import ArtifactError, DataError
 from runtime.artifact import Sidecar
+from runtime.onnx_file import load_onnx
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 
@@ -96,7 +97,7 @@ def choose_clips(clips: ClipSet, count: int | None, *, seed: int = 0) -> ClipSet
 
 def graph_input(graph: str | Path | onnx.ModelProto) -> tuple[str, list[int | str]]:
     """Name and shape (ints, or strings for symbolic axes) of the graph's only input."""
-    model = graph if isinstance(graph, onnx.ModelProto) else onnx.load(str(graph), load_external_data=False)
+    model = graph if isinstance(graph, onnx.ModelProto) else load_onnx(graph, load_external_data=False)
     initializers = {t.name for t in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in initializers]
     if len(inputs) != 1:

@@ -28,6 +28,7 @@ import onnx_graphsurgeon as gs
 import onnxruntime as ort
 
 from aarm.errors import ArtifactError
+from runtime.onnx_file import load_onnx
 
 ProgressFn = Callable[[str, int, int], None]
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -366,7 +367,7 @@ def search_float_groups(
     chosen: list[LayerGroup] = []
     if within(result):
         return Search(chosen, graph, result, fp32, [], steps)
-    qmodel = onnx.load(str(graph))
+    qmodel = load_onnx(graph)
     candidates = layer_groups(qmodel)
     ranking = measure_sensitivity(qmodel, fmodel, x, reference, labels, candidates, threads=threads,
                                   progress=progress)

@@ -19,6 +19,7 @@ from onnxconverter_common import float16
 from aarm.errors import ArtifactError
 from aarm.fileio import atomic_path, check_writable
 from runtime.artifact import Sidecar, read_sidecar, write_sidecar
+from runtime.onnx_file import load_onnx
 
 FP32_OPS: tuple[str, ...] = (
     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum",
@@ -90,7 +91,7 @@ def convert_onnx(
     parent = read_sidecar(src)
     if parent.kind != "onnx" or parent.precision != "fp32":
         raise ArtifactError(f"{src}: convert takes an fp32 ONNX graph, this one is {parent.kind} {parent.precision}")
-    model = convert_fp16_model(onnx.load(str(src)), keep_fp32=keep_fp32)
+    model = convert_fp16_model(load_onnx(src), keep_fp32=keep_fp32)
     with atomic_path(out) as tmp:
         onnx.save_model(model, str(tmp))
     sidecar = parent.derive(

@@ -23,10 +23,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
-from aarm.errors import ArtifactError
+from runtime.onnx_file import load_onnx
 
 MIN_OPSET, MAX_OPSET = 9, 24
 TOPK_MAX_K = 3840
@@ -497,13 +496,7 @@ RULES: dict[str, Rule] = {
 def _load(model_or_path: onnx.ModelProto | str | Path) -> onnx.ModelProto:
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path
-    path = Path(model_or_path)
-    if not path.is_file():
-        raise ArtifactError(f"ONNX graph not found: {path}")
-    try:
-        return onnx.load(str(path))
-    except (DecodeError, ValueError, OSError) as exc:
-        raise ArtifactError(f"{path}: not a readable ONNX model ({exc})") from None
+    return load_onnx(model_or_path)
 
 
 def lint_onnx(model_or_path: onnx.ModelProto | str | Path) -> list[Finding]:

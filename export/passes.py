@@ -36,6 +36,7 @@ import onnx_graphsurgeon as gs
 from aarm.errors import ArtifactError
 from aarm.fileio import atomic_path, check_writable
 from runtime.artifact import Sidecar, read_sidecar, write_sidecar
+from runtime.onnx_file import load_onnx
 
 Pass = Callable[[gs.Graph], gs.Graph]
 
@@ -562,7 +563,7 @@ def optimize_onnx(
         library = custom_op_library()  # BackendUnavailable here, before anything is written
         extra["custom_ops"] = {"domain": DOMAIN, "ops": ["AarmPool", "AarmGate"], "library": str(library)}
     chosen = passes if passes is not None else (KERNEL_PASSES if kernels else DEFAULT_PASSES)
-    model, rows = run_passes(onnx.load(str(src)), chosen)
+    model, rows = run_passes(load_onnx(src), chosen)
     with atomic_path(out) as tmp:
         onnx.save_model(model, str(tmp))
     sidecar = parent.derive(stage="optimize", extra={**extra, "passes": [r["pass"] for r in rows[1:]]})

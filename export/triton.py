@@ -187,10 +187,11 @@ def parse_config(text: str) -> Any:
 
 def _external_data_files(onnx_path: Path) -> list[str]:
     """Relative locations of an ONNX graph's external weight files (none for a self-contained graph)."""
-    import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    from runtime.onnx_file import load_onnx
+
+    model = load_onnx(onnx_path, load_external_data=False)
     tensors = list(model.graph.initializer)
     for node in model.graph.node:
         tensors.extend(a.t for a in node.attribute if a.HasField("t"))

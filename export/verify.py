@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import torch
 from torch import nn
 
 from aarm.errors import ArtifactError, BackendUnavailable
 from runtime.artifact import read_sidecar
+from runtime.onnx_file import load_onnx
 
 CPU_PROVIDER = "CPUExecutionProvider"
 
@@ -48,7 +48,7 @@ def uses_custom_ops(path: str | Path) -> bool:
     """Whether a graph imports the AARM custom-op domain (`export.kernels.DOMAIN`)."""
     from export.kernels import DOMAIN
 
-    model = onnx.load(str(path), load_external_data=False)
+    model = load_onnx(path, load_external_data=False)
     return any(o.domain == DOMAIN for o in model.opset_import)
 
 

@@ -1,0 +1,92 @@
+"""A new user's first hour (issue 12): bad input to any command is one line on stderr and a non-zero exit, and
+nothing that already exists is overwritten without --force.
+
+Commands run through `export.cli.main`, as the `aarm-export` script runs them, so the one-line error mapping is
+part of what is tested.
+"""
+
+import hashlib
+import sys
+from pathlib import Path
+
+import pytest
+
+from export.cli import main
+from runtime.artifact import Sidecar, TensorSpec, file_sha256, write_sidecar
+
+
+def run_cli(args: list[str | Path], capsys: pytest.CaptureFixture[str],
+            monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+    """(exit code, stdout, stderr) of `aarm-export ARGS`."""
+    monkeypatch.setattr(sys, "argv", ["aarm-export", *map(str, args)])
+    monkeypatch.delenv("AARM_DEBUG", raising=False)
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code: int, err: str) -> str:
+    """The error line of a failed command: exit code 1, exactly one line, no traceback."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 1, err
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root` (or of `root` itself)."""
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def fake_onnx(path: Path, data: bytes) -> Path:
+    """`data` saved as an ONNX artifact whose sidecar is valid and whose sha256 matches the bytes."""
+    path.write_bytes(data)
+    sidecar = Sidecar(
+        kind="onnx", stage="export", precision="fp32", model={"name": "resnet18", "attention": "aarm"},
+        classes=["a", "b"], preprocessing={}, opset=17,
+        inputs=[TensorSpec("input", ["N", 2, 3, 32, 32], layout="NKCHW")],
+        outputs=[TensorSpec("scores", ["N", 2], layout="NC")],
+    )
+    write_sidecar(path, sidecar)
+    return path
+
+
+# -- one reader for ONNX files ------------------------------------------------------------------------------
+@pytest.mark.parametrize("content", [b"", bytes(range(256)) * 20], ids=["empty", "random-bytes"])
+@pytest.mark.parametrize("command", [
+    ["optimize", "{m}", "-o", "{d}/out.onnx"],
+    ["convert", "{m}", "-o", "{d}/out.onnx"],
+    ["triton", "{m}", "--repo", "{d}/repo"],
+    ["lint", "{m}"],
+    ["calibrate", "{m}", "--data", "{d}", "-o", "{d}/out.onnx"],
+], ids=lambda c: c[0])
+def test_invalid_onnx_is_one_line_error(command, content, tmp_path, capsys, monkeypatch):
+    model = fake_onnx(tmp_path / "model.onnx", content)
+    assert file_sha256(model) == hashlib.sha256(content).hexdigest()
+    before = tree_digest(tmp_path)
+    args = [a.format(m=model, d=tmp_path) for a in command]
+    line = one_line_error(*run_cli(args, capsys, monkeypatch)[::2])
+    assert f"{model} is not a valid ONNX model" in line
+    assert tree_digest(tmp_path) == before  # nothing written, nothing changed
+
+
+def test_load_onnx_errors_name_the_file(tmp_path):
+    from aarm.errors import ArtifactError
+    from runtime.onnx_file import load_onnx, parse_onnx
+
+    with pytest.raises(ArtifactError, match="ONNX graph not found"):
+        load_onnx(tmp_path / "missing.onnx")
+    with pytest.raises(ArtifactError, match="is not a file"):
+        load_onnx(tmp_path)
+    (tmp_path / "x.onnx").write_bytes(b"\x08")  # a truncated varint
+    with pytest.raises(ArtifactError, match=r"x\.onnx is not a valid ONNX model"):
+        load_onnx(tmp_path / "x.onnx")
+    with pytest.raises(ArtifactError, match="upload is not a valid ONNX model"):
+        parse_onnx(b"", "upload")
