@@ -3,6 +3,8 @@
 `frame_count` counts the video packets (no decoding), which is exact for one frame per packet and does not
 trust the container's header. `read_frames` decodes once from the start and keeps only the frames asked
 for; an index past the last decodable frame gets the last frame, so a wrong count never fails a read.
+A file with no video stream, a still image (PNG, JPEG, ... read by FFmpeg's image demuxers) and a video of
+one frame are refused with a DataError: there is no motion to recognise.
 """
 
 from collections.abc import Sequence
@@ -25,7 +27,15 @@ def _open(path: Path) -> "av.container.InputContainer":
     if not container.streams.video:
         container.close()
         raise DataError(f"{path} has no video stream")
+    if _is_image_format(container.format.name):
+        container.close()
+        raise DataError(f"{path} is a still image ({container.format.name}), not a video")
     return container
+
+
+def _is_image_format(name: str) -> bool:
+    """FFmpeg's demuxers of still images: image2 (and image2pipe) and the per-codec pipes (png_pipe, ...)."""
+    return name in ("image2", "image2pipe") or name.endswith("_pipe")
 
 
 def frame_count(path: Path) -> int:
@@ -38,6 +48,8 @@ def frame_count(path: Path) -> int:
             raise DataError(f"cannot read video {path}: {exc}") from exc
     if n == 0:
         raise DataError(f"video {path} has no frames")
+    if n == 1:
+        raise DataError(f"video {path} has a single frame (a still image); actions need motion: 2 or more frames")
     return n
 
 

@@ -90,3 +90,68 @@ def test_load_onnx_errors_name_the_file(tmp_path):
         load_onnx(tmp_path / "x.onnx")
     with pytest.raises(ArtifactError, match="upload is not a valid ONNX model"):
         parse_onnx(b"", "upload")
+
+
+# -- predict: only videos ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained AARM ResNet-18 TSN (K = 2, 32x32, 2 classes) as a checkpoint: an artifact predict opens."""
+    import torch
+
+    import aarm
+    from aarm.checkpoint import save_checkpoint
+    from aarm.data.preprocessing import Preprocessing
+
+    torch.manual_seed(0)
+    model = aarm.create_model("resnet18", num_classes=2, attention="aarm", segments=2).eval()
+    prep = Preprocessing.for_model(model.aarm_config, size=32)
+    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt", model, classes=["left", "right"],
+                           preprocessing=prep)
+
+
+def write_video(path: Path, frames: int, size: int = 32) -> Path:
+    """A small MPEG-4 video of random frames, written with PyAV."""
+    import av
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def write_png(path: Path, size: int = 32) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda d: write_png(d / "still.png"), "still.png is a still image (png_pipe), not a video"),
+    (lambda d: write_png(d / "still.jpg"), "still.jpg is a still image (jpeg_pipe), not a video"),
+    (lambda d: write_video(d / "one.mp4", frames=1), "one.mp4 has a single frame"),
+    (lambda d: (d / "notes.mp4").write_text("not a video") and d / "notes.mp4", "cannot open video"),
+    (lambda d: d / "missing.mp4", "missing.mp4 not found"),
+], ids=["png", "jpeg", "one-frame", "text", "missing"])
+def test_predict_refuses_what_is_not_a_video(make, message, checkpoint, tmp_path, capsys, monkeypatch):
+    video = make(tmp_path)
+    json_out = tmp_path / "predictions.json"
+    line = one_line_error(*run_cli(["predict", video, "--artifact", checkpoint, "--json", json_out],
+                                   capsys, monkeypatch)[::2])
+    assert message in line
+    assert not json_out.exists()
+
+
+def test_predict_takes_a_short_video(checkpoint, tmp_path, capsys, monkeypatch):
+    """A video shorter than the segments is sampled by repeating frames (aarm.data.sampling's stated policy)."""
+    video = write_video(tmp_path / "short.mp4", frames=3)
+    code, out, err = run_cli(["predict", video, "--artifact", checkpoint, "--top-k", "1"], capsys, monkeypatch)
+    assert code == 0, err
+    assert "short.mp4" in out and ("left" in out or "right" in out)
