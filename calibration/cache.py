@@ -8,9 +8,18 @@
 The JSON cache holds any number of entries, one per key: {"format": "aarm-calibration-cache", "version": 1,
 "entries": {key: {"method", "meta", "ranges": {tensor: [lowest, highest]}}}}. The key hashes the graph,
 the calibration clips' identity, the method and onnxruntime's version, so a different graph or data set
-never reads another's ranges. The TensorRT table is the text format TensorRT's calibrators read and write:
-a "TRT-<version>-EntropyCalibration2" header, then one "tensor: <hex of the float32 scale>" line per tensor
-with scale = max(|lowest|, |highest|) / 127 (symmetric int8).
+never reads another's ranges.
+
+For TensorRT the calibration is the Q/DQ graph: TensorRT 10 and 11 both build it as a strongly typed network
+and read the scales from it. The table is only for TensorRT 10's implicit-quantization calibrators (an
+`IInt8Calibrator` whose `read_calibration_cache` returns it; TensorRT 11 has no calibrators). Its text format
+is the one those calibrators write: a "TRT-<NV_TENSORRT_VERSION>-<algorithm>" header, then one
+"tensor: <big-endian hex of the float32 scale>" line per tensor, scale = max(|lowest|, |highest|) / 127. The
+header's algorithm is the calibrator class that accepts the table, named for the method the ranges came from
+(`TENSORRT_CALIBRATORS`): minmax -> MinMaxCalibration (IInt8MinMaxCalibrator), entropy -> EntropyCalibration2
+(IInt8EntropyCalibrator2; the thresholds are onnxruntime's KL search, the same idea as TensorRT's). TensorRT
+has no percentile calibrator: percentile ranges are written as MinMaxCalibration, the calibrator that takes
+each range as given, which is what a percentile-clipped range is.
 """
 
 import hashlib
@@ -23,12 +32,17 @@ import numpy as np
 import onnxruntime
 from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
 
-from aarm.errors import ArtifactError
+from aarm.errors import ArtifactError, ConfigError
 from aarm.fileio import write_json, write_text
 
 CACHE_FORMAT = "aarm-calibration-cache"
 CACHE_VERSION = 1
-TENSORRT_VERSION = 110400  # NV_TENSORRT_VERSION of TensorRT 11.4 (major * 10000 + minor * 100 + patch)
+# NV_TENSORRT_VERSION (major * 10000 + minor * 100 + patch) of TensorRT 10.3, JetPack 6's: the newest line of
+# TensorRT with calibrators is 10, and a calibrator may ignore a table whose header names another version.
+TENSORRT_VERSION = 100300
+# onnxruntime calibration method -> the header algorithm of the TensorRT 10 calibrator that reads its ranges.
+TENSORRT_CALIBRATORS = {"MinMax": "MinMaxCalibration", "Entropy": "EntropyCalibration2",
+                        "Percentile": "MinMaxCalibration"}
 
 
 def cache_key(graph_sha256: str, data_identity: str, method: str, options: dict[str, Any] | None = None) -> str:
@@ -94,9 +108,23 @@ def tensorrt_scale(lowest: float, highest: float) -> float:
     return max(abs(float(lowest)), abs(float(highest))) / 127.0
 
 
+def tensorrt_calibrator(method: CalibrationMethod) -> str:
+    """The header algorithm of the TensorRT 10 calibrator that reads ranges of `method` (TENSORRT_CALIBRATORS)."""
+    if method.name not in TENSORRT_CALIBRATORS:
+        raise ConfigError(f"{method.name} ranges have no TensorRT calibrator table form; the Q/DQ graph carries "
+                          f"them (use one of {', '.join(TENSORRT_CALIBRATORS).lower()} for a table)")
+    return TENSORRT_CALIBRATORS[method.name]
+
+
 def write_tensorrt_table(ranges: TensorsData, path: str | Path, *, version: int = TENSORRT_VERSION) -> Path:
-    """A TensorRT calibration table (text): header, then "tensor: <big-endian hex of float32 scale>" lines."""
-    lines = [f"TRT-{version}-EntropyCalibration2"]
+    """A TensorRT 10 calibration table (text): "TRT-<version>-<algorithm>" with the algorithm of the ranges'
+    method (`tensorrt_calibrator`), then "tensor: <big-endian hex of float32 scale>" lines. version:
+    NV_TENSORRT_VERSION of the TensorRT 10 that reads it; TensorRT 11 has no calibrators (version >= 110000 is a
+    ConfigError)."""
+    if not 100000 <= version < 110000:
+        raise ConfigError(f"calibration tables are for TensorRT 10 (version 100000..109999), got {version}; "
+                          "TensorRT 11 reads the scales from the Q/DQ graph")
+    lines = [f"TRT-{version}-{tensorrt_calibrator(ranges.calibration_method)}"]
     for name, (lo, hi) in sorted(ranges_to_json(ranges).items()):
         lines.append(f"{name}: {struct.pack('>f', tensorrt_scale(lo, hi)).hex()}")
     return write_text(path, "\n".join(lines) + "\n")

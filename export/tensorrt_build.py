@@ -9,9 +9,9 @@ timing cache, hardware/version compatibility)` -> `EngineFromNetwork` -> `SaveEn
 The work is split so that everything up to the build runs on a CPU-only machine:
 `build_plan` (pure: profiles, flags, paths), `polygraphy_loaders` (constructs the loaders; Polygraphy
 imports tensorrt only when they are called), and `build_engine`, which needs TensorRT and a GPU.
+Polygraphy older than `runtime.tensorrt_engine.MIN_POLYGRAPHY` is refused before anything is built.
 """
 
-import inspect
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -19,10 +19,17 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from aarm.errors import ArtifactError, BackendUnavailable, ConfigError
+from aarm.errors import ArtifactError, ConfigError
 from aarm.fileio import atomic_path, check_writable
 from runtime.artifact import Sidecar, read_sidecar, write_sidecar
-from runtime.tensorrt_engine import HARDWARE_COMPAT, INSTALL_HINT, current_gpu
+from runtime.tensorrt_engine import (
+    HARDWARE_COMPAT,
+    cuda_device_index,
+    current_gpu,
+    require_polygraphy,
+    require_tensorrt,
+    use_cuda_device,
+)
 
 DEFAULT_BATCH = (1, 8, 32)  # min, opt, max of the batch axis N
 DEFAULT_WORKSPACE = 4 << 30
@@ -44,6 +51,7 @@ class BuildOptions:
     version_compat: bool = False
     output: Path | None = None
     force: bool = False
+    device: str | None = None  # cuda or cuda:<i> (default cuda:0): the GPU the engine is built on and tied to
 
 
 @dataclass(frozen=True)
@@ -176,15 +184,6 @@ def build_plan(onnx_path: str | Path, sidecar: Sidecar, options: BuildOptions) -
     )
 
 
-def import_tensorrt() -> ModuleType:
-    """`import tensorrt`, or BackendUnavailable saying how to install it."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise BackendUnavailable(f"TensorRT is not available here ({exc}); {INSTALL_HINT}") from None
-    return trt
-
-
 def _hardware_level(trt: Any, name: str) -> Any:
     """TensorRT's HardwareCompatibilityLevel for `ampere+` / `same-cc` (`none` is TensorRT's default)."""
     if name == "ampere+":
@@ -201,9 +200,12 @@ def polygraphy_loaders(plan: BuildPlan, *, trt: ModuleType | Any | None = None,
                        engine_path: Path | None = None) -> EngineLoaders:
     """The Polygraphy loaders that would build `plan` (nothing runs until `.save()` is called).
 
+    Refuses (BackendUnavailable, one line) a Polygraphy older than MIN_POLYGRAPHY: those set the EXPLICIT_BATCH
+    flag TensorRT 11 removed.
     trt: the tensorrt module, used only for the enum values of the config (memory pool, hardware level);
     None imports it. engine_path: where SaveEngine writes (default `plan.engine_path`).
     """
+    require_polygraphy()
     from polygraphy.backend.trt import (
         CreateConfig,
         EngineFromNetwork,
@@ -212,11 +214,8 @@ def polygraphy_loaders(plan: BuildPlan, *, trt: ModuleType | Any | None = None,
         SaveEngine,
     )
 
-    if "strongly_typed" not in inspect.signature(NetworkFromOnnxPath.__init__).parameters:
-        raise BackendUnavailable("this Polygraphy cannot build strongly typed networks; "
-                                 "pip install -U polygraphy")
     if trt is None:
-        trt = import_tensorrt()
+        trt = require_tensorrt()
     profile = Profile()
     for name, (lo, opt, hi) in plan.profiles.items():
         profile.add(name, min=lo, opt=opt, max=hi)
@@ -275,7 +274,9 @@ def build_engine(onnx_path: str | Path, options: BuildOptions, *, lint: bool = T
     sidecar = read_sidecar(onnx_path, verify=True)
     plan = build_plan(onnx_path, sidecar, options)
     check_writable(plan.engine_path, options.force)
-    trt = import_tensorrt()
+    device = cuda_device_index(options.device)
+    require_polygraphy()
+    trt = require_tensorrt()
     if lint:
         from export.lint import lint_onnx
 
@@ -285,7 +286,8 @@ def build_engine(onnx_path: str | Path, options: BuildOptions, *, lint: bool = T
             raise ArtifactError(f"{onnx_path}: {len(errors)} TensorRT-compatibility error(s), first: "
                                 f"{first.node} ({first.op}): {first.message}; see `aarm-export lint "
                                 f"{onnx_path}` (or build with --skip-lint)")
-    gpu, cc = current_gpu()
+    gpu, cc = current_gpu(device)
+    use_cuda_device(device)
     from polygraphy.exception import PolygraphyException
     from polygraphy.logger import G_LOGGER
 

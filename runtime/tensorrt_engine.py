@@ -7,6 +7,11 @@ capability). `aarm-export build` records the TensorRT version, GPU name and comp
 those two options in the engine's sidecar under `extra["tensorrt"]`; `check_engine_compatible` compares
 them with the running machine before TensorRT gets a chance to fail with a less helpful message.
 
+Devices follow the runners' one convention, "cuda" or "cuda:<i>" (`cuda_device_index`): the engine is
+deserialized on that GPU and every call runs with its primary context current (`use_cuda_device`).
+Only public API is used: Polygraphy's loaders and `TrtRunner`, TensorRT's `ICudaEngine` getters, and the
+CUDA driver API. Polygraphy before `MIN_POLYGRAPHY` is refused (`require_polygraphy`).
+
 `tensorrt` is imported lazily inside functions: importing this module works on a CPU-only machine.
 """
 
@@ -17,7 +22,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from aarm.errors import ArtifactError, BackendUnavailable
+import numpy as np
+
+from aarm.errors import ArtifactError, BackendUnavailable, ConfigError
 from runtime.artifact import Sidecar, read_sidecar
 
 INSTALL_HINT = (
@@ -26,6 +33,9 @@ INSTALL_HINT = (
     "or the python3-libnvinfer package that JetPack ships on Jetson"
 )
 HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
+# Polygraphy before 0.49.6 sets the EXPLICIT_BATCH network flag on every TensorRT, and TensorRT 11 removed
+# it (its CHANGELOG, v0.49.6); PyPI's releases jump from 0.49.0 to 0.49.9, the first with the fix.
+MIN_POLYGRAPHY = "0.49.9"
 
 # CUDA driver API attribute ids (cuda.h, CUdevice_attribute); stable since CUDA 2.x.
 _CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR = 75
@@ -56,6 +66,34 @@ def require_tensorrt() -> ModuleType:
     except ImportError as exc:
         raise BackendUnavailable(f"TensorRT is not available here ({exc}); {INSTALL_HINT}") from None
     return trt
+
+
+def require_polygraphy(version: str | None = None) -> str:
+    """Polygraphy's version, or BackendUnavailable when it is missing or older than MIN_POLYGRAPHY.
+
+    version: the version to judge (None reads the installed `polygraphy.__version__`).
+    """
+    if version is None:
+        try:
+            import polygraphy
+        except ImportError as exc:
+            raise BackendUnavailable(f"Polygraphy is not available here ({exc}); "
+                                     f"pip install 'polygraphy>={MIN_POLYGRAPHY}'") from None
+        version = str(polygraphy.__version__)
+    if _version_tuple(version, what="Polygraphy") < _version_tuple(MIN_POLYGRAPHY):
+        raise BackendUnavailable(f"Polygraphy {version} is too old: it sets the EXPLICIT_BATCH flag that TensorRT "
+                                 f"11 removed; pip install -U 'polygraphy>={MIN_POLYGRAPHY}'")
+    return version
+
+
+def cuda_device_index(device: str | None) -> int:
+    """The GPU index of a runner device "cuda" or "cuda:<i>" (None: 0); "cpu" or anything else is a ConfigError."""
+    if device is None or device == "cuda":
+        return 0
+    prefix, _, index = device.partition(":")
+    if prefix != "cuda" or not index.isdigit():
+        raise ConfigError(f"TensorRT engines run on a GPU; device must be cuda or cuda:<i>, got {device!r}")
+    return int(index)
 
 
 def tensorrt_version() -> str | None:
@@ -101,14 +139,39 @@ def current_gpu(device: int = 0) -> tuple[str, str]:
     return name.value.decode(errors="replace"), f"{major.value}.{minor.value}"
 
 
-def running_target() -> EngineTarget:
-    """TensorRT version and GPU of this machine (BackendUnavailable when either is missing)."""
+_PRIMARY_CONTEXTS: dict[int, ctypes.c_void_p] = {}
+
+
+def use_cuda_device(device: int = 0) -> None:
+    """Make GPU `device`'s primary context current on the calling thread (the CUDA runtime, and so TensorRT,
+    then allocates and runs there). The context is retained once per process and kept."""
+    lib = _cuda_driver()
+    ctx = _PRIMARY_CONTEXTS.get(device)
+    if ctx is None:
+        dev = ctypes.c_int()
+        ctx = ctypes.c_void_p()
+        for status, call in ((lambda: lib.cuInit(0), "cuInit"),
+                             (lambda: lib.cuDeviceGet(ctypes.byref(dev), device), f"cuDeviceGet({device})"),
+                             (lambda: lib.cuDevicePrimaryCtxRetain(ctypes.byref(ctx), dev),
+                              "cuDevicePrimaryCtxRetain")):
+            code = status()
+            if code != 0:
+                raise BackendUnavailable(f"CUDA driver call {call} failed with CUresult {code}; is GPU {device} "
+                                         "visible?")
+        _PRIMARY_CONTEXTS[device] = ctx
+    code = lib.cuCtxSetCurrent(ctx)
+    if code != 0:
+        raise BackendUnavailable(f"CUDA driver call cuCtxSetCurrent failed with CUresult {code} on GPU {device}")
+
+
+def running_target(device: int = 0) -> EngineTarget:
+    """TensorRT version and GPU `device` of this machine (BackendUnavailable when either is missing)."""
     trt = require_tensorrt()
-    gpu, cc = current_gpu()
+    gpu, cc = current_gpu(device)
     return EngineTarget(str(trt.__version__), gpu, cc)
 
 
-def _version_tuple(version: str) -> tuple[int, ...]:
+def _version_tuple(version: str, what: str = "TensorRT") -> tuple[int, ...]:
     parts = []
     for piece in version.split("."):
         digits = "".join(ch for ch in piece if ch.isdigit())
@@ -116,7 +179,7 @@ def _version_tuple(version: str) -> tuple[int, ...]:
             break
         parts.append(int(digits))
     if not parts:
-        raise ArtifactError(f"unreadable TensorRT version {version!r}")
+        raise ArtifactError(f"unreadable {what} version {version!r}")
     return tuple(parts)
 
 
@@ -165,11 +228,12 @@ def compatibility_problems(
     return problems
 
 
-def check_engine_compatible(engine_path: str | Path, *, running: EngineTarget | None = None) -> Sidecar:
+def check_engine_compatible(engine_path: str | Path, *, running: EngineTarget | None = None,
+                            device: int = 0) -> Sidecar:
     """Read and verify `<engine>.json` and check that the engine can run here; returns its sidecar.
 
-    running: the machine to check against; None detects it where TensorRT is importable (and needs a GPU
-    then), and skips the comparison where it is not (nothing could load the engine there anyway).
+    running: the machine to check against; None detects it (GPU `device`) where TensorRT is importable (and
+    needs a GPU then), and skips the comparison where it is not (nothing could load the engine there anyway).
     Raises ArtifactError naming each mismatch and how to rebuild.
     """
     engine_path = Path(engine_path)
@@ -180,7 +244,7 @@ def check_engine_compatible(engine_path: str | Path, *, running: EngineTarget | 
     if running is None:
         if tensorrt_version() is None:
             return sidecar
-        running = running_target()
+        running = running_target(device)
     info: dict[str, Any] = sidecar.extra["tensorrt"]
     problems = compatibility_problems(
         built, running, hardware_compat=str(info.get("hardware_compatibility", "none")),
@@ -193,16 +257,54 @@ def check_engine_compatible(engine_path: str | Path, *, running: EngineTarget | 
     return sidecar
 
 
-def load_trt_runner(engine_path: str | Path) -> Any:
-    """Polygraphy `TrtRunner(EngineFromBytes(...))` for an engine that passed `check_engine_compatible`.
+def load_engine(engine_path: str | Path, *, device: int = 0) -> Any:
+    """The deserialized `trt.ICudaEngine` of an engine that passes `check_engine_compatible`, on GPU `device`.
 
-    The runner is lazy: use it as a context manager (`with runner: runner.infer({...})`), inputs
-    shaped as in the sidecar, e.g. (N, K, C, H, W) with N inside the engine's profile.
+    Polygraphy's `EngineFromBytes(BytesFromPath(...))` loader, called on that GPU's primary context.
     """
     engine_path = Path(engine_path)
     require_tensorrt()
-    check_engine_compatible(engine_path)
+    require_polygraphy()
+    check_engine_compatible(engine_path, device=device)
     from polygraphy.backend.common import BytesFromPath
-    from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+    from polygraphy.backend.trt import EngineFromBytes
 
-    return TrtRunner(EngineFromBytes(BytesFromPath(str(engine_path))), name=engine_path.name)
+    use_cuda_device(device)
+    return EngineFromBytes(BytesFromPath(str(engine_path)))()
+
+
+def load_trt_runner(engine_path: str | Path, *, device: int = 0) -> Any:
+    """Polygraphy `TrtRunner` over `load_engine(engine_path, device=device)`.
+
+    The runner is lazy: use it as a context manager (`with runner: runner.infer({...})`), inputs
+    shaped as in the sidecar, e.g. (N, K, C, H, W) with N inside the engine's profile. Calls from another
+    thread need `use_cuda_device(device)` first.
+    """
+    from polygraphy.backend.trt import TrtRunner
+
+    return TrtRunner(load_engine(engine_path, device=device), name=Path(engine_path).name)
+
+
+def engine_io(engine: Any, trt: ModuleType | Any | None = None) -> tuple[list[tuple[str, list[int], str]], list[str]]:
+    """(inputs [(name, shape with -1 for dynamic axes, numpy dtype name)], output names) of a `trt.ICudaEngine`,
+    in binding order, through TensorRT's public getters (dtypes mapped by Polygraphy's DataType). trt: the
+    tensorrt module (None imports it)."""
+    from polygraphy.datatype import DataType
+    from polygraphy.exception import PolygraphyException
+
+    trt = trt if trt is not None else require_tensorrt()
+    inputs, outputs = [], []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+            trt_dtype = engine.get_tensor_dtype(name)
+            try:
+                dtype = DataType.to_dtype(DataType.from_dtype(trt_dtype), "numpy")
+            except PolygraphyException:
+                dtype = None
+            if dtype is None:
+                raise ArtifactError(f"engine input {name!r} has type {trt_dtype}, which numpy cannot hold")
+            inputs.append((name, [int(d) for d in engine.get_tensor_shape(name)], np.dtype(dtype).name))
+        else:
+            outputs.append(name)
+    return inputs, outputs

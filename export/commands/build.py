@@ -43,6 +43,9 @@ def build(
             "-o", "--output", help="Engine path (default: model.<precision>.engine beside the graph)."
         ),
     ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="GPU to build on (the engine is tied to it): cuda or cuda:<i> [default: cuda:0].")
+    ] = None,
     skip_lint: Annotated[
         bool, typer.Option("--skip-lint", help="Build even if `lint` finds errors.")
     ] = False,
@@ -63,6 +66,7 @@ def build(
         version_compat=version_compat,
         output=output,
         force=force,
+        device=device,
     )
     plan = build_plan(model, read_sidecar(model, verify=True), options)
     rows = [

@@ -1,9 +1,11 @@
 """TensorRT backend: a serialized engine run through Polygraphy's TrtRunner.
 
-`runtime.tensorrt_engine.load_trt_runner` checks the engine's sidecar against the TensorRT version and
-GPU running here and builds the TrtRunner; this module adapts it to the `Runner` interface and checks
-the engine's bindings against the sidecar on activation. TensorRT is imported lazily: opening an engine
-on a machine without it raises BackendUnavailable, and nothing here is imported by `import runtime`.
+`runtime.tensorrt_engine.load_engine` checks the engine's sidecar against the TensorRT version and the GPU
+chosen by `device` ("cuda" or "cuda:<i>", the convention every runner shares) and deserializes it there;
+this module hands that engine to a TrtRunner, adapts it to the `Runner` interface and checks the engine's
+bindings against the sidecar on activation. Only public API: TensorRT's engine getters for the bindings,
+Polygraphy's runner for inference. TensorRT is imported lazily: opening an engine on a machine without it
+raises BackendUnavailable, and nothing here is imported by `import runtime`.
 """
 
 from pathlib import Path
@@ -11,48 +13,39 @@ from typing import Any
 
 import numpy as np
 
-from aarm.errors import ArtifactError, BackendUnavailable
+from aarm.errors import ArtifactError
 from runtime.artifact import read_sidecar
 from runtime.runner import Runner, check_graph_matches_sidecar, sidecar_input_specs
-
-
-def _load_trt_runner(path: Path) -> Any:
-    try:
-        from runtime.tensorrt_engine import load_trt_runner
-    except ImportError as exc:
-        raise BackendUnavailable(f"TensorRT backend unavailable here ({exc})") from None
-    return load_trt_runner(path)
-
-
-def _engine_outputs(trt_runner: Any) -> list[str]:
-    """Output tensor names of an active TrtRunner's engine, in binding order."""
-    import tensorrt as trt
-
-    engine = trt_runner.engine
-    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
-    return [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+from runtime.tensorrt_engine import cuda_device_index, engine_io, load_engine, use_cuda_device
 
 
 class TensorRTRunner(Runner):
-    """A TensorRT engine. Execution contexts are not thread-safe, so `infer` holds the runner's lock."""
+    """A TensorRT engine on one GPU. Execution contexts are not thread-safe, so `infer` holds the runner's lock,
+    and each call makes the runner's GPU current on the calling thread."""
 
     backend = "tensorrt"
 
-    def __init__(self, path: Path, trt_runner: Any, sidecar: Any) -> None:
+    def __init__(self, path: Path, engine: Any, sidecar: Any, *, device_index: int = 0) -> None:
         super().__init__(
             name=path.name, inputs=sidecar_input_specs(sidecar), outputs=[t.name for t in sidecar.outputs],
             classes=sidecar.classes, preprocessing=sidecar.preprocessings(), precision=sidecar.precision,
             path=path, sidecar=sidecar,
         )
-        self.trt_runner = trt_runner
+        from polygraphy.backend.trt import TrtRunner
+
+        self.engine = engine
+        self.device_index = device_index
+        self.trt_runner = TrtRunner(engine, name=path.name)
 
     @classmethod
-    def from_engine(cls, path: str | Path) -> "TensorRTRunner":
+    def from_engine(cls, path: str | Path, *, device: str | None = None) -> "TensorRTRunner":
+        """Open `path` (+ its sidecar) on `device` ("cuda" or "cuda:<i>"; default cuda:0)."""
         path = Path(path)
+        index = cuda_device_index(device)
         sidecar = read_sidecar(path, verify=True)
         if sidecar.kind != "engine":
             raise ArtifactError(f"{path}: sidecar says kind {sidecar.kind!r}, expected 'engine'")
-        return cls(path, _load_trt_runner(path), sidecar)
+        return cls(path, load_engine(path, device=index), sidecar, device_index=index)
 
     @property
     def provider(self) -> str:
@@ -60,27 +53,20 @@ class TensorRTRunner(Runner):
 
     @property
     def device(self) -> str:
-        return "cuda:0"
+        return f"cuda:{self.device_index}"
 
     def activate_impl(self) -> None:
+        inputs, outputs = engine_io(self.engine)
+        check_graph_matches_sidecar(self.path, self.sidecar, inputs, outputs)
+        use_cuda_device(self.device_index)
         self.trt_runner.activate()
-        meta = self.trt_runner.get_input_metadata(use_numpy_dtypes=False)
-        inputs = []
-        for name, (dtype, shape) in meta.items():
-            from polygraphy.datatype import DataType
-
-            np_dtype = np.dtype(DataType.to_dtype(DataType.from_dtype(dtype), "numpy"))
-            inputs.append((name, [d if isinstance(d, int) else -1 for d in shape], np_dtype.name))
-        try:
-            check_graph_matches_sidecar(self.path, self.sidecar, inputs, _engine_outputs(self.trt_runner))
-        except ArtifactError:
-            self.trt_runner.deactivate()
-            raise
 
     def deactivate_impl(self) -> None:
+        use_cuda_device(self.device_index)
         self.trt_runner.deactivate()
 
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self.lock:
+            use_cuda_device(self.device_index)
             outputs = self.trt_runner.infer(feed)
         return {name: np.asarray(outputs[name]) for name in self.output_names}

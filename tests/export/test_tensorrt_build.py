@@ -281,3 +281,66 @@ def test_real_build_runs_like_onnxruntime(tmp_path):
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-3, atol=1e-3)
     with pytest.raises(AarmError, match="exists"):
         build_engine(path, BuildOptions(batch=(1, 2, 4)))
+
+
+# -- Polygraphy version: TensorRT 11 needs one that does not set EXPLICIT_BATCH ----------------------------
+def test_old_polygraphy_is_refused(tmp_path, monkeypatch):
+    from runtime.tensorrt_engine import MIN_POLYGRAPHY, require_polygraphy
+
+    assert MIN_POLYGRAPHY == "0.49.9"
+    assert require_polygraphy("0.49.9") == "0.49.9" and require_polygraphy("0.53.6") == "0.53.6"
+    for old in ("0.49.0", "0.48.1", "0.47.1"):
+        with pytest.raises(BackendUnavailable, match=f"Polygraphy {old} is too old.*polygraphy>=0.49.9"):
+            require_polygraphy(old)
+    plan = build_plan(tmp_path / "m.onnx", onnx_sidecar(), BuildOptions())
+    monkeypatch.setitem(sys.modules, "polygraphy", SimpleNamespace(__version__="0.49.0"))
+    with pytest.raises(BackendUnavailable, match="EXPLICIT_BATCH") as info:
+        polygraphy_loaders(plan, trt=FAKE_TRT)
+    assert "\n" not in str(info.value)
+
+
+def test_cli_build_refuses_old_polygraphy_in_one_line(tmp_path):
+    path = write_tiny(tmp_path)
+    fake = tmp_path / "fake" / "polygraphy"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('__version__ = "0.49.0"\n')
+    exe = Path(sys.executable).parent / "aarm-export"
+    env = {**__import__("os").environ, "PYTHONPATH": str(fake.parent)}
+    result = subprocess.run([str(exe), "build", str(path)], capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Polygraphy 0.49.0 is too old" in lines[0], result.stderr
+    assert not (tmp_path / "model.fp32.engine").exists()
+
+
+def test_pyproject_pins_the_polygraphy_the_build_accepts():
+    import tomllib
+
+    from runtime.tensorrt_engine import MIN_POLYGRAPHY
+
+    project = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())["project"]
+    pins = [r for reqs in project["optional-dependencies"].values() for r in reqs if r.startswith("polygraphy")]
+    assert len(pins) >= 2 and all(r == f"polygraphy>={MIN_POLYGRAPHY}" for r in pins), pins
+
+
+# -- calibration tables: TensorRT 10's calibrators only, named for the method ---------------------------
+def test_tensorrt_table_names_the_calibrator_of_its_method(tmp_path):
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+    from calibration.cache import read_tensorrt_table, write_tensorrt_table
+
+    data = {"x": TensorData(lowest=np.float32(-1.27), highest=np.float32(0.5))}
+    headers = {}
+    for method in (CalibrationMethod.MinMax, CalibrationMethod.Entropy, CalibrationMethod.Percentile):
+        table = write_tensorrt_table(TensorsData(method, data), tmp_path / f"{method.name}.cache")
+        headers[method.name] = table.read_text().splitlines()[0]
+        assert read_tensorrt_table(table)["x"] == pytest.approx(0.01)
+    assert headers == {"MinMax": "TRT-100300-MinMaxCalibration", "Entropy": "TRT-100300-EntropyCalibration2",
+                       "Percentile": "TRT-100300-MinMaxCalibration"}
+    table = write_tensorrt_table(TensorsData(CalibrationMethod.Entropy, data), tmp_path / "t.cache", version=100800)
+    assert table.read_text().startswith("TRT-100800-EntropyCalibration2\n")
+    with pytest.raises(ConfigError, match="TensorRT 11"):
+        write_tensorrt_table(TensorsData(CalibrationMethod.Entropy, data), tmp_path / "u.cache", version=110400)
+    with pytest.raises(ConfigError, match="Distribution"):
+        write_tensorrt_table(TensorsData(CalibrationMethod.Distribution, data), tmp_path / "v.cache")
+    assert not (tmp_path / "u.cache").exists() and not (tmp_path / "v.cache").exists()

@@ -60,6 +60,7 @@ def fake_engine(
         outputs=[TensorSpec("scores", ["N", 3], "float32", "NC")],
         opset=17,
         parent="out/model.fp16.onnx",
+        parent_sha256="0" * 64,
         extra=extra,
     )
     write_sidecar(path, sc)
@@ -160,3 +161,119 @@ def test_current_gpu_reads_name_and_capability():
     name, cc = current_gpu()
     major, minor = (int(v) for v in cc.split("."))
     assert name and major >= 3 and minor >= 0
+
+
+def test_cuda_device_index_is_the_runners_device_convention():
+    from aarm.errors import ConfigError
+    from runtime.tensorrt_engine import cuda_device_index
+
+    assert cuda_device_index(None) == 0 and cuda_device_index("cuda") == 0 and cuda_device_index("cuda:3") == 3
+    for bad in ("cpu", "cuda:", "cuda:x", "gpu:1", "cuda:-1"):
+        with pytest.raises(ConfigError, match="cuda or cuda:<i>"):
+            cuda_device_index(bad)
+
+
+class FakeEngine:
+    """The public `trt.ICudaEngine` getters engine_io uses: input (N, 2, 3, 32, 32) float32, output scores."""
+
+    def __init__(self, input_name="clips", shape=(-1, 2, 3, 32, 32), dtype="float32"):
+        import numpy as np
+
+        self.io = [(input_name, "IN", list(shape), np.dtype(dtype)), ("scores", "OUT", [-1, 3], np.dtype("float32"))]
+        self.num_io_tensors = len(self.io)
+
+    def get_tensor_name(self, i):
+        return self.io[i][0]
+
+    def _get(self, name, k):
+        return next(t[k] for t in self.io if t[0] == name)
+
+    def get_tensor_mode(self, name):
+        return self._get(name, 1)
+
+    def get_tensor_shape(self, name):
+        return self._get(name, 2)
+
+    def get_tensor_dtype(self, name):
+        return self._get(name, 3)
+
+
+FAKE_TRT = type("FakeTrt", (), {"TensorIOMode": type("Mode", (), {"INPUT": "IN", "OUTPUT": "OUT"})})
+
+
+def test_engine_io_reads_bindings_through_public_getters():
+    from runtime.tensorrt_engine import engine_io
+
+    inputs, outputs = engine_io(FakeEngine(), FAKE_TRT)
+    assert inputs == [("clips", [-1, 2, 3, 32, 32], "float32")] and outputs == ["scores"]
+
+
+class FakeTrtRunner:
+    """Polygraphy's TrtRunner surface the backend may use: activate / infer / deactivate, nothing internal."""
+
+    def __init__(self, calls):
+        self.calls = calls
+
+    def activate(self):
+        self.calls.append("activate")
+
+    def deactivate(self):
+        self.calls.append("deactivate")
+
+    def infer(self, feed):
+        import numpy as np
+
+        self.calls.append("infer")
+        return {"scores": np.zeros((feed["clips"].shape[0], 3), np.float32)}
+
+
+def _fake_runner(tmp_path, monkeypatch, engine, index=1):
+    import functools
+    import threading
+
+    import runtime.backends.tensorrt_backend as backend
+    from runtime.artifact import read_sidecar
+
+    current = []
+    monkeypatch.setattr(backend, "use_cuda_device", lambda i: current.append((i, threading.get_ident())))
+    monkeypatch.setattr(backend, "engine_io", functools.partial(backend.engine_io, trt=FAKE_TRT))
+    path = fake_engine(tmp_path)
+    runner = backend.TensorRTRunner(path, engine, read_sidecar(path), device_index=index)
+    calls = []
+    runner.trt_runner = FakeTrtRunner(calls)
+    return runner, calls, current
+
+
+def test_tensorrt_runner_runs_on_its_device_from_any_thread(tmp_path, monkeypatch):
+    import threading
+
+    import numpy as np
+
+    runner, calls, current = _fake_runner(tmp_path, monkeypatch, FakeEngine())
+    assert runner.device == "cuda:1" and runner.describe()["device"] == "cuda:1"
+    with runner:
+        x = np.zeros((2, 2, 3, 32, 32), np.float32)
+        out = []
+        worker = threading.Thread(target=lambda: out.append(runner.infer({"clips": x})["scores"].shape))
+        worker.start()
+        worker.join()
+    assert out == [(2, 3)] and calls == ["activate", "infer", "deactivate"]
+    assert {i for i, _ in current} == {1} and worker.ident in {t for _, t in current}
+
+
+def test_tensorrt_runner_refuses_an_engine_its_sidecar_does_not_describe(tmp_path, monkeypatch):
+    runner, calls, _ = _fake_runner(tmp_path, monkeypatch, FakeEngine(input_name="images"))
+    with pytest.raises(ArtifactError, match=r"declares inputs \['clips'\], the graph has \['images'\]"):
+        runner.activate()
+    assert calls == [] and not runner.is_active
+    runner, calls, _ = _fake_runner(tmp_path, monkeypatch, FakeEngine(dtype="float16"))
+    with pytest.raises(ArtifactError, match="float16 in the graph"):
+        runner.activate()
+
+
+def test_opening_an_engine_on_cpu_is_a_config_error(tmp_path):
+    from aarm.errors import ConfigError
+    from runtime.backends.tensorrt_backend import TensorRTRunner
+
+    with pytest.raises(ConfigError, match="cuda or cuda:<i>"):
+        TensorRTRunner.from_engine(fake_engine(tmp_path), device="cpu")
