@@ -1,7 +1,7 @@
 """`aarm-export bench`: latency, throughput, memory and FLOP efficiency of artifacts, interleaved."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -16,18 +16,36 @@ ProviderOpt = Annotated[
     typer.Option("--provider", help="onnxruntime execution provider (cpu, cuda, tensorrt); repeat for a priority "
                  "list. A provider that cannot start is an error, never a silent fallback."),
 ]
-DeviceOpt = Annotated[str | None, typer.Option(help="Device for PyTorch checkpoints: cpu or cuda[:i].")]
+DeviceOpt = Annotated[
+    str | None, typer.Option(help="Device: cpu or cuda[:i] (PyTorch checkpoints, TensorRT engines, onnxruntime).")]
 ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: the backend's).")]
+PrecisionOpt = Annotated[str, typer.Option(
+    help="PyTorch checkpoints: run in fp32, fp16 or bf16 (ONNX graphs and engines carry their own).")]
+ChannelsLastOpt = Annotated[bool, typer.Option(
+    "--channels-last", help="PyTorch checkpoints: channels-last (NHWC) weights and activations.")]
+CudaGraphsOpt = Annotated[bool, typer.Option(
+    "--cuda-graphs", help="PyTorch checkpoints on CUDA: capture one CUDA graph per batch size, then replay it.")]
 
 
-def open_cli_runner(path: Path, provider: list[str] | None, device: str | None, threads: int | None) -> Runner:
-    """Open an artifact with the CLI's runtime options; providers go to ONNX graphs, device to the rest."""
+def torch_options(precision: str = "fp32", channels_last: bool = False, cuda_graphs: bool = False) -> dict[str, Any]:
+    """The PyTorch runner options the CLI asked for beyond the defaults (see runtime.backends.torch_backend)."""
+    given = {"precision": precision, "channels_last": channels_last, "cuda_graphs": cuda_graphs}
+    return {k: v for k, v in given.items() if v not in (False, "fp32")}
+
+
+def open_cli_runner(path: Path, provider: list[str] | None, device: str | None, threads: int | None,
+                    torch_opts: dict[str, Any] | None = None) -> Runner:
+    """Open an artifact with the CLI's runtime options; providers go to ONNX graphs, device to the rest,
+    torch_opts (`torch_options`) to PyTorch checkpoints only."""
     backend = resolve_backend(path)
+    if torch_opts and backend != "torch":
+        flags = ", ".join("--" + k.replace("_", "-") for k in torch_opts)
+        raise ConfigError(f"{path}: {flags} apply to PyTorch checkpoints; a {backend} artifact carries its own")
     if backend == "onnxruntime":
         return open_runner(path, providers=provider, device=None if provider else device, threads=threads)
     if backend == "torch":
-        return open_runner(path, device=device, threads=threads)
-    return open_runner(path)
+        return open_runner(path, device=device, threads=threads, **(torch_opts or {}))
+    return open_runner(path, device=device)
 
 
 def progress_bar() -> Progress:
@@ -57,6 +75,9 @@ def bench(
     provider: ProviderOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "fp32",
+    channels_last: ChannelsLastOpt = False,
+    cuda_graphs: CudaGraphsOpt = False,
     flops: Annotated[bool, typer.Option(help="Count FLOPs and time a matmul for the efficiency column.")] = True,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result (raw samples too).")] = None,
@@ -74,7 +95,8 @@ def bench(
     if json_out:
         check_writable(json_out, force)
     batches = parse_batches(batch)
-    runners = [open_cli_runner(p, provider, device, threads) for p in artifacts]
+    opts = torch_options(precision, channels_last, cuda_graphs)
+    runners = [open_cli_runner(p, provider, device, threads, opts) for p in artifacts]
     if iterations is None and duration is None:
         iterations = 50
     with progress_bar() as bar:

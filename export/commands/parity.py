@@ -6,7 +6,17 @@ from typing import Annotated, Any
 import typer
 
 from aarm.fileio import check_writable, write_json
-from export.commands.bench import DeviceOpt, ProviderOpt, ThreadsOpt, open_cli_runner, progress_bar
+from export.commands.bench import (
+    ChannelsLastOpt,
+    CudaGraphsOpt,
+    DeviceOpt,
+    PrecisionOpt,
+    ProviderOpt,
+    ThreadsOpt,
+    open_cli_runner,
+    progress_bar,
+    torch_options,
+)
 from export.console import console, print_table
 
 _METRICS = [  # (metric key, label, tolerance field, format)
@@ -58,6 +68,9 @@ def parity(
     provider: ProviderOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "fp32",
+    channels_last: ChannelsLastOpt = False,
+    cuda_graphs: CudaGraphsOpt = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
 ) -> None:
@@ -70,7 +83,8 @@ def parity(
 
     if json_out:
         check_writable(json_out, force)
-    runner = open_cli_runner(artifact, provider, device, threads)
+    runner = open_cli_runner(artifact, provider, device, threads,
+                             torch_options(precision, channels_last, cuda_graphs))
     ref = open_cli_runner(reference, None, device, threads)
     tol = default_tolerances(runner.precision).override(
         max_abs=atol, max_rel=rtol, min_cosine=min_cosine, min_mean_cosine=min_mean_cosine, min_top1=min_top1,

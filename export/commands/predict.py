@@ -6,7 +6,17 @@ from typing import Annotated
 import typer
 
 from aarm.fileio import check_writable, write_json
-from export.commands.bench import DeviceOpt, ProviderOpt, ThreadsOpt, open_cli_runner, progress_bar
+from export.commands.bench import (
+    ChannelsLastOpt,
+    CudaGraphsOpt,
+    DeviceOpt,
+    PrecisionOpt,
+    ProviderOpt,
+    ThreadsOpt,
+    open_cli_runner,
+    progress_bar,
+    torch_options,
+)
 from export.console import console, print_table
 
 
@@ -20,6 +30,9 @@ def predict(
     provider: ProviderOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
+    precision: PrecisionOpt = "fp32",
+    channels_last: ChannelsLastOpt = False,
+    cuda_graphs: CudaGraphsOpt = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the predictions as JSON.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
 ) -> None:
@@ -32,7 +45,8 @@ def predict(
 
     if json_out:
         check_writable(json_out, force)
-    runner = open_cli_runner(artifact, provider, device, threads)
+    runner = open_cli_runner(artifact, provider, device, threads,
+                             torch_options(precision, channels_last, cuda_graphs))
     with progress_bar() as bar:
         task = bar.add_task("predicting", total=len(videos))
         predictions = predict_videos(runner, videos, top_k=top_k, batch=batch, num_clips=clips, workers=workers,

@@ -1,7 +1,23 @@
-"""PyTorch eager backend: the reference every exported artifact is compared against."""
+"""PyTorch eager backend: the FP32 reference every exported artifact is compared against, and fast GPU
+inference where TensorRT is absent.
 
-from collections.abc import Sequence
+    runner = TorchRunner.from_checkpoint("model.pt", device="cuda:0", precision="fp16", channels_last=True,
+                                         cuda_graphs=True)
+
+precision: fp32 | fp16 | bf16, the dtype of weights and activations (the module is cast, as `model.half()`
+does); inputs and scores stay float32 numpy arrays. fp32 on CUDA is strict FP32: TF32 convolutions and
+matmuls are switched off during each call (those flags are process-wide). channels_last: weights and
+activations in NHWC (NDHWC for 3D convolutions), the layout tensor cores read fastest. cuda_graphs: each
+input shape (one graph per batch size) is captured once as a CUDA graph and replayed, which removes the
+per-kernel launch cost that dominates small batches. The reference `model` is never modified: the runner
+runs a copy in the requested device, dtype and layout while active.
+"""
+
+import contextlib
+import copy
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -12,7 +28,8 @@ from aarm.data.preprocessing import Preprocessing
 from aarm.errors import BackendUnavailable, ConfigError
 from runtime.runner import InputSpec, Runner
 
-_TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+_WARMUP_BEFORE_CAPTURE = 3  # eager calls on a side stream before a graph is captured (cuDNN picks kernels)
 
 
 def _check_device(device: str) -> torch.device:
@@ -26,17 +43,53 @@ def _check_device(device: str) -> torch.device:
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise BackendUnavailable(
                 f"device {device!r} requested; this machine has {torch.cuda.device_count()} GPU(s)")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
     elif dev.type != "cpu":
         raise ConfigError(f"unsupported torch device {device!r}; use cpu or cuda[:i]")
     return dev
 
 
+def check_torch_options(device: torch.device, precision: str, cuda_graphs: bool) -> torch.dtype:
+    """The torch dtype of `precision`; ConfigError / BackendUnavailable (one line) for a combination that
+    cannot run on `device` (CUDA graphs on the CPU, bf16 on a GPU without it)."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} for PyTorch; choose one of {', '.join(PRECISIONS)}")
+    if cuda_graphs and device.type != "cuda":
+        raise ConfigError(f"CUDA graphs need a CUDA device; this runner is on {device.type}")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise BackendUnavailable(f"bf16 requested but {torch.cuda.get_device_name(device)} has no bf16 support")
+    return PRECISIONS[precision]
+
+
+def to_channels_last(module: nn.Module) -> nn.Module:
+    """Every 4D parameter and buffer in channels_last (NHWC), every 5D one in channels_last_3d; in place."""
+    for t in [*module.parameters(), *module.buffers()]:
+        if t.dim() in (4, 5):
+            t.data = t.data.contiguous(memory_format=torch.channels_last if t.dim() == 4 else torch.channels_last_3d)
+    return module
+
+
+@contextlib.contextmanager
+def strict_fp32(enabled: bool) -> Iterator[None]:
+    """TF32 off for cuDNN convolutions and CUDA matmuls inside the block (process-wide flags, restored after)."""
+    if not enabled:
+        yield
+        return
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
 class TorchRunner(Runner):
     """Runs an `nn.Module` in eval mode under `torch.inference_mode`, one call at a time (lock).
 
-    Single input "input" (N, K, C, H, W) for 2D TSN models, (N, C, T, H, W) for 3D; output "scores"
-    (N, num_classes). threads sets torch's intra-op threads while the runner is active; that setting is
-    process-wide.
+    Single input "input" (N, K, C, H, W) for 2D TSN models, (N, C, T, H, W) for 3D, float32; output "scores"
+    (N, num_classes) float32. threads sets torch's intra-op threads while the runner is active; that setting
+    is process-wide. precision / channels_last / cuda_graphs: see the module docstring.
     """
 
     backend = "torch"
@@ -51,6 +104,9 @@ class TorchRunner(Runner):
         device: str = "cpu",
         threads: int | None = None,
         path: Path | None = None,
+        precision: str = "fp32",
+        channels_last: bool = False,
+        cuda_graphs: bool = False,
     ) -> None:
         shape = preprocessing.input_shape(1)
         super().__init__(
@@ -59,22 +115,33 @@ class TorchRunner(Runner):
             outputs=["scores"],
             classes=classes,
             preprocessing=[preprocessing],
-            precision="fp32",
+            precision=precision,
             path=path,
         )
         self._device = _check_device(device)
+        self._dtype = check_torch_options(self._device, precision, cuda_graphs)
         if threads is not None and threads < 1:
             raise ConfigError(f"threads must be >= 1, got {threads}")
         self.threads = threads
+        self.channels_last = channels_last
+        self.cuda_graphs = cuda_graphs
         self.model = model.eval()
+        self._module: nn.Module | None = None
+        self._graphs: dict[tuple[int, ...], tuple[Any, torch.Tensor, torch.Tensor]] = {}
+        self._pool: Any = None
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, *, device: str = "cpu", threads: int | None = None) -> "TorchRunner":
+    def from_checkpoint(
+        cls, path: str | Path, *, device: str = "cpu", threads: int | None = None, precision: str = "fp32",
+        channels_last: bool = False, cuda_graphs: bool = False,
+    ) -> "TorchRunner":
         """Load a checkpoint written by `aarm.checkpoint.save_checkpoint`."""
         dev = _check_device(device)
+        check_torch_options(dev, precision, cuda_graphs)
         ckpt = load_checkpoint(path, map_location="cpu")
         return cls(ckpt.model, preprocessing=ckpt.preprocessing, classes=ckpt.classes, name=Path(path).name,
-                   device=str(dev), threads=threads, path=Path(path))
+                   device=str(dev), threads=threads, path=Path(path), precision=precision,
+                   channels_last=channels_last, cuda_graphs=cuda_graphs)
 
     @property
     def config(self) -> dict | None:
@@ -87,24 +154,62 @@ class TorchRunner(Runner):
 
     @property
     def device(self) -> str:
-        if self._device.type == "cuda":
-            return f"cuda:{self._device.index if self._device.index is not None else torch.cuda.current_device()}"
-        return "cpu"
+        return f"cuda:{self._device.index}" if self._device.type == "cuda" else "cpu"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "channels_last": self.channels_last, "cuda_graphs": self.cuda_graphs,
+                "graphs_captured": sorted(s[0] for s in self._graphs)}
+
+    def _device_scope(self) -> contextlib.AbstractContextManager:
+        return torch.cuda.device(self._device) if self._device.type == "cuda" else contextlib.nullcontext()
 
     def activate_impl(self) -> None:
         self._threads_before = torch.get_num_threads()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
-        self.model.to(self._device)
+        plain = self._device.type == "cpu" and self._dtype == torch.float32 and not self.channels_last
+        module = self.model if plain else copy.deepcopy(self.model).to(self._device, self._dtype)
+        self._module = to_channels_last(module) if self.channels_last else module
+        if self.cuda_graphs:
+            self._pool = torch.cuda.graph_pool_handle()
 
     def deactivate_impl(self) -> None:
         torch.set_num_threads(self._threads_before)
+        self._graphs.clear()
+        self._module = self._pool = None
         if self._device.type == "cuda":
-            self.model.to("cpu")
             torch.cuda.empty_cache()
 
+    def _prepare(self, x: np.ndarray) -> torch.Tensor:
+        """(N, ...) float32 numpy -> a tensor on the runner's device, dtype and layout."""
+        t = torch.from_numpy(x).to(self._device, self._dtype)
+        if self.channels_last and t.dim() == 5 and self.preprocessing[0].layout == "NCTHW":
+            t = t.contiguous(memory_format=torch.channels_last_3d)
+        return t
+
+    def _replay(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores of `x` from the CUDA graph captured for its shape (captured on first use)."""
+        entry = self._graphs.get(tuple(x.shape))
+        if entry is None:
+            static_in = x.clone()
+            side = torch.cuda.Stream(self._device)
+            side.wait_stream(torch.cuda.current_stream(self._device))
+            with torch.cuda.stream(side):
+                for _ in range(_WARMUP_BEFORE_CAPTURE):
+                    self._module(static_in)
+            torch.cuda.current_stream(self._device).wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                static_out = self._module(static_in)
+            entry = self._graphs[tuple(x.shape)] = (graph, static_in, static_out)
+        graph, static_in, static_out = entry
+        static_in.copy_(x)
+        graph.replay()
+        return static_out
+
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = torch.from_numpy(feed["input"]).to(self._device, _TORCH_DTYPES.get(str(feed["input"].dtype)))
-        with self.lock, torch.inference_mode():
-            scores = self.model(x)
-        return {"scores": scores.float().cpu().numpy()}
+        strict = self._device.type == "cuda" and self._dtype == torch.float32
+        with self.lock, torch.inference_mode(), self._device_scope(), strict_fp32(strict):
+            x = self._prepare(feed["input"])
+            scores = self._replay(x) if self.cuda_graphs else self._module(x)
+            return {"scores": scores.float().cpu().numpy()}
