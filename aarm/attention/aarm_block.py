@@ -15,9 +15,12 @@ class ParallelFusion(nn.Module):
     """Y = conv1x1([M_ch, M_st]) (eq. 5), channel-wise: groups = C, two weights and a bias per channel.
 
     Table 6 fixes the size (AARM adds ~0.03M parameters over SE to ResNet-50), which a dense 2C -> C conv
-    (~40M) would not. The concatenation interleaves the two maps channel by channel, (N, 2C, *S), so
-    group c sees (M_ch[c], M_st[c]). Weights start at 1 and the bias at 0, so with both gates near 0.5 at
-    initialisation Y starts close to M and fine-tuning from ImageNet weights starts near the backbone.
+    (~40M) would not. The parameters keep the grouped conv's layout (`conv.weight` (C, 2, 1, ...),
+    `conv.bias` (C,)), group c weighing (M_ch[c], M_st[c]), so checkpoints and the torchvision-layout loading
+    are unchanged; the forward computes the same thing as per-channel weighted sums,
+    Y = w1 * M_ch + w2 * M_st + b, instead of an interleaving stack and a grouped conv (which PyTorch runs
+    group by group). Weights start at 1 and the bias at 0, so with both gates near 0.5 at initialisation
+    Y starts close to M and fine-tuning from ImageNet weights starts near the backbone.
     Inputs (N, C, *S) each; output (N, C, *S).
     """
 
@@ -27,8 +30,23 @@ class ParallelFusion(nn.Module):
         nn.init.ones_(self.conv.weight)
         nn.init.zeros_(self.conv.bias)
 
+    def coefficients(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(w1, w2, b), each (1, C, 1, ...) to broadcast over (N, C, *S)."""
+        weight = self.conv.weight
+        shape = (1, weight.shape[0]) + (1,) * (weight.dim() - 2)
+        return weight[:, 0].reshape(shape), weight[:, 1].reshape(shape), self.conv.bias.reshape(shape)
+
     def forward(self, m_ch: torch.Tensor, m_st: torch.Tensor) -> torch.Tensor:
-        return self.conv(torch.stack((m_ch, m_st), dim=2).flatten(1, 2))
+        w1, w2, b = self.coefficients()
+        return torch.addcmul(torch.addcmul(b, w1, m_ch), w2, m_st)
+
+    def gated(self, x: torch.Tensor, g_ch: torch.Tensor, g_st: torch.Tensor) -> torch.Tensor:
+        """forward(g_ch * x, g_st * x) as x * (w1 * g_ch + w2 * g_st) + b: two passes over (N, C, *S).
+
+        x (N, C, *S); g_ch, the channel gate, (N, C, 1, ...); g_st, the spatial gate, (N, 1, *S).
+        """
+        w1, w2, b = self.coefficients()
+        return torch.addcmul(b, x, torch.addcmul(w1 * g_ch, w2, g_st))
 
 
 class AARMBlock(nn.Module):
@@ -59,7 +77,7 @@ class AARMBlock(nn.Module):
         self.fuse = ParallelFusion(channels, dims=dims) if fusion == "parallel" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        m_ch = self.cam(x) * x
         if self.fuse is None:
+            m_ch = self.cam(x) * x
             return self.stam(m_ch) * m_ch
-        return self.fuse(m_ch, self.stam(x) * x)
+        return self.fuse.gated(x, self.cam(x), self.stam(x))

@@ -115,6 +115,36 @@ def test_parallel_fusion_is_channelwise_conv_over_the_concatenation():
     assert sum(p.numel() for p in block.fuse.parameters()) == 3 * 8  # two weights and a bias per channel
 
 
+@pytest.mark.parametrize("dims", [2, 3])
+def test_parallel_fusion_equals_the_grouped_conv_over_the_interleaved_maps(dims):
+    """The weighted-sum forward against eq. 5 as a grouped 1x1 conv over the channel-interleaved stack (the
+    formulation the parameters are laid out for): same outputs and same gradients, to float32 rounding."""
+    torch.manual_seed(dims)
+    block = AARMBlock(16, dims=dims, chi=0.0).train()
+    with torch.no_grad():
+        block.fuse.conv.weight.copy_(1 + 0.5 * torch.randn_like(block.fuse.conv.weight))
+        block.fuse.conv.bias.normal_()
+    x = torch.randn(3, 16, *([5] * dims), requires_grad=True)
+    y = block(x)
+    m_ch, m_st = block.cam(x) * x, block.stam(x) * x
+    reference = block.fuse.conv(torch.stack((m_ch, m_st), dim=2).flatten(1, 2))
+    scale = reference.abs().max()
+    assert (y - reference).abs().max() <= 1e-6 * scale
+    params = [x, *block.parameters()]
+    got = torch.autograd.grad(y.square().sum(), params)
+    want = torch.autograd.grad(reference.square().sum(), params)
+    for g, w in zip(got, want, strict=True):
+        assert (g - w).abs().max() <= 2e-6 * w.abs().max().clamp_min(1e-12)
+    assert torch.allclose(block.fuse(m_ch, m_st), reference, atol=1e-6 * scale.item())
+
+
+def test_parallel_fusion_keeps_the_grouped_conv_parameter_layout():
+    block = AARMBlock(8)
+    shapes = {k: tuple(v.shape) for k, v in block.fuse.state_dict().items()}
+    assert shapes == {"conv.weight": (8, 2, 1, 1), "conv.bias": (8,)}
+    assert block.fuse.conv.groups == 8
+
+
 def test_sequential_fusion_is_cbam_order():
     block = AARMBlock(8, fusion="sequential").eval()
     x = torch.randn(2, 8, 5, 5)
