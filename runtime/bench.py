@@ -1,40 +1,50 @@
 """Latency, throughput, memory and FLOP-efficiency benchmark of one or more runners, interleaved.
 
-Several runners are measured in one process in round-robin trials (each round runs every runner for a
-slice of its iterations, the order rotating per round), so a slow phase of a shared machine hits all of
-them alike and each one's ratio to the first runner holds even when absolute times wander.
+Method (docs/runtime.md, "Benchmarking"): all runners are measured in one process in rounds; each round
+runs every runner for a slice of its timed calls, the order rotating per round, so a slow phase of a
+shared machine hits all of them alike. After every switch to a runner its first call (and any further
+`switch_warmup` calls) is untimed: it pays for caches and thread pools that the other runners took over,
+and is reported apart as the switch cost. Every column comes from one statistic, the median (p50) of the
+timed calls: clips/s = batch / p50, frames/s = clips/s x frames per clip, speed-up = p50 of the first
+runner / p50 of this one (higher is faster). Each speed-up has a bootstrap interval over the interleaved
+rounds (rounds drawn with replacement, the same rounds for both runners, calls drawn within each), flagged
+as wide when it spans more than WIDE_INTERVAL of the value.
 
-Per (runner, batch): latency min/p50/p90/p99/mean/std in ms with every raw per-iteration sample,
-throughput in clips/s and frames/s (frames per clip from the preprocessing), peak memory during
-warm-up (CPU: growth of the resident set's high-water mark; CUDA: allocator peak), and the model's FLOPs
-per clip times throughput as a fraction of a large matrix multiply timed in the same run.
+Per (runner, batch) the result also holds min/p90/p99/mean/std and every raw sample; peak memory of the
+artifact measured in a fresh process (resident-set high-water mark over that process's footprint before
+it opened the artifact; CUDA: allocator peak or device memory in use); and the model's FLOPs per clip
+times throughput as a fraction of a large matrix multiply timed in the same run. The host, thread
+counts, versions and how busy the machine was (runtime.host.CpuUse) are recorded with it.
 """
 
+import json
 import math
 import os
-import platform
-import resource
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from aarm.errors import ConfigError
+from runtime.host import CpuUse, host_info, thread_settings
 from runtime.runner import Runner
 
-BENCH_VERSION = 1
+BENCH_VERSION = 2
 ProgressFn = Callable[[str], None]
+# A speed-up whose interval spans more than this fraction of its value ((high - low) / value) is flagged
+# "wide": the run cannot tell it apart from values 10% away; rerun with more rounds on a quieter machine.
+WIDE_INTERVAL = 0.10
 
 
 # -- statistics --------------------------------------------------------------------------------------
 def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
-    """min / p50 / p90 / p99 / mean / std of latencies in ms (percentiles by linear interpolation)."""
+    """min / p50 / p90 / p99 / mean / std / max of latencies in ms (percentiles by linear interpolation)."""
     if len(samples_ms) == 0:
         raise ConfigError("no latency samples to summarise")
     a = np.asarray(samples_ms, dtype=np.float64)
@@ -43,40 +53,51 @@ def latency_stats(samples_ms: Sequence[float]) -> dict[str, float]:
             "mean": float(a.mean()), "std": float(a.std(ddof=1)) if a.size > 1 else 0.0, "max": float(a.max())}
 
 
+def _bootstrap_medians(rounds: Sequence[Sequence[float]], picks: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Median of each bootstrap resample (B,): resample b takes the rounds `picks[b]` (B, R indices) and,
+    within each, as many calls as that round had, drawn with replacement."""
+    n = np.array([len(r) for r in rounds])
+    width = int(n.max())
+    data = np.full((len(rounds), width), np.nan)
+    for i, r in enumerate(rounds):
+        data[i, : len(r)] = r
+    counts = n[picks]  # (B, R)
+    within = np.floor(rng.random((*picks.shape, width)) * counts[..., None]).astype(np.int64)  # (B, R, W)
+    values = data[picks[..., None], within]
+    values[np.arange(width) >= counts[..., None]] = np.nan  # a round with fewer calls than the widest
+    return np.nanmedian(values.reshape(len(picks), -1), axis=1)
+
+
+def speedup_interval(
+    baseline: Sequence[Sequence[float]],
+    other: Sequence[Sequence[float]],
+    *,
+    confidence: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Speed-up of `other` over `baseline` (median latency of baseline / median latency of other; higher is
+    faster) with its percentile bootstrap interval; returns (speed-up, low, high).
+
+    Both are lists of rounds, each a list of latencies (ms) timed in the same interleaved round. The
+    bootstrap is paired and two-stage: each resample draws rounds with replacement (the same rounds for
+    both runners, so a slow phase of the machine moves both), then calls with replacement within each
+    drawn round. Seeded, so the same samples always give the same interval.
+    """
+    if len(baseline) != len(other) or not baseline or any(len(r) == 0 for r in [*baseline, *other]):
+        raise ConfigError("speed-up needs the same rounds, each with at least one call, for both runners")
+    if not 0 < confidence < 1:
+        raise ConfigError(f"confidence must be between 0 and 1, got {confidence}")
+    value = float(np.median(np.concatenate(baseline)) / np.median(np.concatenate(other)))
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(baseline), size=(resamples, len(baseline)))
+    ratios = _bootstrap_medians(baseline, picks, rng) / _bootstrap_medians(other, picks, rng)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(ratios, [alpha, 1 - alpha])
+    return value, float(min(low, value)), float(max(high, value))
+
+
 # -- host --------------------------------------------------------------------------------------------
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def host_info() -> dict[str, Any]:
-    """CPU, core count, OS, Python and the versions of the inference libraries."""
-    info: dict[str, Any] = {
-        "cpu": cpu_model(), "cores": os.cpu_count(), "machine": platform.machine(),
-        "system": f"{platform.system()} {platform.release()}", "python": platform.python_version(),
-        "numpy": np.__version__, "torch": _version("torch"),
-        "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"), "tensorrt": _version("tensorrt"),
-    }
-    gpu = _gpu_name()
-    if gpu:
-        info["gpu"] = gpu
-    return info
-
-
 def _torch_cuda() -> Any:
     """torch, if it is imported already or importable and has a usable CUDA device; else None."""
     try:
@@ -86,12 +107,60 @@ def _torch_cuda() -> Any:
     return torch if torch.cuda.is_available() else None
 
 
-def _gpu_name() -> str | None:
-    torch = _torch_cuda()
-    return torch.cuda.get_device_name(0) if torch is not None else None
-
-
 # -- memory ------------------------------------------------------------------------------------------
+def _reopen_spec(runner: Runner) -> dict[str, Any] | None:
+    """How to open the runner's artifact again in another process (None for a runner with no file)."""
+    if runner.path is None or runner.backend not in ("torch", "onnxruntime", "tensorrt"):
+        return None
+    spec: dict[str, Any] = {"path": str(Path(runner.path).resolve()), "backend": runner.backend,
+                            "threads": getattr(runner, "threads", None)}
+    if runner.backend == "onnxruntime":
+        spec["providers"] = list(getattr(runner, "requested_providers", None) or []) or None
+        spec["inter_threads"] = getattr(runner, "inter_threads", None)
+        spec["optimization"] = getattr(runner, "optimization", "all")
+    elif runner.backend == "torch":
+        spec["device"] = runner.device
+        given = {"precision": runner.precision, "channels_last": getattr(runner, "channels_last", False),
+                 "cuda_graphs": getattr(runner, "cuda_graphs", False)}
+        spec["torch_options"] = {k: v for k, v in given.items() if v not in (False, "fp32")}  # beyond the defaults
+    return spec
+
+
+class _MemoryProbe:
+    """Peak memory of running one artifact, measured in a fresh Python process.
+
+    In-process figures cannot be trusted: the resident set's high-water mark of a process that already
+    holds other models and arenas does not move for a new one (it read 0 MB in every row). The child
+    imports the backend, notes its resident set, opens and activates the artifact, then per batch (in
+    ascending order) resets the high-water mark (Linux: /proc/self/clear_refs), runs `warmup` calls and
+    reads it back: peak = high-water mark - footprint before opening, so it counts weights, session and
+    the largest working set of a call. CUDA: the PyTorch allocator's peak for a checkpoint, else the rise
+    in device memory in use. `result` maps batch -> {"cpu_peak_mb", "gpu_peak_mb"?} plus "method"; a
+    runner that has no artifact file is not measured (`result` says why).
+    """
+
+    def __init__(self, runner: Runner, batches: Sequence[int], warmup: int, *, timeout: float = 600.0) -> None:
+        self.runner, self.batches, self.warmup, self.timeout = runner, sorted(set(batches)), warmup, timeout
+
+    def measure(self) -> dict[str, Any]:
+        spec = _reopen_spec(self.runner)
+        if spec is None:
+            return {"method": None, "reason": "no artifact file to open in a fresh process"}
+        spec.update(batches=self.batches, warmup=max(self.warmup, 1))
+        root = str(Path(__file__).resolve().parent.parent)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
+        try:
+            proc = subprocess.run([sys.executable, "-c", "from runtime.bench import _memory_child; _memory_child()"],
+                                  input=json.dumps(spec), capture_output=True, text=True, env=env,
+                                  timeout=self.timeout, check=False)
+        except subprocess.TimeoutExpired:
+            return {"method": None, "reason": f"the memory probe took over {self.timeout:.0f} s"}
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no message"])[-1]
+            return {"method": None, "reason": f"the memory probe failed: {last}"}
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _proc_status_kb(field: str) -> int | None:
     try:
         with open("/proc/self/status") as f:
@@ -103,53 +172,79 @@ def _proc_status_kb(field: str) -> int | None:
     return None
 
 
-class _MemoryProbe:
-    """Peak memory growth across a block: CPU resident set, and the CUDA allocator on a CUDA runner."""
+def _reset_hwm() -> bool:
+    """Reset this process's resident high-water mark to its current resident set (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
 
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self.cuda = _torch_cuda() if runner.device.startswith("cuda") else None
 
-    def __enter__(self) -> "_MemoryProbe":
-        self.method = "rss_hwm_delta"
-        try:  # Linux: writing 5 resets VmHWM to the current RSS
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.base_kb = _proc_status_kb("VmRSS")
-        except OSError:
-            self.base_kb = None
-        if self.base_kb is None:
-            self.method = "ru_maxrss_delta"
-            self.base_kb = self._maxrss_kb()
-        if self.cuda is not None:
-            dev = self.runner.device
-            self.cuda.cuda.synchronize(dev)
-            if self.runner.backend == "torch":
-                self.cuda.cuda.reset_peak_memory_stats(dev)
-                self.gpu_base = self.cuda.cuda.memory_allocated(dev)
-            else:
-                free, total = self.cuda.cuda.mem_get_info(dev)
-                self.gpu_base = total - free
-        return self
+def _memory_child() -> None:
+    """The fresh process of `_MemoryProbe`: reads the spec from stdin, prints one JSON line."""
+    import resource
 
-    @staticmethod
-    def _maxrss_kb() -> int:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return peak // 1024 if sys.platform == "darwin" else peak
+    spec = json.loads(sys.stdin.read())
+    backend = spec["backend"]
+    if backend == "torch":
+        import runtime.backends.torch_backend  # noqa: F401 - its imports are the footprint, not the artifact's
+    elif backend == "onnxruntime":
+        import runtime.backends.onnxruntime_backend  # noqa: F401
+    from runtime.runner import open_runner
 
-    def __exit__(self, *exc: object) -> None:
-        peak_kb = _proc_status_kb("VmHWM") if self.method == "rss_hwm_delta" else self._maxrss_kb()
-        self.result: dict[str, Any] = {"method": self.method,
-                                       "cpu_peak_delta_mb": max(0, (peak_kb or 0) - self.base_kb) / 1024}
-        if self.cuda is not None:
-            dev = self.runner.device
-            self.cuda.cuda.synchronize(dev)
-            if self.runner.backend == "torch":
-                used, how = self.cuda.cuda.max_memory_allocated(dev), "torch_max_memory_allocated"
-            else:
-                free, total = self.cuda.cuda.mem_get_info(dev)
-                used, how = total - free, "device_used_delta"
-            self.result.update(gpu_method=how, gpu_peak_delta_mb=max(0, used - self.gpu_base) / 2**20)
+    def rss_kb() -> int:
+        kb = _proc_status_kb("VmRSS")
+        return kb if kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def hwm_kb() -> int:
+        kb = _proc_status_kb("VmHWM")
+        return kb if kb is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    options: dict[str, Any] = {"threads": spec.get("threads")}
+    if spec.get("providers"):
+        options["providers"] = spec["providers"]
+    if backend == "onnxruntime":
+        options.update(inter_threads=spec.get("inter_threads"), optimization=spec.get("optimization") or "all")
+    if spec.get("device"):
+        options["device"] = spec["device"]
+    options.update(spec.get("torch_options") or {})
+    if backend == "tensorrt":
+        options = {}
+    cuda = None
+    if str(spec.get("device") or "").startswith("cuda") or any("cuda" in p.lower() or "tensorrt" in p.lower()
+                                                                for p in spec.get("providers") or []):
+        cuda = _torch_cuda()
+    if cuda is not None:
+        cuda.cuda.init()
+        free, total = cuda.cuda.mem_get_info()
+        gpu_base = total - free
+    base = rss_kb()
+    runner = open_runner(spec["path"], backend=backend, **options)
+    resets = True
+    out: dict[str, Any] = {"method": "fresh_process_rss_hwm", "batches": {}}
+    rng = np.random.default_rng(0)
+    with runner:
+        for batch in spec["batches"]:
+            feed = runner.example_feed(batch, rng=rng)
+            resets = _reset_hwm() and resets
+            if cuda is not None and backend == "torch":
+                cuda.cuda.reset_peak_memory_stats()
+            for _ in range(spec["warmup"]):
+                runner.infer(feed)
+            row: dict[str, Any] = {"cpu_peak_mb": max(0, hwm_kb() - base) / 1024}
+            if cuda is not None:
+                cuda.cuda.synchronize()
+                if backend == "torch":
+                    row.update(gpu_peak_mb=cuda.cuda.max_memory_allocated() / 2**20, gpu_method="torch_max_allocated")
+                else:
+                    free, total = cuda.cuda.mem_get_info()
+                    row.update(gpu_peak_mb=max(0, total - free - gpu_base) / 2**20, gpu_method="device_used_delta")
+            out["batches"][str(batch)] = row
+    if not resets:  # the high-water mark only grows: each batch's figure is the peak up to that batch
+        out["method"] = "fresh_process_rss_hwm_cumulative"
+    print(json.dumps(out))
 
 
 # -- timing ------------------------------------------------------------------------------------------
@@ -191,10 +286,11 @@ def count_onnx_flops(path: str | Path, batch: int = 1) -> FlopCount:
     Counts 2 * MACs of Conv, ConvTranspose, Gemm, MatMul and their quantized forms (QLinearConv,
     QLinearMatMul, ConvInteger, MatMulInteger); element-wise work is left out (it is memory-bound).
     """
-    import onnx
     from onnx import numpy_helper, shape_inference
 
-    model = onnx.load(str(path), load_external_data=False)
+    from runtime.onnx_file import load_onnx
+
+    model = load_onnx(path, load_external_data=False)
     for value in model.graph.input:
         for i, dim in enumerate(value.type.tensor_type.shape.dim):
             if not dim.HasField("dim_value"):
@@ -320,6 +416,10 @@ def _trial_counts(iterations: int, rounds: int) -> list[int]:
     return [base + (1 if r < extra else 0) for r in range(rounds)]
 
 
+def _reference_key(runner: Runner) -> tuple[str, str]:
+    return runner.device, "float16" if runner.device.startswith("cuda") and runner.precision != "fp32" else "float32"
+
+
 def benchmark(
     runners: Sequence[Runner],
     *,
@@ -327,19 +427,25 @@ def benchmark(
     iterations: int | None = None,
     duration: float | None = None,
     warmup: int = 5,
-    rounds: int = 5,
+    rounds: int = 10,
+    switch_warmup: int = 1,
     flops: bool = True,
     reference: bool = True,
+    memory: bool = True,
+    confidence: float = 0.95,
     seed: int = 0,
     progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """Benchmark active-able runners at each batch size, interleaved; returns the JSON-ready result.
+    """Benchmark runners at each batch size, interleaved; returns the JSON-ready result (`kind: bench`).
 
-    iterations: timed calls per (runner, batch) (default 50), split over `rounds` round-robin rounds; or duration:
-    seconds per (runner, batch), split likewise (at least one call per round). warmup: untimed calls
-    first, during which peak memory is measured. flops: count each model's FLOPs; reference: time a
-    large matmul (before and after the runners; the best rate counts) for the FLOP-efficiency column.
-    progress: called once per (round, runner) slice.
+    iterations: timed calls per (runner, batch) (default 50), split over `rounds` interleaved rounds (at most
+    one round per call); or duration: seconds of timed calls per (runner, batch), split likewise (at least
+    one call per round). warmup: untimed calls per runner before the first round. switch_warmup: untimed
+    calls each time a round switches to a runner; the first of them is timed apart as the switch cost.
+    memory: measure each artifact's peak memory in a fresh process (`_MemoryProbe`). flops: count each
+    model's FLOPs; reference: time a large matmul (before and after the runners; the best rate counts)
+    for the FLOP-efficiency column. confidence: of the speed-up intervals. progress: called once per
+    memory probe and per (round, runner) slice.
     """
     if not runners:
         raise ConfigError("nothing to benchmark: no runners given")
@@ -349,19 +455,28 @@ def benchmark(
         iterations = 50 if iterations is None else iterations
     if iterations is not None and iterations < 1:
         raise ConfigError(f"iterations must be >= 1, got {iterations}")
-    if duration is not None and duration <= 0:
+    if duration is not None and not duration > 0:
         raise ConfigError(f"duration must be > 0 seconds, got {duration}")
-    if rounds < 1 or warmup < 0 or any(b < 1 for b in batches):
-        raise ConfigError("rounds and batch sizes must be >= 1 and warmup >= 0")
+    for name, value in (("rounds", rounds), ("warmup", warmup), ("switch_warmup", switch_warmup)):
+        if value < 1:
+            raise ConfigError(f"{name} must be >= 1, got {value}")
+    if not batches or any(b < 1 for b in batches):
+        raise ConfigError(f"batch sizes must be >= 1, got {list(batches)}")
     rounds = min(rounds, iterations) if iterations is not None else rounds
     rng = np.random.default_rng(seed)
 
-    flop_counts = {id(r): (runner_flops(r) if flops else None) for r in runners}
+    memory_of = []
+    for r in runners:
+        memory_of.append(_MemoryProbe(r, batches, warmup).measure() if memory
+                         else {"method": None, "reason": "not measured"})
+        if progress is not None and memory:
+            progress(f"memory of {r.name}")
+    flop_counts = [runner_flops(r) if flops else None for r in runners]
     refs: dict[tuple[str, str], float] = {}
 
     def time_references() -> None:  # before and after the runners; the best rate seen counts
         for r in runners if reference else ():
-            key = (r.device, "float16" if r.device.startswith("cuda") and r.precision != "fp32" else "float32")
+            key = _reference_key(r)
             refs[key] = max(refs.get(key, 0.0), matmul_rate(key[0], dtype=key[1]))
 
     time_references()
@@ -370,90 +485,204 @@ def benchmark(
     for r in runners:
         r.activate()
     try:
-        for batch in batches:
-            feeds = {id(r): r.example_feed(batch, rng=rng) for r in runners}
-            timers = {id(r): _Timer(r) for r in runners}
-            memory: dict[int, dict[str, Any]] = {}
-            for r in runners:
-                with _MemoryProbe(r) as probe:
-                    for _ in range(max(warmup, 1)):
-                        r.infer(feeds[id(r)])
-                memory[id(r)] = probe.result
-            samples: dict[int, list[float]] = {id(r): [] for r in runners}
-            counts = _trial_counts(iterations, rounds) if iterations is not None else None
-            for rnd in range(rounds):
-                order = list(runners[rnd % len(runners):]) + list(runners[: rnd % len(runners)])
-                for r in order:
-                    timer, feed, out = timers[id(r)], feeds[id(r)], samples[id(r)]
-                    if counts is not None:
-                        for _ in range(counts[rnd]):
-                            out.append(timer(feed))
-                    else:
-                        deadline = time.perf_counter() + duration / rounds  # type: ignore[operator]
-                        out.append(timer(feed))
-                        while time.perf_counter() < deadline:
-                            out.append(timer(feed))
-                    if progress is not None:
-                        progress(f"{r.name} batch {batch}")
-            first_p50 = None
-            for r in runners:
-                stats = latency_stats(samples[id(r)])
-                first_p50 = first_p50 if first_p50 is not None else stats["p50"]
-                clips_per_s = batch * 1e3 / stats["mean"]
-                fl = flop_counts[id(r)]
-                ref_key = (r.device, "float16" if r.device.startswith("cuda") and r.precision != "fp32" else "float32")
-                achieved = fl * clips_per_s if fl else None
-                results.append({
-                    **r.describe(),
-                    "batch": batch,
-                    "iterations": len(samples[id(r)]),
-                    "timing": timers[id(r)].method,
-                    "latency_ms": stats,
-                    "samples_ms": [round(s, 6) for s in samples[id(r)]],
-                    "throughput": {"clips_per_s": clips_per_s, "frames_per_s": clips_per_s * r.frames_per_clip},
-                    "ratio_to_first": stats["p50"] / first_p50,
-                    "flops_per_clip": fl,
-                    "flops_per_s": achieved,
-                    "fraction_of_matmul": (achieved, ref_key),  # resolved once the references are final
-                    "memory": memory[id(r)],
-                })
+        threads = thread_settings()
+        with CpuUse() as cpu_use:
+            for batch in batches:
+                results += _bench_batch(runners, batch, rng=rng, iterations=iterations, duration=duration,
+                                        warmup=warmup, rounds=rounds, switch_warmup=switch_warmup,
+                                        confidence=confidence, seed=seed, progress=progress)
     finally:
         for r in runners:
             r.deactivate()
     time_references()
-    for row in results:
-        achieved, ref_key = row["fraction_of_matmul"]
-        row["fraction_of_matmul"] = achieved / refs[ref_key] if achieved and ref_key in refs else None
+    for i, row in enumerate(results):
+        k = i % len(runners)
+        runner = runners[k]
+        fl = flop_counts[k]
+        achieved = fl * row["throughput"]["clips_per_s"] if fl else None
+        ref = refs.get(_reference_key(runner))
+        mem = memory_of[k]
+        row.update(flops_per_clip=fl, flops_per_s=achieved,
+                   fraction_of_matmul=achieved / ref if achieved and ref else None,
+                   memory={"method": mem["method"], **mem.get("batches", {}).get(str(row["batch"]), {})}
+                   if mem["method"] else mem)
     return {
         "kind": "bench",
         "version": BENCH_VERSION,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "host": host_info(),
+        "threads": threads,
+        "load": cpu_use.result(),
         "settings": {"batches": list(batches), "iterations": iterations, "duration": duration, "warmup": warmup,
-                     "rounds": rounds, "seed": seed},
+                     "rounds": rounds, "switch_warmup": switch_warmup, "statistic": "median",
+                     "confidence": confidence, "wide_interval": WIDE_INTERVAL, "memory": memory, "seed": seed},
         "reference": [{"device": d, "dtype": t, "matmul_flops_per_s": v} for (d, t), v in refs.items()],
         "results": results,
     }
 
 
+def _bench_batch(
+    runners: Sequence[Runner],
+    batch: int,
+    *,
+    rng: np.random.Generator,
+    iterations: int | None,
+    duration: float | None,
+    warmup: int,
+    rounds: int,
+    switch_warmup: int,
+    confidence: float,
+    seed: int,
+    progress: ProgressFn | None,
+) -> list[dict[str, Any]]:
+    """The interleaved rounds of one batch size: one result row per runner, in the runners' order."""
+    feeds = [r.example_feed(batch, rng=rng) for r in runners]
+    timers = [_Timer(r) for r in runners]
+    for r, feed in zip(runners, feeds, strict=True):
+        for _ in range(warmup):
+            r.infer(feed)
+    timed: list[list[list[float]]] = [[] for _ in runners]  # [runner][round] -> calls in ms
+    switch: list[list[float]] = [[] for _ in runners]
+    counts = _trial_counts(iterations, rounds) if iterations is not None else None
+    previous = None
+    for rnd in range(rounds):
+        shift = rnd % len(runners)
+        for k in [*range(shift, len(runners)), *range(shift)]:
+            timer, feed = timers[k], feeds[k]
+            first = timer(feed)  # the first call of a slice: never in the statistics
+            if previous != k:  # with the order rotating, a round may start with the runner that ended the last
+                switch[k].append(first)
+            previous = k
+            for _ in range(switch_warmup - 1):
+                runners[k].infer(feed)
+            block = []
+            if counts is not None:
+                block = [timer(feed) for _ in range(counts[rnd])]
+            else:
+                deadline = time.perf_counter() + duration / rounds  # type: ignore[operator]
+                block.append(timer(feed))
+                while time.perf_counter() < deadline:
+                    block.append(timer(feed))
+            timed[k].append(block)
+            if progress is not None:
+                progress(f"{runners[k].name} batch {batch}")
+    rows = []
+    for k, r in enumerate(runners):
+        samples = [s for block in timed[k] for s in block]
+        stats = latency_stats(samples)
+        if k == 0:
+            value = low = high = 1.0
+        else:
+            value, low, high = speedup_interval(timed[0], timed[k], confidence=confidence, seed=seed)
+        clips_per_s = batch * 1e3 / stats["p50"]
+        switch_p50 = float(np.median(switch[k])) if switch[k] else None
+        rows.append({
+            **r.describe(),
+            "threads": getattr(r, "threads", None),
+            "batch": batch,
+            "iterations": len(samples),
+            "timing": timers[k].method,
+            "latency_ms": stats,
+            "samples_ms": [round(s, 6) for s in samples],
+            "rounds_ms": [[round(s, 6) for s in block] for block in timed[k]],
+            "switch_ms": [round(s, 6) for s in switch[k]],
+            "switch_cost_ms": None if switch_p50 is None else switch_p50 - stats["p50"],
+            "throughput": {"clips_per_s": clips_per_s, "frames_per_s": clips_per_s * r.frames_per_clip},
+            "speedup": {"value": value, "low": low, "high": high, "confidence": confidence,
+                        "baseline": runners[0].name, "is_baseline": k == 0,
+                        "wide": (high - low) / value > WIDE_INTERVAL},
+        })
+    return rows
+
+
+# -- tables ------------------------------------------------------------------------------------------
+def _check_version(result: dict[str, Any]) -> None:
+    if result.get("version") != BENCH_VERSION:
+        raise ConfigError(f"bench result version {result.get('version')} is from another aarm; this one reads "
+                          f"version {BENCH_VERSION}: rerun `aarm-export bench`")
+
+
+def speedup_label(baseline: str) -> str:
+    """What a speed-up column means, for a table header."""
+    return f"speed-up vs {baseline} (x, higher is faster)"
+
+
+def bench_columns(result: dict[str, Any]) -> list[str]:
+    """Column names of `bench_rows` for this result (the speed-up column names its baseline)."""
+    _check_version(result)
+    base = result["results"][0]["speedup"]["baseline"]
+    conf = result["settings"]["confidence"]
+    return ["artifact", "provider", "threads", "precision", "batch", "p50 ms", "p90 ms", "clips/s", "frames/s",
+            speedup_label(base), f"{100 * conf:.0f}% interval", "GFLOP/s", "of matmul", "peak MB"]
+
+
+def _interval_cell(s: dict[str, Any]) -> str:
+    if s["is_baseline"]:
+        return "baseline"
+    return f"{s['low']:.2f}-{s['high']:.2f}" + (" WIDE" if s["wide"] else "")
+
+
 def bench_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
-    """Table rows of a bench result: one per (runner, batch)."""
+    """Table rows of a bench result: one per (runner, batch), every column from the median latency."""
+    _check_version(result)
     rows = []
     for r in result["results"]:
-        lat, thr = r["latency_ms"], r["throughput"]
+        lat, thr, s = r["latency_ms"], r["throughput"], r["speedup"]
         frac = r.get("fraction_of_matmul")
-        mem = r["memory"].get("gpu_peak_delta_mb", r["memory"]["cpu_peak_delta_mb"])
+        mem = r["memory"].get("gpu_peak_mb", r["memory"].get("cpu_peak_mb"))
         rows.append((
-            r["name"], r["provider"].removesuffix("ExecutionProvider"), r["precision"], str(r["batch"]),
-            f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{lat['p99']:.2f}", f"{thr['clips_per_s']:.1f}",
-            f"{thr['frames_per_s']:.0f}",
-            f"{r['ratio_to_first']:.2f}x",
+            r["name"], r["provider"].removesuffix("ExecutionProvider"), str(r["threads"] or "default"),
+            r["precision"], str(r["batch"]), f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{thr['clips_per_s']:.1f}",
+            f"{thr['frames_per_s']:.0f}", f"{s['value']:.2f}x", _interval_cell(s),
             f"{r['flops_per_s'] / 1e9:.1f}" if r.get("flops_per_s") else "-",
             f"{100 * frac:.0f}%" if frac else "-",
-            f"{mem:.0f}",
+            f"{mem:.0f}" if mem is not None else "-",
         ))
     return rows
 
 
-BENCH_COLUMNS = ["artifact", "provider", "precision", "batch", "p50 ms", "p90 ms", "p99 ms", "clips/s", "frames/s",
-                 "vs first", "GFLOP/s", "of matmul", "peak MB"]
+def bench_notes(result: dict[str, Any]) -> list[str]:
+    """Lines that say how a bench result was measured and on what: method, host, threads, load (with a
+    BUSY warning), versions, and switch costs that the statistics leave out."""
+    _check_version(result)
+    st, host, load = result["settings"], result["host"], result["load"]
+    rows = result["results"]
+    per_round = f"{st['iterations']} timed calls" if st["iterations"] else f"{st['duration']:g} s of timed calls"
+    lines = [
+        f"Method: {per_round} per artifact and batch in {st['rounds']} interleaved rounds (order rotating), "
+        f"{st['warmup']} warm-up calls first and {st['switch_warmup']} untimed call(s) after every switch; "
+        f"every column from the median latency (p50): clips/s = batch / p50, speed-up = p50 of "
+        f"{rows[0]['speedup']['baseline']} / p50 of the artifact at the same batch (higher is faster), with a "
+        f"{100 * st['confidence']:.0f}% bootstrap interval over the rounds; WIDE: the interval spans more than "
+        f"{100 * st['wide_interval']:.0f}% of the value.",
+        f"Host: {host.get('hostname')}, {host['cpu']}, {host.get('usable_cores')} of {host['cores']} cores usable, "
+        f"{host['system']}{', GPU ' + host['gpu'] if host.get('gpu') else ''}; python {host['python']}, "
+        f"onnxruntime {host.get('onnxruntime')}, torch {host.get('torch')}, numpy {host['numpy']}.",
+    ]
+    threads = result.get("threads", {})
+    torch_threads = (f"torch intra-op {threads['torch_intra_op']}, inter-op {threads['torch_inter_op']}"
+                     if "torch_intra_op" in threads else "torch not loaded")
+    env = ", ".join(f"{k}={v}" for k, v in threads.get("env", {}).items()) or "no thread variables set"
+    lines.append(f"Threads: {torch_threads}; {env}; per artifact in the threads column (default: the backend's).")
+    others = load.get("others_cores")
+    lines.append(
+        f"Load: load average {load.get('load_before')} before, {load.get('load_after')} after; this process used "
+        f"{load['own_cores']:.2f} cores"
+        + (f", other processes {others:.2f} cores" if others is not None else "")
+        + f" during the {load['wall_s']:.0f} s of timed rounds.")
+    if load["busy"]:
+        lines.append(f"BUSY: {load['busy_rule']}; the figures may be noisy - rerun on a quiet machine.")
+    slow = [r for r in rows if (r["switch_cost_ms"] or 0) > 0.5 * r["latency_ms"]["p50"]]
+    if slow:
+        lines.append("First call after a switch (untimed in the statistics): " + "; ".join(
+            f"{r['name']} batch {r['batch']} {r['switch_cost_ms'] + r['latency_ms']['p50']:.1f} ms against p50 "
+            f"{r['latency_ms']['p50']:.1f}" for r in slow) + ".")
+    memory = {r["memory"].get("method") for r in rows}
+    if None in memory:
+        reasons = sorted({r["memory"].get("reason", "") for r in rows if r["memory"].get("method") is None})
+        lines.append(f"Peak memory not measured for some artifacts: {'; '.join(reasons)}.")
+    if memory - {None}:
+        lines.append("Peak MB: the artifact's resident-set high-water mark in a fresh process over that process's "
+                     "footprint before opening it (weights, session and the largest call's working set); "
+                     "GPU rows: the CUDA peak.")
+    return lines

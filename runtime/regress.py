@@ -27,7 +27,7 @@ import numpy as np
 
 from aarm.errors import AarmError, ConfigError
 from aarm.fileio import write_json
-from runtime.bench import host_info
+from runtime.host import host_info
 from runtime.runner import Runner, open_runner
 
 BASELINE_FORMAT = "aarm-latency-baseline"

@@ -19,7 +19,7 @@ from typing import Any
 
 from aarm.errors import ConfigError
 from aarm.fileio import atomic_path, check_writable, write_text
-from runtime.bench import BENCH_COLUMNS, bench_rows
+from runtime.bench import bench_columns, bench_notes, bench_rows
 
 KINDS = ("bench", "parity", "regress")
 PARITY_COLUMNS = ["artifact", "precision", "inputs", "samples", "max abs", "max rel", "min cosine", "top-1",
@@ -86,6 +86,7 @@ class Section:
     columns: list[str]
     rows: list[tuple[str, ...]]
     figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # paragraphs under the table (BUSY ones are highlighted)
 
 
 def _png(fig: Any) -> bytes:
@@ -193,9 +194,10 @@ def build_sections(results: list[dict[str, Any]]) -> list[Section]:
     bench = [r for r in results if r["kind"] == "bench"]
     parity = [r for r in results if r["kind"] == "parity"]
     regress = [r for r in results if r["kind"] == "regress"]
-    if bench:
-        sections.append(Section("Benchmark", BENCH_COLUMNS, [row for r in bench for row in bench_rows(r)],
-                                bench_figures(bench)))
+    for i, r in enumerate(bench):  # one table per bench run: each names its own speed-up baseline
+        title = "Benchmark" if len(bench) == 1 else f"Benchmark ({Path(r['_source']).name})"
+        sections.append(Section(title, bench_columns(r), bench_rows(r), bench_figures(bench) if i == 0 else [],
+                                notes=bench_notes(r)))
     if parity:
         sections.append(Section("Parity", PARITY_COLUMNS, [row for r in parity for row in parity_rows(r)],
                                 parity_figures(parity)))
@@ -208,7 +210,7 @@ def build_sections(results: list[dict[str, Any]]) -> list[Section]:
 _CSS = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:72em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.85em}th,td{border:1px solid #ccc;padding:.3em .6em}
 th{background:#f2f2f2}td{text-align:right}td:first-child{text-align:left}img{max-width:100%}
-.fail{color:#b00;font-weight:bold}"""
+.fail{color:#b00;font-weight:bold}.warn{color:#a60;font-weight:bold}p.note{font-size:.85em;margin:.3em 0}"""
 
 
 def render_html(sections: list[Section], sources: list[str], created: str) -> str:
@@ -223,10 +225,14 @@ def render_html(sections: list[Section], sources: list[str], created: str) -> st
             parts.append("</tr>")
             for row in s.rows:
                 cells = "".join(
-                    f"<td class='fail'>{html.escape(v)}</td>" if v in ("FAIL", "fail") else f"<td>{html.escape(v)}</td>"
+                    f"<td class='fail'>{html.escape(v)}</td>" if v in ("FAIL", "fail")
+                    else f"<td class='warn'>{html.escape(v)}</td>" if v.endswith(" WIDE")
+                    else f"<td>{html.escape(v)}</td>"
                     for v in row)
                 parts.append(f"<tr>{cells}</tr>")
             parts.append("</table>")
+        parts += [f"<p class='{'note warn' if n.startswith('BUSY') else 'note'}'>{html.escape(n)}</p>"
+                  for n in s.notes]
         for f in s.figures:
             data = base64.b64encode(f.png).decode("ascii")
             parts.append(f"<figure><img alt='{html.escape(f.title)}' src='data:image/png;base64,{data}'>"
@@ -247,6 +253,7 @@ def render_markdown(sections: list[Section], sources: list[str], created: str, f
                       "|" + "|".join(["---"] + ["---:"] * (len(s.columns) - 1)) + "|"]
             lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in s.rows]
             lines.append("")
+        lines += [f"{'**' + n + '**' if n.startswith('BUSY') else n}\n" for n in s.notes]
         lines += [f"![{f.title}]({figure_dir}/{f.name}.png)\n" for f in s.figures]
     return "\n".join(lines) + "\n"
 

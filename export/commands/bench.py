@@ -1,5 +1,7 @@
 """`aarm-export bench`: latency, throughput, memory and FLOP efficiency of artifacts, interleaved."""
 
+import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +13,22 @@ from aarm.fileio import check_writable, write_json
 from export.console import console, print_table
 from runtime.runner import Runner, open_runner, resolve_backend
 
+
+def at_least(minimum: float, *, strict: bool = False) -> Callable[[Any, Any, Any], Any]:
+    """A typer callback refusing a value below `minimum` (or equal to it when `strict`), as a one-line
+    ConfigError naming the option; None (not given) passes."""
+
+    def check(ctx: Any, param: Any, value: Any) -> Any:
+        if value is None:
+            return value
+        if not math.isfinite(value) or (value <= minimum if strict else value < minimum):
+            name = max(param.opts, key=len) if param.opts else param.name
+            raise ConfigError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value}")
+        return value
+
+    return check
+
+
 ProviderOpt = Annotated[
     list[str] | None,
     typer.Option("--provider", help="onnxruntime execution provider (cpu, cuda, tensorrt); repeat for a priority "
@@ -18,7 +36,8 @@ ProviderOpt = Annotated[
 ]
 DeviceOpt = Annotated[
     str | None, typer.Option(help="Device: cpu or cuda[:i] (PyTorch checkpoints, TensorRT engines, onnxruntime).")]
-ThreadsOpt = Annotated[int | None, typer.Option(help="Intra-op threads (default: the backend's).")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option(help="Intra-op threads (default: the backend's).", callback=at_least(1))]
 PrecisionOpt = Annotated[str, typer.Option(
     help="PyTorch checkpoints: run in fp32, fp16 or bf16 (ONNX graphs and engines carry their own).")]
 ChannelsLastOpt = Annotated[bool, typer.Option(
@@ -64,14 +83,21 @@ def parse_batches(text: str) -> list[int]:
 
 
 def bench(
-    artifacts: Annotated[list[Path], typer.Argument(help="Artifacts (.onnx, .engine, .pt); ratios are to the first.")],
+    artifacts: Annotated[list[Path], typer.Argument(
+        help="Artifacts (.onnx, .engine, .pt); speed-ups are over the first.")],
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
-    iterations: Annotated[int | None, typer.Option(help="Timed calls per artifact and batch [default: 50].")] = None,
-    duration: Annotated[
-        float | None, typer.Option(help="Seconds per artifact and batch, instead of --iterations.")
-    ] = None,
-    warmup: Annotated[int, typer.Option(help="Untimed calls first (peak memory is measured here).")] = 5,
-    rounds: Annotated[int, typer.Option(help="Round-robin rounds the timed calls are split into.")] = 5,
+    iterations: Annotated[int | None, typer.Option(
+        help="Timed calls per artifact and batch [default: 50].", callback=at_least(1))] = None,
+    duration: Annotated[float | None, typer.Option(
+        help="Seconds of timed calls per artifact and batch, instead of --iterations.",
+        callback=at_least(0, strict=True))] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed calls per artifact before the first round.",
+                                        callback=at_least(1))] = 5,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds the timed calls are split into.",
+                                        callback=at_least(1))] = 10,
+    switch_warmup: Annotated[int, typer.Option(
+        help="Untimed calls each time a round switches artifact (the first is reported as the switch cost).",
+        callback=at_least(1))] = 1,
     provider: ProviderOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
@@ -79,16 +105,18 @@ def bench(
     channels_last: ChannelsLastOpt = False,
     cuda_graphs: CudaGraphsOpt = False,
     flops: Annotated[bool, typer.Option(help="Count FLOPs and time a matmul for the efficiency column.")] = True,
-    seed: Annotated[int, typer.Option(help="Seed of the random inputs.")] = 0,
+    memory: Annotated[bool, typer.Option(help="Measure each artifact's peak memory in a fresh process.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of the random inputs and of the bootstrap.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result (raw samples too).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
 ) -> None:
-    """Benchmark artifacts side by side in one process, interleaved.
+    """Benchmark artifacts side by side in one process, in interleaved rounds.
 
-    Latency percentiles, clips/s and frames/s, peak memory, and achieved FLOP/s as a share of a matmul timed
-    in the same run; each artifact's ratio to the first.
+    Median latency per call, clips/s and frames/s from it, each artifact's speed-up over the first with a 95%
+    bootstrap interval (flagged WIDE past 10%), peak memory, achieved FLOP/s as a share of a matmul timed in
+    the same run; the host, threads and load are printed and saved.
     """
-    from runtime.bench import BENCH_COLUMNS, bench_rows, benchmark
+    from runtime.bench import bench_columns, bench_notes, bench_rows, benchmark
 
     if iterations is not None and duration is not None:
         raise ConfigError("give --iterations or --duration, not both")
@@ -99,13 +127,16 @@ def bench(
     runners = [open_cli_runner(p, provider, device, threads, opts) for p in artifacts]
     if iterations is None and duration is None:
         iterations = 50
+    slices = len(batches) * min(rounds, iterations or rounds) * len(runners)
     with progress_bar() as bar:
-        task = bar.add_task("benchmarking", total=len(batches) * min(rounds, iterations or rounds) * len(runners))
+        task = bar.add_task("benchmarking", total=slices + (len(runners) if memory else 0))
         result = benchmark(runners, batches=batches, iterations=iterations, duration=duration, warmup=warmup,
-                           rounds=rounds, flops=flops, reference=flops, seed=seed,
-                           progress=lambda what: bar.update(task, advance=1, description=what))
-    print_table("Benchmark (latency per call; ratios of p50 to the first artifact)", BENCH_COLUMNS,
-                     bench_rows(result))
+                           rounds=rounds, switch_warmup=switch_warmup, flops=flops, reference=flops, memory=memory,
+                           seed=seed, progress=lambda what: bar.update(task, advance=1, description=what))
+    print_table("Benchmark (median latency per call; every column from the median)", bench_columns(result),
+                bench_rows(result))
+    for line in bench_notes(result):
+        console.print(line, highlight=False, markup=False, style="bold red" if line.startswith("BUSY") else None)
     for ref in result["reference"]:
         console.print(f"matmul reference on {ref['device']} ({ref['dtype']}): "
                       f"{ref['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s", highlight=False)

@@ -11,7 +11,7 @@ from export.demo import DemoSettings, run_demo
 from export.pipeline import PipelineResult, run_pipeline
 from export.pipeline_config import PipelineConfig
 from export.progress import progress_callback
-from export.summary import SUMMARY_COLUMNS, format_rows, summary_rows
+from export.summary import format_rows, summary_columns, summary_rows
 
 
 def _log(line: str) -> None:
@@ -22,7 +22,8 @@ def show_summary(result: PipelineResult) -> None:
     out = result.out
     if (out / "parity.json").is_file() and (out / "bench.json").is_file():
         rows = summary_rows(out / "parity.json", out / "bench.json")
-        print_table(f"Deployment summary ({out})", SUMMARY_COLUMNS, format_rows(rows))
+        print_table(f"Deployment summary ({out}; batch {rows[0]['batch']}, median latency)",
+                    summary_columns(rows), format_rows(rows))
     report = result.stages.get("report", {}).get("result", {}).get("html")
     if report:
         console.print(f"report: {report}", highlight=False)

@@ -1,6 +1,8 @@
-"""Benchmark statistics on a known workload, FLOP counting, and the bench command."""
+"""Benchmark statistics on known workloads, switch costs, intervals, peak memory, FLOP counting, and the bench
+command."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -9,8 +11,17 @@ from typer.testing import CliRunner
 
 from aarm.errors import AarmError, ConfigError
 from export.cli import app
-from runtime.bench import benchmark, count_onnx_flops, count_torch_flops, latency_stats, runner_flops
-from runtime.runner import open_runner
+from runtime.bench import (
+    _MemoryProbe,
+    bench_notes,
+    benchmark,
+    count_onnx_flops,
+    count_torch_flops,
+    latency_stats,
+    runner_flops,
+    speedup_interval,
+)
+from runtime.runner import Runner, open_runner
 
 
 def test_latency_stats_of_known_samples():
@@ -21,11 +32,84 @@ def test_latency_stats_of_known_samples():
         latency_stats([])
 
 
+class SwitchPenaltyRunner(SleepRunner):
+    """Sleeps `seconds` per call, plus `penalty` on its first call after another runner ran: the cold-cache
+    cost of switching artifacts, as onnxruntime shows it, made exact."""
+
+    last: list[str] = [""]
+
+    def __init__(self, name: str, seconds: float, penalty: float) -> None:
+        super().__init__(name, seconds)
+        self.penalty = penalty
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self.last[0] != self.name:
+            time.sleep(self.penalty)
+            self.last[0] = self.name
+        return super().infer_impl(feed)
+
+
+class RepeatRunner(Runner):
+    """Runs another runner's graph `times` times per call: `RepeatRunner(r, 4)` costs exactly twice
+    `RepeatRunner(r, 2)` (plus one feed check of a few microseconds), a known true speed-up of 0.5."""
+
+    def __init__(self, inner: Runner, times: int) -> None:
+        super().__init__(name=f"{inner.name} x{times}", inputs=inner.input_specs, outputs=inner.output_names,
+                         preprocessing=inner.preprocessing, precision=inner.precision)
+        self.inner, self.times, self.backend = inner, times, inner.backend
+
+    @property
+    def provider(self) -> str:
+        return self.inner.provider
+
+    def activate_impl(self) -> None:
+        self.inner.activate()
+
+    def deactivate_impl(self) -> None:
+        self.inner.deactivate()
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for _ in range(self.times):
+            out = self.inner.infer_impl(feed)
+        return out
+
+
+def test_speedup_interval_of_known_samples():
+    rng = np.random.default_rng(1)
+    drift = np.linspace(1.0, 3.0, 8)  # a machine slowing down threefold across the rounds hits both alike
+    base = [list(10 * d * (1 + 0.02 * rng.standard_normal(6))) for d in drift]
+    half = [list(5 * d * (1 + 0.02 * rng.standard_normal(6))) for d in drift]
+    value, low, high = speedup_interval(base, half, seed=3)
+    assert low <= 2.0 <= high and high - low < 0.2 and value == pytest.approx(2.0, rel=0.05)
+    assert speedup_interval(base, half, seed=3) == (value, low, high)  # seeded: reruns agree
+    value, low, high = speedup_interval(base, base)
+    assert value == 1.0 and low <= 1.0 <= high
+    same = [list(10 * d * (1 + 0.02 * rng.standard_normal(6))) for d in drift]
+    value, low, high = speedup_interval(base, same)
+    assert low <= 1.0 <= high
+    with pytest.raises(ConfigError, match="same rounds"):
+        speedup_interval(base, half[:-1])
+
+
+def test_benchmark_excludes_the_switch_cost():
+    """Two runners of equal cost whose first call after a switch costs 4x: the switch is untimed, so both
+    medians are the warm cost, the speed-up is 1 within its interval, and the switch cost is reported."""
+    a, b = SwitchPenaltyRunner("a", 0.004, 0.012), SwitchPenaltyRunner("b", 0.004, 0.012)
+    result = benchmark([a, b], iterations=12, rounds=6, warmup=1, flops=False, reference=False, memory=False)
+    for r in result["results"]:
+        assert 4.0 <= r["latency_ms"]["p50"] < 4.0 + 3, r["latency_ms"]  # warm: no 16 ms switch call in it
+        assert r["switch_cost_ms"] > 8.0 and len(r["rounds_ms"]) == 6
+        assert len(r["switch_ms"]) in (3, 4)  # a round starting with the runner that ended the last is no switch
+    s = result["results"][1]["speedup"]
+    assert s["low"] <= 1.0 <= s["high"] and s["baseline"] == "a" and not s["is_baseline"]
+    assert any(line.startswith("First call after a switch") for line in bench_notes(result))
+
+
 def test_benchmark_of_sleeping_runners():
     fast, slow = SleepRunner("fast", 0.010), SleepRunner("slow", 0.020)
     result = benchmark([fast, slow], batches=[1, 3], iterations=10, warmup=1, rounds=2, flops=False,
                        reference=False)
-    assert result["kind"] == "bench" and len(result["results"]) == 4
+    assert result["kind"] == "bench" and len(result["results"]) == 4 and result["version"] == 2
     by = {(r["name"], r["batch"]): r for r in result["results"]}
     for (name, batch), r in by.items():
         lat = r["latency_ms"]
@@ -33,25 +117,71 @@ def test_benchmark_of_sleeping_runners():
         assert lat["min"] <= lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
         want = 10.0 if name == "fast" else 20.0
         assert want <= lat["p50"] < want + 8, (name, lat)  # sleep never returns early; overshoot is small
-        assert r["throughput"]["clips_per_s"] == pytest.approx(batch * 1e3 / lat["mean"])
+        assert r["throughput"]["clips_per_s"] == pytest.approx(batch * 1e3 / lat["p50"])  # from the median
         assert r["throughput"]["frames_per_s"] == r["throughput"]["clips_per_s"]  # no preprocessing: 1 frame
+        assert r["memory"] == {"method": None, "reason": "no artifact file to open in a fresh process"}
     for batch in (1, 3):
-        assert by[("fast", batch)]["ratio_to_first"] == 1.0
-        assert 1.4 < by[("slow", batch)]["ratio_to_first"] < 2.2
-        assert by[("slow", batch)]["ratio_to_first"] == pytest.approx(
-            by[("slow", batch)]["latency_ms"]["p50"] / by[("fast", batch)]["latency_ms"]["p50"])
+        assert by[("fast", batch)]["speedup"] == {**by[("fast", batch)]["speedup"], "value": 1.0, "is_baseline": True}
+        s = by[("slow", batch)]["speedup"]
+        assert 0.45 < s["value"] < 0.72 and s["low"] <= s["value"] <= s["high"]  # slower: speed-up below 1
+        assert s["value"] == pytest.approx(
+            by[("fast", batch)]["latency_ms"]["p50"] / by[("slow", batch)]["latency_ms"]["p50"])
     assert not fast.is_active and not slow.is_active
+    load = result["load"]
+    assert load["wall_s"] > 0 and isinstance(load["busy"], bool) and load["busy_rule"]
+    assert result["host"]["cpu"] and result["host"]["versions"]["python"]
 
 
 def test_benchmark_by_duration_and_bad_settings():
     r = SleepRunner("r", 0.005)
-    result = benchmark([r], duration=0.06, rounds=3, warmup=0, flops=False, reference=False)
+    result = benchmark([r], duration=0.06, rounds=3, warmup=1, flops=False, reference=False)
     n = result["results"][0]["iterations"]
     assert 3 <= n <= 14
     with pytest.raises(ConfigError, match="either iterations or duration, not both"):
         benchmark([r], iterations=5, duration=1.0)
     with pytest.raises(ConfigError, match="no runners"):
         benchmark([])
+    for bad, match in [({"rounds": 0}, "rounds must be >= 1"), ({"warmup": 0}, "warmup must be >= 1"),
+                       ({"switch_warmup": 0}, "switch_warmup must be >= 1"), ({"batches": [0]}, "batch sizes"),
+                       ({"iterations": 0}, "iterations must be >= 1"), ({"duration": float("nan")}, "duration")]:
+        with pytest.raises(ConfigError, match=match):
+            benchmark([r], **bad)
+
+
+def test_known_speedups_of_a_real_graph_are_recovered(tiny):
+    """The same graph twice has a true speed-up of 1; the graph run 4 times per call against 2 times, 0.5.
+    Both must lie inside their 99.9% intervals (the wide confidence keeps a correct run from failing 1 in 20)."""
+    inner = open_runner(tiny.onnx, threads=1)
+    runners = [RepeatRunner(inner, 2), RepeatRunner(inner, 2), RepeatRunner(inner, 4)]
+    result = benchmark(runners, batches=[2], iterations=30, rounds=10, warmup=2, flops=False, reference=False,
+                       memory=False, confidence=0.999)
+    same, double = result["results"][1]["speedup"], result["results"][2]["speedup"]
+    assert same["low"] <= 1.0 <= same["high"], same
+    assert double["low"] <= 0.5 <= double["high"], double
+    assert double["high"] < 1.0  # a workload twice as slow is told apart from no change
+
+
+def test_consecutive_runs_agree_within_their_intervals(tiny):
+    """Two benchmark runs, one after the other, of the same artifacts: each speed-up's intervals overlap."""
+    def run() -> dict:
+        runners = [open_runner(tiny.checkpoint, threads=1), open_runner(tiny.onnx, threads=1)]
+        return benchmark(runners, batches=[2], iterations=20, rounds=10, warmup=2, flops=False, reference=False,
+                         memory=False)["results"][1]["speedup"]
+
+    first, second = run(), run()
+    assert first["low"] <= second["high"] and second["low"] <= first["high"], (first, second)
+
+
+def test_peak_memory_is_measured_in_a_fresh_process(tiny):
+    runner = open_runner(tiny.onnx, threads=1)
+    mem = _MemoryProbe(runner, [4, 1], warmup=1).measure()
+    assert mem["method"].startswith("fresh_process_rss_hwm"), mem
+    weights_mb = tiny.onnx.stat().st_size / 2**20  # onnxruntime holds every initializer in memory
+    assert weights_mb > 10
+    peaks = [mem["batches"][b]["cpu_peak_mb"] for b in ("1", "4")]
+    assert weights_mb * 0.9 < peaks[0] < weights_mb * 20 and peaks[0] <= peaks[1] * 1.05, (weights_mb, peaks)
+    assert SleepRunner("x", 0.0).path is None
+    assert _MemoryProbe(SleepRunner("x", 0.0), [1], 1).measure()["method"] is None
 
 
 def test_flops_from_onnx_graph_match_pytorch(tiny):
@@ -70,17 +200,40 @@ def test_bench_command(tiny, tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "Benchmark" in res.output and "matmul reference on cpu" in res.output
+    assert "speed-up vs model.onnx (x, higher is faster)" in " ".join(res.output.split()).replace("│ ", "")
+    for text in ("Method:", "Host:", "Threads:", "Load:", "Peak MB:"):
+        assert text in res.output, text
     data = json.loads(out.read_text())
-    assert data["kind"] == "bench" and data["host"]["cores"] >= 1
+    assert data["kind"] == "bench" and data["host"]["cores"] >= 1 and data["host"]["cpu"]
+    assert data["load"]["load_before"] is not None and data["threads"]["torch_intra_op"] >= 1
     rows = data["results"]
     assert [(r["name"], r["batch"]) for r in rows] == [
         ("model.onnx", 1), ("model.pt", 1), ("model.onnx", 2), ("model.pt", 2)]
-    assert rows[0]["ratio_to_first"] == 1.0 and rows[0]["provider"] == "CPUExecutionProvider"
-    assert rows[1]["provider"] == "torch-cpu"
+    assert rows[0]["speedup"]["value"] == 1.0 and rows[0]["provider"] == "CPUExecutionProvider"
+    assert rows[1]["provider"] == "torch-cpu" and rows[1]["speedup"]["baseline"] == "model.onnx"
     for r in rows:
-        assert len(r["samples_ms"]) == 4 and r["flops_per_clip"] > 1e8
+        assert len(r["samples_ms"]) == 4 and r["flops_per_clip"] > 1e8 and r["threads"] == 1
         assert r["throughput"]["frames_per_s"] == pytest.approx(2 * r["throughput"]["clips_per_s"])  # K = 2
-        assert 0 < r["fraction_of_matmul"] < 10 and r["memory"]["cpu_peak_delta_mb"] >= 0
+        assert r["throughput"]["clips_per_s"] == pytest.approx(r["batch"] * 1e3 / r["latency_ms"]["p50"])
+        assert 0 < r["fraction_of_matmul"] < 10 and r["memory"]["cpu_peak_mb"] > 1  # measured, not 0
     assert np.isfinite(data["reference"][0]["matmul_flops_per_s"])
+    before = out.read_bytes()
     res = CliRunner().invoke(app, args)  # no overwrite without --force
     assert isinstance(res.exception, AarmError) and "--force" in str(res.exception)
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--iterations", "0", "--iterations must be >= 1, got 0"), ("--warmup", "0", "--warmup must be >= 1, got 0"),
+    ("--rounds", "-1", "--rounds must be >= 1, got -1"), ("--threads", "0", "--threads must be >= 1, got 0"),
+    ("--switch-warmup", "0", "--switch-warmup must be >= 1, got 0"),
+    ("--duration", "0", "--duration must be > 0, got 0.0"), ("--duration", "nan", "--duration must be > 0, got nan"),
+    ("--batch", "0", "--batch takes positive integers, got '0'"),
+    ("--batch", "1,x", "--batch takes comma-separated integers, got '1,x'"),
+])
+def test_bench_refuses_bad_numbers(tmp_path, option, value, message):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"never opened")
+    res = CliRunner().invoke(app, ["bench", str(model), option, value])
+    assert isinstance(res.exception, ConfigError) and str(res.exception) == message, res.output
+    assert "\n" not in str(res.exception)

@@ -42,7 +42,14 @@ def test_report_embeds_plots_and_writes_markdown(results, tmp_path):
         assert text in html, text
     md = md_path.read_text()
     assert md_path == tmp_path / "report.md"
-    assert "| artifact | provider | precision | batch |" in md and "| a.onnx | sleep |" in md
+    assert "| artifact | provider | threads | precision | batch |" in md and "| a.onnx | sleep | default |" in md
+    for text in ("speed-up vs a.onnx (x, higher is faster)", "95% interval", "baseline", "Method:", "Host:",
+                 "Load:"):  # one convention: speed-up, named with its baseline; how and where it was measured
+        assert text in html and text in md, text
+    b1 = next(r for r in json.loads(results[0].read_text())["results"] if r["name"] == "b.onnx" and r["batch"] == 1)
+    assert b1["speedup"]["value"] < 1 and b1["speedup"]["low"] <= b1["speedup"]["value"] <= b1["speedup"]["high"]
+    cell = md.split("| b.onnx |")[1].split("|")[8].strip()  # b sleeps twice as long: a speed-up below 1
+    assert "vs first" not in html and cell == f"{b1['speedup']['value']:.2f}x", cell
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(links) == 4 and all((tmp_path / link).read_bytes().startswith(b"\x89PNG") for link in links)
     with pytest.raises(AarmError, match="--force"):
@@ -67,3 +74,11 @@ def test_report_command(results, tmp_path):
     res = CliRunner().invoke(app, ["report", *map(str, results), "-o", str(out)])
     assert res.exit_code == 0, res.output
     assert out.is_file() and (tmp_path / "r.md").is_file() and (tmp_path / "r_files" / "throughput.png").is_file()
+
+
+def test_report_refuses_an_old_bench_result(results, tmp_path):
+    old = json.loads(results[0].read_text())
+    old["version"] = 1
+    path = write_json(tmp_path / "old.json", old)
+    with pytest.raises(ConfigError, match="bench result version 1 .* rerun `aarm-export bench`"):
+        build_report([path], tmp_path / "r.html")
