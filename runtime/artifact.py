@@ -8,19 +8,24 @@ versions and device it was built with. Later steps read it instead of asking for
 
 import hashlib
 import platform
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import MISSING, asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from aarm.data.preprocessing import Preprocessing
-from aarm.errors import ArtifactError
+from aarm.errors import AarmError, ArtifactError
 from aarm.fileio import write_json
 
 SIDECAR_VERSION = 1
 PRECISIONS = ("fp32", "fp16", "int8")
 KINDS = ("onnx", "engine")
+STAGES = ("export", "optimize", "convert", "calibrate", "build")
+DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
+LAYOUTS = ("NKCHW", "NCTHW", "NC")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def sidecar_path(artifact: str | Path) -> Path:
@@ -88,6 +93,8 @@ class Sidecar:
             raise ArtifactError(f"sidecar kind must be one of {KINDS}, got {self.kind!r}")
         if self.precision not in PRECISIONS:
             raise ArtifactError(f"sidecar precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.stage not in STAGES:
+            raise ArtifactError(f"sidecar stage must be one of {STAGES}, got {self.stage!r}")
         self.inputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.inputs]
         self.outputs = [t if isinstance(t, TensorSpec) else TensorSpec(**t) for t in self.outputs]
 
@@ -116,8 +123,121 @@ def write_sidecar(artifact: str | Path, sidecar: Sidecar, *, parent: str | Path 
     return write_json(sidecar_path(artifact), sidecar.to_dict())
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_tensors(where: str, field_name: str, value: Any) -> None:
+    """A non-empty list of TensorSpec dicts: name, shape (ints >= 1 or axis names), dtype, layout."""
+    if not isinstance(value, list) or not value:
+        raise ArtifactError(f"{where}: field '{field_name}' must be a non-empty list of tensors")
+    allowed = set(TensorSpec.__dataclass_fields__)
+    names = []
+    for i, t in enumerate(value):
+        at = f"{field_name}[{i}]"
+        if not isinstance(t, dict):
+            raise ArtifactError(f"{where}: field '{at}' must be an object, got {type(t).__name__}")
+        unknown = sorted(set(t) - allowed)
+        if unknown:
+            raise ArtifactError(f"{where}: field '{at}' has unknown key(s) {', '.join(unknown)}")
+        if not isinstance(t.get("name"), str) or not t["name"]:
+            raise ArtifactError(f"{where}: field '{at}.name' must be a non-empty string")
+        shape = t.get("shape")
+        if not isinstance(shape, list) or not all((_is_int(d) and d >= 1) or (isinstance(d, str) and d)
+                                                  for d in shape):
+            raise ArtifactError(f"{where}: field '{at}.shape' must be a list of ints >= 1 and axis names, "
+                                f"got {shape!r}")
+        if t.get("dtype", "float32") not in DTYPES:
+            raise ArtifactError(f"{where}: field '{at}.dtype' must be one of {', '.join(DTYPES)}, "
+                                f"got {t.get('dtype')!r}")
+        if t.get("layout") is not None and t["layout"] not in LAYOUTS:
+            raise ArtifactError(f"{where}: field '{at}.layout' must be one of {', '.join(LAYOUTS)} or null, "
+                                f"got {t['layout']!r}")
+        names.append(t["name"])
+    if len(set(names)) != len(names):
+        raise ArtifactError(f"{where}: field '{field_name}' names a tensor twice: {names}")
+
+
+def validate_sidecar(data: Any, where: str) -> None:
+    """Refuse a sidecar document that is not exactly what `write_sidecar` writes: one-line ArtifactError naming
+    the field (`model.onnx.json: field 'precision' must be one of fp32, fp16, int8, got 'fp64'`). `where`
+    names the sidecar file."""
+    if not isinstance(data, dict):
+        raise ArtifactError(f"{where}: a sidecar must be a JSON object, got {type(data).__name__}")
+    fields = Sidecar.__dataclass_fields__
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ArtifactError(f"{where}: unknown field(s) {', '.join(repr(k) for k in unknown)}")
+    required = [k for k, f in fields.items() if f.default is MISSING and f.default_factory is MISSING]
+    for key in (*required, "sha256", "format_version"):
+        if key not in data:
+            raise ArtifactError(f"{where}: field '{key}' is missing")
+    if not _is_int(data["format_version"]) or data["format_version"] != SIDECAR_VERSION:
+        raise ArtifactError(f"{where}: sidecar format {data['format_version']!r}, this aarm reads {SIDECAR_VERSION}")
+
+    def one_of(key: str, allowed: tuple[str, ...]) -> None:
+        if data[key] not in allowed:
+            raise ArtifactError(f"{where}: field '{key}' must be one of {', '.join(allowed)}, got {data[key]!r}")
+
+    def typed(key: str, types: tuple[type, ...], what: str, *, optional: bool = False) -> None:
+        if key not in data or (optional and data[key] is None):
+            return
+        v = data[key]
+        if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
+            raise ArtifactError(f"{where}: field '{key}' must be {what}, got {type(v).__name__}")
+
+    one_of("kind", KINDS)
+    one_of("stage", STAGES)
+    one_of("precision", PRECISIONS)
+    typed("model", (dict,), "an object")
+    classes = data["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) and c for c in classes):
+        raise ArtifactError(f"{where}: field 'classes' must be a list of non-empty strings")
+    if len(set(classes)) != len(classes):
+        raise ArtifactError(f"{where}: field 'classes' names a class twice")
+    _check_tensors(where, "inputs", data["inputs"])
+    _check_tensors(where, "outputs", data["outputs"])
+    for t in data["outputs"]:
+        if t.get("layout") == "NC" and _is_int(t["shape"][-1]) and t["shape"][-1] != len(classes):
+            raise ArtifactError(f"{where}: field 'outputs' gives {t['name']!r} {t['shape'][-1]} classes, "
+                                f"field 'classes' names {len(classes)}")
+    preps = data["preprocessing"]
+    items = preps if isinstance(preps, list) else [preps]
+    if not items or not all(isinstance(p, dict) for p in items):
+        raise ArtifactError(f"{where}: field 'preprocessing' must be an object or a list of objects")
+    if len(items) != len(data["inputs"]):
+        raise ArtifactError(f"{where}: field 'preprocessing' has {len(items)} entries for {len(data['inputs'])} "
+                            "inputs")
+    for p in items:
+        try:
+            Preprocessing.from_dict(p)
+        except (AarmError, TypeError, ValueError) as exc:
+            raise ArtifactError(f"{where}: field 'preprocessing' is invalid ({exc})") from None
+    typed("trained", (bool,), "true or false")
+    typed("opset", (int,), "an integer", optional=True)
+    if data.get("opset") is not None and data["opset"] < 1:
+        raise ArtifactError(f"{where}: field 'opset' must be >= 1, got {data['opset']}")
+    typed("parent", (str,), "a path string", optional=True)
+    for key in ("sha256", "parent_sha256"):
+        v = data.get(key)
+        if (key == "sha256" or v is not None) and (not isinstance(v, str) or not _SHA256.fullmatch(v)):
+            raise ArtifactError(f"{where}: field '{key}' must be 64 lowercase hex digits, got {v!r}")
+    if data.get("parent") is not None and data.get("parent_sha256") is None:
+        raise ArtifactError(f"{where}: field 'parent_sha256' is missing for parent {data['parent']!r}")
+    versions = data.get("versions", {})
+    if not isinstance(versions, dict) or not all(isinstance(k, str) and (v is None or isinstance(v, str))
+                                                 for k, v in versions.items()):
+        raise ArtifactError(f"{where}: field 'versions' must map package names to version strings or null")
+    typed("device", (str,), "a string")
+    typed("created", (str,), "a string")
+    extra = data.get("extra", {})
+    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+        raise ArtifactError(f"{where}: field 'extra' must be an object")
+
+
 def read_sidecar(artifact: str | Path, *, verify: bool = True) -> Sidecar:
-    """Read `<artifact>.json`; with verify, refuse when the artifact's sha256 differs from the recorded one."""
+    """Read `<artifact>.json`, validated field by field (`validate_sidecar`); with verify, refuse when the
+    artifact's sha256 differs from the recorded one."""
     import json
 
     artifact = Path(artifact)
@@ -128,11 +248,10 @@ def read_sidecar(artifact: str | Path, *, verify: bool = True) -> Sidecar:
         raise ArtifactError(f"{artifact}: no sidecar {path.name}; artifacts must come from aarm-export")
     try:
         data = json.loads(path.read_text())
-        sidecar = Sidecar(**data)
-    except (ValueError, TypeError) as exc:
-        raise ArtifactError(f"{path}: unreadable sidecar ({exc})") from None
-    if data.get("format_version") != SIDECAR_VERSION:
-        raise ArtifactError(f"{path}: sidecar format {data.get('format_version')}, this aarm reads {SIDECAR_VERSION}")
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path}: unreadable sidecar ({' '.join(str(exc).split())[:200]})") from None
+    validate_sidecar(data, str(path))
+    sidecar = Sidecar(**data)
     if verify and file_sha256(artifact) != sidecar.sha256:
         raise ArtifactError(f"{artifact}: contents do not match its sidecar's sha256 (modified after export?)")
     return sidecar

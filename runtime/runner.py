@@ -212,12 +212,18 @@ def sidecar_input_specs(sidecar: Sidecar) -> list[InputSpec]:
 
 
 def check_graph_matches_sidecar(
-    artifact: Path, sidecar: Sidecar, inputs: Sequence[tuple[str, Sequence[Any], str]], outputs: Sequence[str]
+    artifact: Path,
+    sidecar: Sidecar,
+    inputs: Sequence[tuple[str, Sequence[Any], str]],
+    outputs: Sequence[str],
+    output_shapes: Mapping[str, Sequence[Any]] | None = None,
 ) -> None:
     """Refuse an artifact whose graph inputs/outputs differ from what its sidecar declares.
 
     inputs: the graph's actual (name, shape, dtype) with dynamic axes as strings, None or negative ints.
     A sidecar axis given as a string must be dynamic in the graph; an int must be equal.
+    output_shapes: the graph's output shapes by name, where the backend can read them; then the class axis of
+    every scores output (layout "NC") must be static and equal to the number of the sidecar's classes.
     """
     declared = [(t.name, list(t.shape), t.dtype) for t in sidecar.inputs]
     if [n for n, _, _ in declared] != [n for n, _, _ in inputs]:
@@ -238,6 +244,19 @@ def check_graph_matches_sidecar(
     want_out = [t.name for t in sidecar.outputs]
     if want_out != list(outputs):
         raise ArtifactError(f"{artifact}: sidecar declares outputs {want_out}, the graph has {list(outputs)}")
+    if output_shapes is None:
+        return
+    for spec in sidecar.outputs:
+        if spec.layout != "NC":
+            continue
+        shape = list(output_shapes[spec.name])
+        n = shape[-1] if shape else None
+        if not isinstance(n, int) or n < 1:
+            raise ArtifactError(f"{artifact}: output {spec.name!r} is {shape} in the graph, without a static class "
+                                f"axis to check against the sidecar's {len(sidecar.classes)} classes")
+        if n != len(sidecar.classes):
+            raise ArtifactError(f"{artifact}: the graph scores {n} classes, its sidecar names "
+                                f"{len(sidecar.classes)}")
 
 
 def resolve_backend(artifact: str | Path, backend: str | None = None) -> str:

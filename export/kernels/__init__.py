@@ -8,7 +8,13 @@ into an optimised graph; such a graph needs this library registered in its sessi
 
 The library is compiled from `aarm_ops.cc` with the machine's g++ on first use (onnxruntime's wheels ship
 no C headers; `ort_abi.h` declares the slice of its stable C ABI that is used) and cached per source and
-CPU under $AARM_KERNEL_CACHE (default ~/.cache/aarm/kernels).
+CPU under $AARM_KERNEL_CACHE (default ~/.cache/aarm/kernels). Each build is recorded in that folder's
+manifest (`runtime.kernel_library.record_library`: sha256, ops, CPU, tested onnxruntime range); the runtime
+registers the library only from that record, never from a path in a sidecar.
+
+The ABI is declared by table position, so the kernels are built and loaded only on the onnxruntime versions
+they were tested against: `TESTED_ONNXRUNTIME`, lowest inclusive, highest exclusive (tested on 1.31.1; the
+`OrtApi` table is append-only, but a version outside the range has not been run against these positions).
 """
 
 import hashlib
@@ -21,32 +27,38 @@ from functools import cache
 from pathlib import Path
 
 from aarm.errors import BackendUnavailable
+from runtime.kernel_library import (
+    DOMAIN,
+    cache_dir,
+    cpu_key,
+    is_recorded,
+    onnxruntime_version,
+    record_library,
+    version_in_range,
+)
 
-DOMAIN = "com.aarm"
 OPSET = 1
+OPS = ("AarmPool", "AarmGate")
+TESTED_ONNXRUNTIME = ("1.31.0", "1.32.0")
 SOURCES = ("aarm_ops.cc", "ort_abi.h")
 LIBRARY = "libaarm_ort_ops.so"
 CXXFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-std=c++17", "-fvisibility=hidden")
 
-
-def _cpu_key() -> str:
-    try:
-        flags = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    return f"{platform.machine()}|{flags}"
-
-
-def _cache_dir() -> Path:
-    return Path(os.environ.get("AARM_KERNEL_CACHE", Path.home() / ".cache" / "aarm" / "kernels"))
+__all__ = ["DOMAIN", "OPS", "OPSET", "TESTED_ONNXRUNTIME", "custom_op_library"]
 
 
 @cache
 def custom_op_library() -> Path:
-    """Path of the compiled kernel library, building it on first use. BackendUnavailable without a C++ compiler
-    or on a platform other than Linux."""
+    """Path of the compiled kernel library, building it on first use and recording it in the kernel cache's
+    manifest. BackendUnavailable without a C++ compiler, on a platform other than Linux, or on an onnxruntime
+    outside `TESTED_ONNXRUNTIME`."""
     if platform.system() != "Linux":
         raise BackendUnavailable(f"the AARM CPU kernels build on Linux only, not {platform.system()}")
+    running = onnxruntime_version()
+    if running is None or not version_in_range(running, TESTED_ONNXRUNTIME):
+        low, high = TESTED_ONNXRUNTIME
+        raise BackendUnavailable(f"the AARM CPU kernels are tested on onnxruntime >={low},<{high}, not {running}; "
+                                 "use the standard-op graph")
     compiler = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if compiler is None:
         raise BackendUnavailable("no C++ compiler (g++) to build the AARM CPU kernels; use the standard-op graph")
@@ -54,10 +66,11 @@ def custom_op_library() -> Path:
     digest = hashlib.sha256()
     for name in SOURCES:
         digest.update((here / name).read_bytes())
-    digest.update(" ".join((compiler, *CXXFLAGS, _cpu_key())).encode())
-    target = _cache_dir() / digest.hexdigest()[:16] / LIBRARY
-    if target.is_file():
-        return target
+    digest.update(" ".join((compiler, *CXXFLAGS, cpu_key())).encode())
+    sources = digest.hexdigest()
+    target = cache_dir() / sources[:16] / LIBRARY
+    if target.is_file() and is_recorded(target, domain=DOMAIN, sources=sources):
+        return target  # built here before and unchanged since; anything else is rebuilt and recorded anew
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".build.", suffix=".so", dir=target.parent)
     os.close(fd)
@@ -70,4 +83,5 @@ def custom_op_library() -> Path:
         os.replace(tmp, target)
     finally:
         Path(tmp).unlink(missing_ok=True)
+    record_library(target, domain=DOMAIN, ops=list(OPS), tested=TESTED_ONNXRUNTIME, sources=sources)
     return target

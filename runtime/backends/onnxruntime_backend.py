@@ -3,6 +3,9 @@
 The providers a session actually runs on are read back from `session.get_providers()` after it is
 created; onnxruntime quietly drops a provider it cannot load (and retries on the CPU), so a requested
 provider missing from that list raises BackendUnavailable instead of running somewhere else.
+The precision (which sets parity limits) is read from the graph, and a sidecar that says otherwise is refused;
+the AARM custom-op library is registered only for a graph with nodes of its domain, from this installation's
+own build (`runtime.kernel_library`), never from a path in a sidecar.
 `InferenceSession.run` is thread-safe, so `infer` takes no lock.
 """
 
@@ -11,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 
 from aarm.errors import ArtifactError, BackendUnavailable, ConfigError
 from runtime.artifact import read_sidecar
+from runtime.graph_precision import graph_precision
+from runtime.kernel_library import DOMAIN, graph_custom_ops, trusted_library
+from runtime.onnx_file import load_onnx, parse_onnx
 from runtime.runner import InputSpec, Runner, check_graph_matches_sidecar, sidecar_input_specs
 
 PROVIDER_NAMES = {
@@ -75,18 +82,13 @@ def session_options(
     return opts
 
 
-def register_custom_ops(options: Any, sidecar: Any) -> None:
-    """Register the custom-op library a graph's sidecar names (`extra["custom_ops"]["library"]`, written by
-    `aarm-export optimize --kernels`) in the session options; a missing library is an ArtifactError."""
-    custom = (getattr(sidecar, "extra", None) or {}).get("custom_ops")
-    if not custom:
-        return
-    library = Path(custom["library"])
-    if not library.is_file():
-        raise ArtifactError(f"the graph needs the {custom.get('domain', 'custom')} op library {library}, which is "
-                            "missing on this machine; re-run `aarm-export optimize --kernels` here, or use the "
-                            "standard-op graph")
-    options.register_custom_ops_library(str(library))
+def register_custom_ops(options: Any, model: onnx.ModelProto, where: str) -> None:
+    """Register the AARM custom-op library in the session options when, and only when, the graph has nodes of
+    its domain; the library is the one this installation built and recorded (`runtime.kernel_library`), never
+    one a sidecar names. A graph with another unknown domain is left to onnxruntime, which refuses it."""
+    ops = graph_custom_ops(model).get(DOMAIN)
+    if ops:
+        options.register_custom_ops_library(str(trusted_library(DOMAIN, ops, where=where)))
 
 
 class OnnxRuntimeRunner(Runner):
@@ -114,24 +116,32 @@ class OnnxRuntimeRunner(Runner):
     ) -> None:
         path = None if isinstance(model, bytes) else Path(model)
         self._model = model if isinstance(model, bytes) else str(model)
+        where = str(path) if path is not None else "<bytes>"
+        graph = parse_onnx(model, where) if isinstance(model, bytes) else load_onnx(path, load_external_data=False)
+        self.graph_precision = graph_precision(graph)
+        if sidecar is not None and sidecar.precision != self.graph_precision:
+            raise ArtifactError(f"{where}: its sidecar says precision {sidecar.precision}, the graph is "
+                                f"{self.graph_precision}")
         self.requested_providers = resolve_providers(providers)
         self._provider_options = [
             {} if p == "CPUExecutionProvider" else {str(k): str(v) for k, v in (provider_options or {}).items()}
             for p in self.requested_providers
         ]
         self._options = session_options(threads, inter_threads, optimization)
-        register_custom_ops(self._options, sidecar)
+        register_custom_ops(self._options, graph, where)
+        del graph
         self.threads, self.inter_threads, self.optimization = threads, inter_threads, optimization
         self.session: Any = None
         self.session = self._create_session()
         graph_inputs = [(i.name, list(i.shape), _ORT_DTYPES.get(i.type, i.type)) for i in self.session.get_inputs()]
         graph_outputs = [o.name for o in self.session.get_outputs()]
         if sidecar is not None:
-            check_graph_matches_sidecar(path or Path("<bytes>"), sidecar, graph_inputs, graph_outputs)
+            check_graph_matches_sidecar(path or Path("<bytes>"), sidecar, graph_inputs, graph_outputs,
+                                        {o.name: list(o.shape) for o in self.session.get_outputs()})
             specs = sidecar_input_specs(sidecar)
             super().__init__(
                 name=name or (path.name if path else "onnx"), inputs=specs, outputs=graph_outputs,
-                classes=sidecar.classes, preprocessing=sidecar.preprocessings(), precision=sidecar.precision,
+                classes=sidecar.classes, preprocessing=sidecar.preprocessings(), precision=self.graph_precision,
                 path=path, sidecar=sidecar,
             )
         else:
@@ -140,7 +150,7 @@ class OnnxRuntimeRunner(Runner):
                 for n, shape, dt in graph_inputs
             ]
             super().__init__(name=name or (path.name if path else "onnx"), inputs=specs, outputs=graph_outputs,
-                             path=path)
+                             precision=self.graph_precision, path=path)
 
     @classmethod
     def from_artifact(cls, path: str | Path, **kwargs: Any) -> "OnnxRuntimeRunner":

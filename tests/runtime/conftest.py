@@ -12,7 +12,7 @@ import aarm
 from aarm.checkpoint import save_checkpoint
 from aarm.data.preprocessing import Preprocessing
 from aarm.data.synthetic import list_classes, make_synthetic
-from runtime.artifact import sidecar_path
+from runtime.artifact import read_sidecar, sidecar_path, write_sidecar
 
 CLASSES = list_classes()[:5]  # the synthetic dataset's, so its labels mean the same to the model
 
@@ -54,6 +54,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, export_cache: Path) -> Tiny:
     cached = export_artifact(model, export_cache, "tiny", classes=CLASSES, preprocessing=prep)
     onnx_path = Path(shutil.copy(cached, d / "model.onnx"))  # a copy: tests may not touch the cache
     shutil.copy(sidecar_path(cached), sidecar_path(onnx_path))
+    write_sidecar(onnx_path, read_sidecar(onnx_path), parent=ckpt)  # exported from the model saved as ckpt
     torch.set_num_threads(threads)
     return Tiny(d, model, prep, CLASSES, ckpt, onnx_path)
 

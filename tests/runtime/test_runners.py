@@ -194,7 +194,7 @@ def test_two_stream_graph_takes_both_inputs(tiny, tmp_path):
             runner.infer({"rgb": feed["rgb"], "flow": feed["flow"][:2]})
 
 
-def test_graph_with_fused_kernels_opens_through_its_sidecar(tiny, tmp_path):
+def test_graph_with_fused_kernels_opens_with_the_library_built_here(tiny, tmp_path, monkeypatch):
     from export.passes import optimize_onnx
 
     fused = tmp_path / "model.kernels.onnx"
@@ -203,9 +203,13 @@ def test_graph_with_fused_kernels_opens_through_its_sidecar(tiny, tmp_path):
     feed = {"input": np.random.default_rng(0).standard_normal((2, *tiny.preprocessing.input_shape(1)[1:]))
             .astype(np.float32)}
     with open_runner(fused, threads=1) as runner, open_runner(tiny.onnx, threads=1) as plain:
-        np.testing.assert_allclose(runner.infer(feed)["scores"], plain.infer(feed)["scores"], atol=1e-4)
+        want = plain.infer(feed)["scores"]
+        np.testing.assert_allclose(runner.infer(feed)["scores"], want, atol=1e-4)
     moved = json.loads(sidecar_path(fused).read_text())
-    moved["extra"]["custom_ops"]["library"] = str(tmp_path / "gone.so")
+    moved["extra"]["custom_ops"]["library"] = str(tmp_path / "gone.so")  # the sidecar's path is never used
     sidecar_path(fused).write_text(json.dumps(moved))
-    with pytest.raises(ArtifactError, match="op library"):
+    with open_runner(fused, threads=1) as runner:
+        np.testing.assert_allclose(runner.infer(feed)["scores"], want, atol=1e-4)
+    monkeypatch.setenv("AARM_KERNEL_CACHE", str(tmp_path / "empty-cache"))  # no library built here
+    with pytest.raises(ArtifactError, match="com.aarm custom ops.*aarm-export optimize --kernels"):
         open_runner(fused)

@@ -1,0 +1,69 @@
+"""The precision of an ONNX graph, read from the graph itself (never from its sidecar's label).
+
+    graph_precision(onnx.load("model.int8.onnx"))   # "int8"
+
+- int8: any quantize / dequantize or integer-arithmetic op (QuantizeLinear, DequantizeLinear,
+  DynamicQuantizeLinear, QLinear*, ConvInteger, MatMulInteger), in the default or com.microsoft domain;
+- fp16: otherwise, any float16 tensor: an initializer, a graph input / output / value_info, a Constant's value
+  or a Cast to float16;
+- fp32: everything else.
+Subgraphs (If / Loop bodies) and model-local functions count too.
+"""
+
+import onnx
+from onnx import AttributeProto, TensorProto
+
+INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
+                      "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+
+
+def subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
+    """A graph and every subgraph (If / Loop / Scan bodies) inside it."""
+    found = [graph]
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == AttributeProto.GRAPH:
+                found += subgraphs(attr.g)
+            elif attr.type == AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    found += subgraphs(g)
+    return found
+
+
+def all_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
+    """Every node of a model: its graph, the subgraphs inside it and its model-local functions."""
+    return [n for g in subgraphs(model.graph) for n in g.node] + [n for f in model.functions for n in f.node]
+
+
+def _is_int8_op(node: onnx.NodeProto) -> bool:
+    return node.op_type in INT8_OPS or node.op_type.startswith("QLinear")
+
+
+def _tensor_is_fp16(t: onnx.TensorProto) -> bool:
+    return t.data_type == TensorProto.FLOAT16
+
+
+def _value_is_fp16(v: onnx.ValueInfoProto) -> bool:
+    return v.type.HasField("tensor_type") and v.type.tensor_type.elem_type == TensorProto.FLOAT16
+
+
+def _node_is_fp16(node: onnx.NodeProto) -> bool:
+    for a in node.attribute:
+        if a.type == AttributeProto.TENSOR and _tensor_is_fp16(a.t):
+            return True
+        if node.op_type == "Cast" and a.name == "to" and a.i == TensorProto.FLOAT16:
+            return True
+    return False
+
+
+def graph_precision(model: onnx.ModelProto) -> str:
+    """"int8", "fp16" or "fp32" from the graph's ops and tensor types (see the module docstring)."""
+    graphs = subgraphs(model.graph)
+    nodes = all_nodes(model)
+    if any(_is_int8_op(n) for n in nodes):
+        return "int8"
+    values = [v for g in graphs for v in (*g.input, *g.output, *g.value_info)]
+    if (any(_tensor_is_fp16(t) for g in graphs for t in g.initializer) or any(_value_is_fp16(v) for v in values)
+            or any(_node_is_fp16(n) for n in nodes)):
+        return "fp16"
+    return "fp32"
