@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from aarm.errors import ConfigError
-from runtime.host import CpuUse, host_info, thread_settings
+from runtime.host import CpuUse, host_info, thread_settings, usable_cores
 from runtime.runner import Runner
 
 BENCH_VERSION = 2
@@ -465,12 +466,14 @@ def benchmark(
     rounds = min(rounds, iterations) if iterations is not None else rounds
     rng = np.random.default_rng(seed)
 
-    memory_of = []
-    for r in runners:
-        memory_of.append(_MemoryProbe(r, batches, warmup).measure() if memory
-                         else {"method": None, "reason": "not measured"})
-        if progress is not None and memory:
-            progress(f"memory of {r.name}")
+    memory_of: list[dict[str, Any]] = [{"method": None, "reason": "not measured"}] * len(runners)
+    if memory:  # before any timing; the probes' processes run side by side, one per usable core
+        with ThreadPoolExecutor(max_workers=max(1, min(len(runners), len(usable_cores())))) as pool:
+            futures = {pool.submit(_MemoryProbe(r, batches, warmup).measure): k for k, r in enumerate(runners)}
+            for future in as_completed(futures):
+                memory_of[futures[future]] = future.result()
+                if progress is not None:
+                    progress(f"memory of {runners[futures[future]].name}")
     flop_counts = [runner_flops(r) if flops else None for r in runners]
     refs: dict[tuple[str, str], float] = {}
 
