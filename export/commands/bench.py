@@ -1,6 +1,7 @@
 """`aarm-export bench`: latency, throughput, memory and FLOP efficiency of artifacts, interleaved."""
 
 import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,9 +68,30 @@ def open_cli_runner(path: Path, provider: list[str] | None, device: str | None, 
     return open_runner(path, device=device)
 
 
+# Seconds between the plain progress lines printed when output is not a terminal (a log or a pipe).
+PLAIN_PROGRESS_INTERVAL_S = 10.0
+
+
+class LoggedProgress(Progress):
+    """rich's Progress that, when its console is not a terminal, also prints "what: done/total (elapsed s)"
+    at most every PLAIN_PROGRESS_INTERVAL_S seconds: a live bar shows nothing in a log until the end."""
+
+    _last_line = 0.0
+
+    def update(self, task_id: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        super().update(task_id, **kwargs)
+        now = time.monotonic()
+        if not self.console.is_terminal and now - self._last_line >= PLAIN_PROGRESS_INTERVAL_S:
+            self._last_line = now
+            task = self._tasks[task_id]
+            total = f"/{task.total:.0f}" if task.total is not None else ""
+            self.console.print(f"{task.description}: {task.completed:.0f}{total} ({task.elapsed or 0:.0f} s)",
+                               highlight=False, markup=False)
+
+
 def progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+    return LoggedProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=console, transient=True)
 
 
 def parse_batches(text: str) -> list[int]:
@@ -87,7 +109,7 @@ def bench(
         help="Artifacts (.onnx, .engine, .pt); speed-ups are over the first.")],
     batch: Annotated[str, typer.Option(help="Batch sizes, comma-separated.")] = "1",
     iterations: Annotated[int | None, typer.Option(
-        help="Timed calls per artifact and batch [default: 50].", callback=at_least(1))] = None,
+        help="Timed calls per artifact and batch (default: 50).", callback=at_least(1))] = None,
     duration: Annotated[float | None, typer.Option(
         help="Seconds of timed calls per artifact and batch, instead of --iterations.",
         callback=at_least(0, strict=True))] = None,
@@ -136,7 +158,8 @@ def bench(
     print_table("Benchmark (median latency per call; every column from the median)", bench_columns(result),
                 bench_rows(result))
     for line in bench_notes(result):
-        console.print(line, highlight=False, markup=False, style="bold red" if line.startswith("BUSY") else None)
+        console.print(line, highlight=False, markup=False, soft_wrap=True,
+                      style="bold red" if line.startswith("BUSY") else None)
     for ref in result["reference"]:
         console.print(f"matmul reference on {ref['device']} ({ref['dtype']}): "
                       f"{ref['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s", highlight=False)

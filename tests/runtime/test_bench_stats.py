@@ -237,3 +237,14 @@ def test_bench_refuses_bad_numbers(tmp_path, option, value, message):
     res = CliRunner().invoke(app, ["bench", str(model), option, value])
     assert isinstance(res.exception, ConfigError) and str(res.exception) == message, res.output
     assert "\n" not in str(res.exception)
+
+
+def test_bench_prints_plain_progress_into_a_log(tiny, monkeypatch):
+    """Not on a terminal (CliRunner, like a pipe), a live bar shows nothing: plain lines come instead."""
+    import export.commands.bench as bench_command
+
+    monkeypatch.setattr(bench_command, "PLAIN_PROGRESS_INTERVAL_S", 0.0)
+    res = CliRunner().invoke(app, ["bench", str(tiny.onnx), "--iterations", "2", "--rounds", "2", "--warmup", "1",
+                                   "--threads", "1", "--no-flops", "--no-memory"])
+    assert res.exit_code == 0, res.output
+    assert "model.onnx batch 1: 1/2 (" in res.output and "model.onnx batch 1: 2/2 (" in res.output, res.output
