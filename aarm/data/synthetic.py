@@ -31,8 +31,9 @@ Deterministic for a seed: the background of group g comes from numpy's generator
 is shared by every clip of the group in every class, as UCF101's groups share a place (here across
 classes too, so the scenery says nothing about the class); the object's look, trajectory and noise of video
 (class c, group g, clip i) come from (seed, c, g, i). The test split takes whole groups (about a quarter),
-so test videos show backgrounds never seen in training. Encoding is deterministic too (one encoder thread),
-and decoding gives the same frames for a seed.
+so test videos show backgrounds never seen in training. Encoding is deterministic too (one encoder thread,
+x264's macroblock tree off: see `write_video`), so a seed gives byte-identical video and annotation files
+whatever the number of workers.
 
 Training on it: horizontal flipping turns MoveLeft into MoveRight and clockwise into counter-clockwise, so
 a model trained with flip augmentation cannot learn those classes; train with flipping off
@@ -360,9 +361,12 @@ def write_video(path: Path, frames: np.ndarray, codec: str, fps: int = FPS) -> N
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
-        stream.thread_count = 1  # deterministic output
+        stream.thread_count = 1  # x264's output depends on its thread count, hence on the machine's cores
         if codec in ("libx264", "h264"):
-            stream.options = {"crf": "17", "preset": "veryfast"}
+            # mbtree=0: x264's macroblock-tree rate control reads uninitialised memory (valgrind memcheck,
+            # x264 core 165 in PyAV 18's wheels), so with it the same frames encode to different bytes
+            # from run to run (about half the videos of a dataset); without it the bytes are reproducible.
+            stream.options = {"crf": "17", "preset": "veryfast", "x264-params": "mbtree=0"}
         else:
             stream.bit_rate = 4_000_000
         for frame in frames:
