@@ -26,7 +26,7 @@ class TrainConfig:
     model_options: dict[str, Any] = field(default_factory=dict)  # alpha, eta, chi, reduction, fusion, vcm, dropout
     pretrained: str | None = None  # ImageNet weights in torchvision layout, a local file
     epochs: int = 10
-    batch_size: int = 50
+    batch_size: int = 50  # the global batch: under torchrun each of N processes takes batch_size / N
     lr: float = 0.001
     optimizer: str = "sgd"  # sgd (the paper's) | adamw (trains from scratch in far fewer steps)
     momentum: float = 0.9
@@ -42,12 +42,15 @@ class TrainConfig:
     flip: bool | None = None  # horizontal flip in training; None: the dataset's dataset.json decides (default on)
     workers: int = 2
     seed: int = 0
-    device: str = "cpu"
+    device: str = "cpu"  # under torchrun, `cuda` means cuda:LOCAL_RANK in each process
+    sync_bn: bool = False  # several processes: batch norm over the global batch (SyncBatchNorm, CUDA only)
+    freeze_bn: bool = False  # batch norm keeps its running statistics in training; scale and shift still learn
+    world_size: int = 1  # processes in the run; set by train() from torchrun's WORLD_SIZE and recorded
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "size", "segments", "frames", "stride", "eval_clips"):
+        for name in ("epochs", "batch_size", "size", "segments", "frames", "stride", "eval_clips", "world_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
@@ -56,6 +59,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.modality not in ("rgb", "flow"):
             raise ConfigError(f"modality must be rgb or flow, got {self.modality!r}")
+        if self.sync_bn and self.freeze_bn:
+            raise ConfigError("sync_bn and freeze_bn exclude each other: frozen batch norm has nothing to synchronise")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

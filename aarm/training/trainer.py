@@ -4,6 +4,11 @@
 
 Writes into `cfg.out`: `last.pt` (after every epoch, with optimizer and scheduler state for --resume),
 `best.pt` (the best held-out top-1 so far), `log.jsonl` (one JSON object per epoch) and `config.json`.
+
+Under torchrun every process calls `train` with the same config: DistributedDataParallel over
+`cfg.batch_size / WORLD_SIZE` items per process (`cfg.batch_size` is the global batch), held-out evaluation
+sharded over the processes with summed counts, and only rank 0 writes files and reports progress
+(`aarm.training.distributed`).
 """
 
 import json
@@ -17,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from aarm.checkpoint import read_checkpoint, save_checkpoint
 from aarm.data.annotations import Split, load_split
@@ -27,6 +33,7 @@ from aarm.errors import CheckpointError, ConfigError
 from aarm.fileio import write_json, write_text
 from aarm.models import create_model, get_spec, load_pretrained
 from aarm.training.config import TrainConfig
+from aarm.training.distributed import Distributed, all_reduce_sum, barrier, process_group
 from aarm.training.metrics import topk_correct
 
 ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
@@ -74,12 +81,65 @@ def use_flip(cfg: TrainConfig) -> bool:
     return True
 
 
-def _loader(dataset: VideoDataset, cfg: TrainConfig, *, shuffle: bool, epoch: int = 0) -> DataLoader:
+def _loader(
+    dataset: Dataset, cfg: TrainConfig, *, batch_size: int, sampler: DistributedSampler | None = None, epoch: int = 0
+) -> DataLoader:
+    """In order without a sampler; the generator seeds DataLoader workers (items draw from their own rng)."""
     generator = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
     return DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers, generator=generator,
+        dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers, generator=generator,
         drop_last=False,
     )
+
+
+def train_sampler(dataset: Dataset, cfg: TrainConfig, here: Distributed) -> DistributedSampler:
+    """The epoch's shuffle (seeded with cfg.seed + epoch via set_epoch), dealt round-robin to the processes.
+
+    With a per-process batch b = B / N, process r's k-th batch holds positions kB + r, kB + N + r, ... of
+    the permutation, so the N batches of step k together are the permutation's k-th block of B: the global
+    batch a one-process run with the same seed and batch B takes. When N does not divide the set's size,
+    DistributedSampler repeats the permutation's first items to even the shards (up to N - 1 per epoch).
+    """
+    return DistributedSampler(
+        dataset, num_replicas=here.world_size, rank=here.rank, shuffle=True, seed=cfg.seed, drop_last=False
+    )
+
+
+def check_distributed(cfg: TrainConfig, here: Distributed) -> None:
+    """Refuse what several processes cannot run: a global batch the processes cannot split evenly (DDP
+    averages per-process gradients, equal to the global batch's only for equal shares), or SyncBatchNorm on
+    the CPU (PyTorch implements it for CUDA only)."""
+    if cfg.batch_size % here.world_size:
+        raise ConfigError(
+            f"--batch-size {cfg.batch_size} is the global batch and must be a multiple of the "
+            f"{here.world_size} processes"
+        )
+    if cfg.sync_bn and here.enabled and here.device.type != "cuda":
+        raise ConfigError("--sync-bn needs --device cuda: PyTorch's SyncBatchNorm has no CPU implementation")
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Put every batch-norm layer in eval mode: it normalises with its running statistics, which stop
+    updating; its scale and shift still train. Call after each `model.train()`."""
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)):
+            module.eval()
+
+
+def held_out_accuracy(
+    model: nn.Module, dataset: Dataset, cfg: TrainConfig, here: Distributed, progress: ProgressFn | None = None
+) -> tuple[float, float]:
+    """(top-1, top-5) over `dataset`. Each process scores items rank, rank + N, ... (no padding, so no
+    item counts twice) and the correct counts are summed over the processes: the same figures as one
+    process scoring them all."""
+    shard = Subset(dataset, range(here.rank, len(dataset), here.world_size)) if here.enabled else dataset
+    top1 = top5 = 0
+    if len(shard):
+        loader = _loader(shard, cfg, batch_size=cfg.batch_size // here.world_size)
+        scores, labels = predict_scores(model, loader, here.device, progress)
+        top1, top5 = int(topk_correct(scores, labels, 1).sum()), int(topk_correct(scores, labels, 5).sum())
+    top1, top5, seen = all_reduce_sum([top1, top5, len(shard)], here)
+    return top1 / seen, top5 / seen
 
 
 @torch.no_grad()
@@ -124,50 +184,79 @@ def train(
     cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: ProgressFn | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
-    """Train, validate on the split's test subset after every epoch, checkpoint, and return the log."""
+    """Train, validate on the split's test subset after every epoch, checkpoint, and return the log.
+
+    Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set) every process calls this and gets the same result;
+    `progress` and `on_epoch` are called on rank 0 only. `cfg.world_size` is replaced by WORLD_SIZE.
+    """
+    with process_group(cfg.device) as here:
+        return _train(replace(cfg, world_size=here.world_size), here, resume, force, progress, on_epoch)
+
+
+def _train(
+    cfg: TrainConfig, here: Distributed, resume: bool, force: bool, progress: ProgressFn | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+) -> TrainResult:
     out = Path(cfg.out)
     last, best = out / "last.pt", out / "best.pt"
     if last.exists() and not (resume or force):
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --force to start over")
+    check_distributed(cfg, here)
+    if not here.is_main:
+        progress, on_epoch = None, None
     torch.manual_seed(cfg.seed)
-    device = torch.device(cfg.device)
+    device = here.device
 
     train_split: Split = load_split(Path(cfg.data), format=cfg.dataset_format, split=cfg.split, subset="train")
     test_split: Split = load_split(Path(cfg.data), format=cfg.dataset_format, split=cfg.split, subset="test")
     classes = train_split.classes
-    model = build_model(cfg, len(classes))
-    preprocessing = build_preprocessing(cfg, model)
+    net = build_model(cfg, len(classes))
+    preprocessing = build_preprocessing(cfg, net)
     if cfg.pretrained and not (resume and last.exists()):
-        load_pretrained(model, cfg.pretrained)
-    model.to(device)
+        load_pretrained(net, cfg.pretrained)
+    if cfg.sync_bn and here.enabled:
+        net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+    net.to(device)
+    if here.rank:
+        # STAM's training pick (chi) draws from torch's generator: without this every process would draw the
+        # same picks for the same positions of its batch. Rank 0 keeps a one-process run's stream.
+        torch.manual_seed(cfg.seed + here.rank)
 
-    optimizer = _optimizer(cfg, model)
+    optimizer = _optimizer(cfg, net)
     scheduler = _scheduler(cfg, optimizer)
     log: list[dict[str, Any]] = []
     start_epoch, best_top1, best_epoch = 0, -1.0, -1
     if resume and last.exists():
-        payload = read_checkpoint(last)
+        payload = read_checkpoint(last)  # every process reads it, onto the CPU, then copies to its device
         state = payload.get("extra_state") or {}
         mismatched = _same_run(state.get("train_config", {}), cfg)
         if mismatched:
             raise CheckpointError(f"{last}: cannot resume, the run used other {', '.join(mismatched)}")
-        model.load_state_dict(payload["state_dict"])
+        net.load_state_dict(payload["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = int(state["epoch"]) + 1
         best_top1, best_epoch = float(state["best_top1"]), int(state["best_epoch"])
         log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
         log = [row for row in log if row["epoch"] < start_epoch]
-    write_json(out / "config.json", cfg.to_dict())
+    if here.is_main:
+        write_json(out / "config.json", cfg.to_dict())
+    model: nn.Module = net
+    if here.enabled:
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
 
     train_set = VideoDataset(train_split.records, preprocessing, train=True, seed=cfg.seed, flip=use_flip(cfg))
     test_set = VideoDataset(test_split.records, preprocessing, train=False, num_clips=cfg.eval_clips)
+    sampler = train_sampler(train_set, cfg, here)
     criterion = nn.CrossEntropyLoss()
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
         model.train()
+        if cfg.freeze_bn:
+            freeze_batchnorm(net)
         train_set.set_epoch(epoch)
-        loader = _loader(train_set, cfg, shuffle=True, epoch=epoch)
+        sampler.set_epoch(epoch)
+        loader = _loader(train_set, cfg, batch_size=cfg.batch_size // here.world_size, sampler=sampler, epoch=epoch)
         losses, correct, seen = 0.0, 0, 0
         for i, (x, y) in enumerate(loader):
             x, y = x[:, 0].to(device), y.to(device)
@@ -183,28 +272,30 @@ def train(
             seen += len(y)
             if progress:
                 progress(f"epoch {epoch + 1}/{cfg.epochs}", i + 1, len(loader))
+        losses, correct, seen = all_reduce_sum([losses, correct, seen], here)
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
-        scores, labels = predict_scores(model, _loader(test_set, cfg, shuffle=False), device, progress)
-        top1 = float(topk_correct(scores, labels, 1).mean())
+        top1, top5 = held_out_accuracy(net, test_set, cfg, here, progress)
         row = {
             "epoch": epoch, "train_loss": losses / seen, "train_top1": correct / seen, "val_top1": top1,
-            "val_top5": float(topk_correct(scores, labels, 5).mean()), "lr": lr,
-            "seconds": time.perf_counter() - started,
+            "val_top5": top5, "lr": lr, "seconds": time.perf_counter() - started, "world_size": here.world_size,
         }
         log.append(row)
         meta = {"epoch": epoch, "val_top1": top1, "train_config": cfg.to_dict()}
         if top1 > best_top1:
             best_top1, best_epoch = top1, epoch
-            save_checkpoint(best, model, classes=classes, preprocessing=preprocessing, meta=meta)
+            if here.is_main:
+                save_checkpoint(best, net, classes=classes, preprocessing=preprocessing, meta=meta)
         extra = {
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "epoch": epoch,
             "best_top1": best_top1, "best_epoch": best_epoch, "train_config": cfg.to_dict(),
         }
-        save_checkpoint(last, model, classes=classes, preprocessing=preprocessing, meta=meta, extra_state=extra)
-        write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
+        if here.is_main:
+            save_checkpoint(last, net, classes=classes, preprocessing=preprocessing, meta=meta, extra_state=extra)
+            write_text(out / "log.jsonl", "".join(json.dumps(r) + "\n" for r in log))
         if on_epoch:
             on_epoch(row)
+    barrier(here)  # when train() returns on any process, rank 0 has written the last epoch's files
     return TrainResult(
         best_top1=best_top1, best_epoch=best_epoch, epochs_run=cfg.epochs - start_epoch, log=log, out=out
     )

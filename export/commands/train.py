@@ -8,6 +8,7 @@ import typer
 
 from aarm.fileio import write_json
 from aarm.training import TrainConfig, evaluate, save_confusion_png, train
+from aarm.training.distributed import is_main_process
 from export.console import console, print_table
 from export.progress import progress_callback
 
@@ -48,7 +49,13 @@ def train_command(
     ] = None,
     workers: Annotated[int | None, typer.Option(help="DataLoader worker processes.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ...")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ...; under torchrun cuda or cpu")] = None,
+    sync_bn: Annotated[
+        bool | None, typer.Option("--sync-bn", help="Several GPUs: batch norm over the global batch.")
+    ] = None,
+    freeze_bn: Annotated[
+        bool | None, typer.Option("--freeze-bn", help="Batch norm keeps its running statistics.")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last finished epoch.")] = False,
     force: Annotated[bool, typer.Option(help="Start over in a folder that already holds a run.")] = False,
 ) -> None:
@@ -62,10 +69,13 @@ def train_command(
         schedule=schedule, size=size,
         segments=segments, frames=frames, pretrained=str(pretrained) if pretrained else None,
         model_options=_parse_options(option or []) or None, workers=workers, seed=seed, device=device,
+        sync_bn=sync_bn, freeze_bn=freeze_bn,
     )
     if not cfg.data:
         raise typer.BadParameter("give the dataset root (argument DATA or `data` in --config)")
-    console.print(f"training [bold]{cfg.model}[/] ({cfg.attention}, {cfg.modality}) on {cfg.data} -> {cfg.out}")
+    main = is_main_process()  # under torchrun only rank 0 prints
+    if main:
+        console.print(f"training [bold]{cfg.model}[/] ({cfg.attention}, {cfg.modality}) on {cfg.data} -> {cfg.out}")
 
     def show(row: dict[str, object]) -> None:
         console.print(
@@ -76,7 +86,8 @@ def train_command(
     with progress_callback() as report:
         result = train(cfg, resume=resume, force=force, progress=report, on_epoch=show)
     best = result.out / "best.pt"
-    console.print(f"best held-out top-1 {result.best_top1:.1%} at epoch {result.best_epoch + 1}: {best}")
+    if main:
+        console.print(f"best held-out top-1 {result.best_top1:.1%} at epoch {result.best_epoch + 1}: {best}")
 
 
 def evaluate_command(
