@@ -9,9 +9,14 @@ UCF101: `classInd.txt` ("1 ApplyEyeMakeup"), `trainlist0{1,2,3}.txt` ("ApplyEyeM
 `root/splits/` or `root`. Folder: `root/<class>/<video>` (classes sorted), or `root/<subset>/<class>/<video>`
 when `root/train/` exists; a plain folder without subset folders has no split, so every subset is every video.
 
-A listed video is looked for under `root`, `root/videos/`, `root/UCF-101/` and `root/hmdb51_org/`, as the file
-itself or as a frame folder of the same name without its suffix (`<class>/v_x/` holding `img_00001.jpg`, ...).
-Every problem is a DataError naming the file and, for a bad line, its line number.
+A listed video is looked for under `videos` when given, else `root`, and under their subfolders named `videos`,
+`UCF-101`, `UCF101`, `hmdb51_org` or `HMDB51` in any case (`root/hmdb51/<class>/` is found), as the file itself
+or as a frame folder of the same name without its suffix (`<class>/v_x/` holding `img_00001.jpg`, ...). The
+annotation folders' names are matched in any case too. Every problem is a DataError naming the file and, for a
+bad line, its line number; a video that is not found names the folders searched.
+
+`check_held_out(train, test)` refuses a train and a test subset that share videos (a plain folder of class
+folders has no split: its train and test are the same videos).
 """
 
 import re
@@ -25,7 +30,7 @@ from aarm.errors import DataError
 FORMATS = ("auto", "ucf101", "hmdb51", "folder")
 SUBSETS = ("train", "test")
 VIDEO_SUFFIXES = frozenset({".avi", ".mp4", ".mkv", ".mov", ".webm", ".mpg", ".mpeg", ".m4v", ".flv", ".wmv", ".3gp"})
-VIDEO_DIRS = (".", "videos", "UCF-101", "UCF101", "hmdb51_org", "HMDB51")
+VIDEO_DIRS = (".", "videos", "UCF-101", "UCF101", "hmdb51_org", "HMDB51")  # "." is the folder itself; any case
 UCF_ANNOTATION_DIRS = ("ucfTrainTestlist", ".")
 HMDB_ANNOTATION_DIRS = ("testTrainMulti_7030_splits", "splits", ".")
 _HMDB_SPLIT = re.compile(r"^(?P<cls>.+)_test_split(?P<split>\d+)\.txt$")
@@ -46,18 +51,22 @@ class Split:
 
     records: list[VideoRecord]
     classes: list[str] = field(default_factory=list)
+    format: str = ""  # the layout it was read from: ucf101 | hmdb51 | folder
 
     def __len__(self) -> int:
         return len(self.records)
 
 
 def load_split(
-    root: Path, *, format: str = "auto", split: int = 1, subset: str = "train", annotations: Path | None = None
+    root: Path, *, format: str = "auto", split: int = 1, subset: str = "train", annotations: Path | None = None,
+    videos: Path | None = None,
 ) -> Split:
     """Read the `subset` ("train" | "test") videos of split `split` (1..3) of the dataset at `root`.
 
     format: auto | ucf101 | hmdb51 | folder; "auto" picks UCF101 when a classInd.txt is found, HMDB51 when
-    `*_test_split<n>.txt` files are, else the folder layout.
+    `*_test_split<n>.txt` files are, else the folder layout. annotations: the folder (or one file) of the
+    annotation files, instead of searching `root`. videos: the folder holding `<class>/<video>`, instead of
+    searching `root` (for the folder layout, the folder of class folders).
     """
     root = Path(root)
     if format not in FORMATS:
@@ -68,13 +77,29 @@ def load_split(
         raise DataError(f"dataset root {root} is not a folder")
     if annotations is not None and not Path(annotations).exists():
         raise DataError(f"annotation path {annotations} does not exist")
+    if videos is not None and not Path(videos).is_dir():
+        raise DataError(f"video folder {videos} is not a folder")
     if format == "auto":
         format = detect_format(root, annotations)
+        if format == "folder" and annotations is not None:
+            raise DataError(f"no annotation files in {annotations}: expected UCF101's classInd.txt or HMDB51's "
+                            "<class>_test_split<n>.txt")
     if format == "ucf101":
-        return _load_ucf101(root, split, subset, annotations)
+        return _load_ucf101(root, split, subset, annotations, videos)
     if format == "hmdb51":
-        return _load_hmdb51(root, split, subset, annotations)
-    return _load_folder(root, subset)
+        return _load_hmdb51(root, split, subset, annotations, videos)
+    return _load_folder(Path(videos) if videos is not None else root, subset)
+
+
+def check_held_out(train: Split, test: Split, where: str | Path) -> None:
+    """Refuse a train and a test subset that share videos: accuracy on such a test subset is not held out."""
+    shared = sorted({r.path for r in train.records} & {r.path for r in test.records})
+    if not shared:
+        return
+    hint = ("a folder of class folders has no split; give annotation files with --annotations DIR or put the "
+            "videos in train/ and test/ subfolders" if test.format == "folder" else "check the split files")
+    raise DataError(f"{where}: train and test share {len(shared)} of {len(test)} test videos (e.g. {shared[0]}), "
+                    f"so held-out accuracy would be measured on training videos: {hint}, or pass --allow-overlap")
 
 
 def detect_format(root: Path, annotations: Path | None = None) -> str:
@@ -89,11 +114,25 @@ def detect_format(root: Path, annotations: Path | None = None) -> str:
 # ---------------------------------------------------------------------------------------------- helpers
 
 
+def known_folders(base: Path, names: tuple[str, ...]) -> list[Path]:
+    """The subfolders of `base` whose names are among `names` in any case ("." is `base` itself), in the order
+    of `names` (folders differing only in case, on a case-sensitive file system, in sorted order)."""
+    try:
+        children = sorted(p for p in Path(base).iterdir() if p.is_dir())
+    except OSError as exc:
+        raise DataError(f"cannot list {base}: {exc}") from exc
+    found: list[Path] = []
+    for name in names:
+        matches = [Path(base)] if name == "." else [p for p in children if p.name.lower() == name.lower()]
+        found += [p for p in matches if p not in found]
+    return found
+
+
 def _candidate_dirs(root: Path, annotations: Path | None, names: tuple[str, ...]) -> list[Path]:
     if annotations is not None:
         annotations = Path(annotations)
-        return [annotations if annotations.is_dir() else annotations.parent]
-    return [(root / name) for name in names if (root / name).is_dir()]
+        return [annotations.parent] if annotations.is_file() else known_folders(annotations, names)
+    return known_folders(root, names)
 
 
 def _find_ucf_dir(root: Path, annotations: Path | None) -> Path | None:
@@ -132,10 +171,11 @@ def _parse_int(text: str, path: Path, number: int, what: str) -> int:
 
 
 class _VideoFinder:
-    """Resolves "<class>/<name>" to a video file or frame folder under the dataset's video folders."""
+    """Resolves "<class>/<name>" to a video file or frame folder under the dataset's video folders: `videos`
+    (else `root`) and its subfolders with the known names (VIDEO_DIRS, any case)."""
 
-    def __init__(self, root: Path) -> None:
-        self.bases = [root / d for d in VIDEO_DIRS if (root / d).is_dir()]
+    def __init__(self, root: Path, videos: Path | None = None) -> None:
+        self.bases = known_folders(Path(videos) if videos is not None else root, VIDEO_DIRS)
         self._class_base: dict[str, Path | None] = {}
 
     def find(self, folder: str, name: str) -> Path | None:
@@ -149,6 +189,15 @@ class _VideoFinder:
             return path
         frames = path.with_suffix("") if path.suffix.lower() in VIDEO_SUFFIXES else path
         return frames if frames.is_dir() else None
+
+    def not_found(self, folder: str, name: str) -> str:
+        """Why `folder/name` was not found: the class folder that lacks it, or the folders searched."""
+        base = self._class_base.get(folder)
+        if base is not None:
+            return f"video {folder}/{name} not found in {base / folder}"
+        searched = ", ".join(str(b) for b in self.bases)
+        return (f"video {folder}/{name} not found: no folder {folder}/ in {searched} "
+                f"(give the video folder with --videos)")
 
 
 def _class_lookup(classes: list[str]) -> dict[str, int]:
@@ -180,17 +229,17 @@ def read_ucf_classes(path: Path) -> list[str]:
     return [by_index[i] for i in range(1, len(by_index) + 1)]
 
 
-def _load_ucf101(root: Path, split: int, subset: str, annotations: Path | None) -> Split:
+def _load_ucf101(root: Path, split: int, subset: str, annotations: Path | None, videos: Path | None) -> Split:
     ann = _find_ucf_dir(root, annotations)
     if ann is None:
-        where = annotations or f"{root / 'ucfTrainTestlist'} or {root}"
+        where = ", ".join(str(d) for d in _candidate_dirs(root, annotations, UCF_ANNOTATION_DIRS))
         raise DataError(f"UCF101 annotation file classInd.txt not found in {where}")
     if split not in (1, 2, 3):
         raise DataError(f"UCF101 has splits 1, 2 and 3, got {split}")
     classes = read_ucf_classes(ann / "classInd.txt")
     lookup = _class_lookup(classes)
     path = ann / f"{subset}list0{split}.txt"
-    finder = _VideoFinder(root)
+    finder = _VideoFinder(root, videos)
     records = []
     for number, fields in _lines(path):
         if len(fields) not in (1, 2) or "/" not in fields[0]:
@@ -210,20 +259,20 @@ def _load_ucf101(root: Path, split: int, subset: str, annotations: Path | None) 
                 )
         video = finder.find(folder, name)
         if video is None:
-            raise DataError(f"{path}:{number}: video {fields[0]} not found under {root}")
+            raise DataError(f"{path}:{number}: {finder.not_found(folder, name)}")
         records.append(VideoRecord(video, label))
     if not records:
         raise DataError(f"{path} lists no videos (empty split)")
-    return Split(records, classes)
+    return Split(records, classes, "ucf101")
 
 
 # ---------------------------------------------------------------------------------------------- HMDB51
 
 
-def _load_hmdb51(root: Path, split: int, subset: str, annotations: Path | None) -> Split:
+def _load_hmdb51(root: Path, split: int, subset: str, annotations: Path | None, videos: Path | None) -> Split:
     ann = _find_hmdb_dir(root, annotations)
     if ann is None:
-        where = annotations or f"{root / 'testTrainMulti_7030_splits'} or {root}"
+        where = ", ".join(str(d) for d in _candidate_dirs(root, annotations, HMDB_ANNOTATION_DIRS))
         raise DataError(f"HMDB51 split files (<class>_test_split<n>.txt) not found in {where}")
     files = {}
     for p in ann.glob("*_test_split*.txt"):
@@ -234,7 +283,7 @@ def _load_hmdb51(root: Path, split: int, subset: str, annotations: Path | None) 
         raise DataError(f"no HMDB51 files *_test_split{split}.txt in {ann}")
     classes = sorted(files)
     wanted = "1" if subset == "train" else "2"
-    finder = _VideoFinder(root)
+    finder = _VideoFinder(root, videos)
     records = []
     for label, cls in enumerate(classes):
         path = files[cls]
@@ -245,11 +294,11 @@ def _load_hmdb51(root: Path, split: int, subset: str, annotations: Path | None) 
                 continue
             video = finder.find(cls, fields[0])
             if video is None:
-                raise DataError(f"{path}:{number}: video {cls}/{fields[0]} not found under {root}")
+                raise DataError(f"{path}:{number}: {finder.not_found(cls, fields[0])}")
             records.append(VideoRecord(video, label))
     if not records:
         raise DataError(f"HMDB51 split {split} in {ann} has no {subset} videos (empty split)")
-    return Split(records, classes)
+    return Split(records, classes, "hmdb51")
 
 
 # ---------------------------------------------------------------------------------------------- folder
@@ -286,4 +335,4 @@ def _load_folder(root: Path, subset: str) -> Split:
             records += [VideoRecord(p, label) for p in sorted(folder.iterdir()) if _is_video(p)]
     if not records:
         raise DataError(f"{root} holds no videos or frame folders in its class folders (empty split)")
-    return Split(records, names)
+    return Split(records, names, "folder")

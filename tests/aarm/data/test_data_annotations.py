@@ -180,3 +180,71 @@ def test_folder_layout_with_subsets_and_errors(tmp_path: Path) -> None:
     touch(tmp_path / "novideos" / "cls" / "readme.txt")
     with pytest.raises(DataError, match="empty split"):
         load_split(tmp_path / "novideos")
+
+
+# -- datasets as people unpack them -----------------------------------------------------------------------
+def test_hmdb51_videos_in_a_lower_case_folder(tmp_path: Path) -> None:
+    root = make_hmdb(tmp_path / "hmdb")
+    (root / "hmdb51_org").rename(root / "hmdb51")  # <root>/hmdb51/<class>/, a common way to unpack it
+    train = load_split(root, subset="train")
+    assert train.records[0].path == root / "hmdb51" / "brush_hair" / "brush_hair_0.avi"
+    (root / "testTrainMulti_7030_splits").rename(root / "TESTTRAINMULTI_7030_SPLITS")  # annotation folders too
+    assert load_split(root, subset="test").format == "hmdb51"
+
+
+def test_explicit_video_and_annotation_folders(tmp_path: Path) -> None:
+    make_hmdb(tmp_path / "unpacked")
+    videos, splits = tmp_path / "clips", tmp_path / "lists"
+    (tmp_path / "unpacked" / "hmdb51_org").rename(videos)
+    (tmp_path / "unpacked" / "testTrainMulti_7030_splits").rename(splits)
+    root = tmp_path / "empty"
+    root.mkdir()
+    test = load_split(root, subset="test", videos=videos, annotations=splits)
+    assert [r.path for r in test.records] == [videos / "brush_hair" / "brush_hair_2.avi",
+                                              videos / "wave" / "wave_2.avi"]
+    ucf = make_ucf(tmp_path / "ucf")
+    (ucf / "UCF-101").rename(tmp_path / "ucf-videos")
+    assert len(load_split(ucf, subset="train", videos=tmp_path / "ucf-videos")) == 6
+    # The folder layout reads its class folders from `videos`.
+    touch(tmp_path / "mine" / "jump" / "a.mp4")
+    assert load_split(root, format="folder", videos=tmp_path / "mine").classes == ["jump"]
+
+
+def test_unresolved_video_names_the_folders_searched(tmp_path: Path) -> None:
+    root = make_hmdb(tmp_path / "hmdb")
+    (root / "hmdb51_org").rename(root / "unpacked_here")
+    with pytest.raises(DataError) as err:
+        load_split(root)
+    message = str(err.value)
+    assert "brush_hair_test_split1.txt:1: video brush_hair/brush_hair_0.avi not found: no folder brush_hair/" in message
+    assert f"in {root} (give the video folder with --videos)" in message and "\n" not in message
+    (root / "unpacked_here").rename(root / "videos")
+    (root / "videos" / "wave" / "wave_1.avi").unlink()
+    with pytest.raises(DataError, match=r"video wave/wave_1\.avi not found in .*videos/wave$"):
+        load_split(root)
+
+
+def test_explicit_folders_that_do_not_fit(tmp_path: Path) -> None:
+    root = make_hmdb(tmp_path / "hmdb")
+    with pytest.raises(DataError, match="video folder .*nowhere is not a folder"):
+        load_split(root, videos=tmp_path / "nowhere")
+    with pytest.raises(DataError, match=r"no annotation files in .*hmdb51_org: expected UCF101's classInd.txt"):
+        load_split(root, annotations=root / "hmdb51_org")  # the video folder given as the annotations
+    with pytest.raises(DataError, match=r"brush_hair_0\.avi not found: no folder brush_hair/ in .*testTrain"):
+        load_split(root, videos=root / "testTrainMulti_7030_splits")
+
+
+def test_train_and_test_must_not_overlap(tmp_path: Path) -> None:
+    from aarm.data.annotations import check_held_out
+
+    root = make_hmdb(tmp_path / "hmdb")
+    check_held_out(load_split(root, subset="train"), load_split(root, subset="test"), root)
+    # --data pointed at the video folder itself: a folder layout whose train and test are the same videos.
+    videos = root / "hmdb51_org"
+    train, test = load_split(videos, subset="train"), load_split(videos, subset="test")
+    with pytest.raises(DataError) as err:
+        check_held_out(train, test, videos)
+    message = str(err.value)
+    assert message.startswith(f"{videos}: train and test share 10 of 10 test videos")
+    assert "a folder of class folders has no split" in message and "--allow-overlap" in message
+    assert "\n" not in message
