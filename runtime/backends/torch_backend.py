@@ -180,8 +180,8 @@ class TorchRunner(Runner):
         if self._device.type == "cuda":
             torch.cuda.empty_cache()
 
-    def _prepare(self, x: np.ndarray) -> torch.Tensor:
-        """(N, ...) float32 numpy -> a tensor on the runner's device, dtype and layout."""
+    def to_device(self, x: np.ndarray) -> torch.Tensor:
+        """(N, ...) float32 numpy -> a tensor on the runner's device, in its dtype and layout, for `forward`."""
         t = torch.from_numpy(x).to(self._device, self._dtype)
         if self.channels_last and t.dim() == 5 and self.preprocessing[0].layout == "NCTHW":
             t = t.contiguous(memory_format=torch.channels_last_3d)
@@ -207,9 +207,14 @@ class TorchRunner(Runner):
         graph.replay()
         return static_out
 
-    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Scores (N, num_classes) on the device, in the runner's dtype, of a tensor from `to_device`: the model's
+        work without the host copies `infer` adds (what a device-side timer should time). With cuda_graphs the
+        result is the graph's static output, overwritten by the next call: copy it to keep it."""
         strict = self._device.type == "cuda" and self._dtype == torch.float32
         with self.lock, torch.inference_mode(), self._device_scope(), strict_fp32(strict):
-            x = self._prepare(feed["input"])
-            scores = self._replay(x) if self.cuda_graphs else self._module(x)
-            return {"scores": scores.float().cpu().numpy()}
+            return self._replay(x) if self.cuda_graphs else self._module(x)
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with self.lock, torch.inference_mode():
+            return {"scores": self.forward(self.to_device(feed["input"])).float().cpu().numpy()}
