@@ -3,7 +3,8 @@
     graph_precision(onnx.load("model.int8.onnx"))   # "int8"
 
 - int8: any quantize / dequantize or integer-arithmetic op (QuantizeLinear, DequantizeLinear,
-  DynamicQuantizeLinear, QLinear*, ConvInteger, MatMulInteger), in the default or com.microsoft domain;
+  DynamicQuantizeLinear, QLinear*, QGemm, ConvInteger, MatMulInteger, ...), in the default or com.microsoft
+  domain;
 - fp16: otherwise, any float16 tensor: an initializer, a graph input / output / value_info, a Constant's value
   or a Cast to float16;
 - fp32: everything else.
@@ -14,7 +15,7 @@ import onnx
 from onnx import AttributeProto, TensorProto
 
 INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
-                      "DynamicQuantizeMatMul", "MatMulIntegerToFloat"})
+                      "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm", "QAttention"})
 
 
 def subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
