@@ -285,15 +285,17 @@ def load_trt_runner(engine_path: str | Path, *, device: int = 0) -> Any:
     return TrtRunner(load_engine(engine_path, device=device), name=Path(engine_path).name)
 
 
-def engine_io(engine: Any, trt: ModuleType | Any | None = None) -> tuple[list[tuple[str, list[int], str]], list[str]]:
-    """(inputs [(name, shape with -1 for dynamic axes, numpy dtype name)], output names) of a `trt.ICudaEngine`,
-    in binding order, through TensorRT's public getters (dtypes mapped by Polygraphy's DataType). trt: the
-    tensorrt module (None imports it)."""
+def engine_io(
+    engine: Any, trt: ModuleType | Any | None = None
+) -> tuple[list[tuple[str, list[int], str]], list[str], dict[str, list[int]]]:
+    """(inputs [(name, shape with -1 for dynamic axes, numpy dtype name)], output names, {output: shape}) of a
+    `trt.ICudaEngine`, in binding order, through TensorRT's public getters (dtypes mapped by Polygraphy's
+    DataType). trt: the tensorrt module (None imports it)."""
     from polygraphy.datatype import DataType
     from polygraphy.exception import PolygraphyException
 
     trt = trt if trt is not None else require_tensorrt()
-    inputs, outputs = [], []
+    inputs, outputs, output_shapes = [], [], {}
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
         if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
@@ -307,4 +309,5 @@ def engine_io(engine: Any, trt: ModuleType | Any | None = None) -> tuple[list[tu
             inputs.append((name, [int(d) for d in engine.get_tensor_shape(name)], np.dtype(dtype).name))
         else:
             outputs.append(name)
-    return inputs, outputs
+            output_shapes[name] = [int(d) for d in engine.get_tensor_shape(name)]
+    return inputs, outputs, output_shapes

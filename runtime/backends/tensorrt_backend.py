@@ -3,9 +3,10 @@
 `runtime.tensorrt_engine.load_engine` checks the engine's sidecar against the TensorRT version and the GPU
 chosen by `device` ("cuda" or "cuda:<i>", the convention every runner shares) and deserializes it there;
 this module hands that engine to a TrtRunner, adapts it to the `Runner` interface and checks the engine's
-bindings against the sidecar on activation. Only public API: TensorRT's engine getters for the bindings,
-Polygraphy's runner for inference. TensorRT is imported lazily: opening an engine on a machine without it
-raises BackendUnavailable, and nothing here is imported by `import runtime`.
+bindings (inputs, outputs, the class count of the scores) against the sidecar on activation. Only public
+API: TensorRT's engine getters for the bindings, Polygraphy's runner for inference. TensorRT is imported
+lazily: opening an engine on a machine without it raises BackendUnavailable, and nothing here is imported
+by `import runtime`.
 """
 
 from pathlib import Path
@@ -56,8 +57,8 @@ class TensorRTRunner(Runner):
         return f"cuda:{self.device_index}"
 
     def activate_impl(self) -> None:
-        inputs, outputs = engine_io(self.engine)
-        check_graph_matches_sidecar(self.path, self.sidecar, inputs, outputs)
+        inputs, outputs, output_shapes = engine_io(self.engine)
+        check_graph_matches_sidecar(self.path, self.sidecar, inputs, outputs, output_shapes)
         use_cuda_device(self.device_index)
         self.trt_runner.activate()
 

@@ -176,10 +176,11 @@ def test_cuda_device_index_is_the_runners_device_convention():
 class FakeEngine:
     """The public `trt.ICudaEngine` getters engine_io uses: input (N, 2, 3, 32, 32) float32, output scores."""
 
-    def __init__(self, input_name="clips", shape=(-1, 2, 3, 32, 32), dtype="float32"):
+    def __init__(self, input_name="clips", shape=(-1, 2, 3, 32, 32), dtype="float32", classes=3):
         import numpy as np
 
-        self.io = [(input_name, "IN", list(shape), np.dtype(dtype)), ("scores", "OUT", [-1, 3], np.dtype("float32"))]
+        self.io = [(input_name, "IN", list(shape), np.dtype(dtype)),
+                   ("scores", "OUT", [-1, classes], np.dtype("float32"))]
         self.num_io_tensors = len(self.io)
 
     def get_tensor_name(self, i):
@@ -204,8 +205,9 @@ FAKE_TRT = type("FakeTrt", (), {"TensorIOMode": type("Mode", (), {"INPUT": "IN",
 def test_engine_io_reads_bindings_through_public_getters():
     from runtime.tensorrt_engine import engine_io
 
-    inputs, outputs = engine_io(FakeEngine(), FAKE_TRT)
+    inputs, outputs, output_shapes = engine_io(FakeEngine(), FAKE_TRT)
     assert inputs == [("clips", [-1, 2, 3, 32, 32], "float32")] and outputs == ["scores"]
+    assert output_shapes == {"scores": [-1, 3]}
 
 
 class FakeTrtRunner:
@@ -268,6 +270,9 @@ def test_tensorrt_runner_refuses_an_engine_its_sidecar_does_not_describe(tmp_pat
     assert calls == [] and not runner.is_active
     runner, calls, _ = _fake_runner(tmp_path, monkeypatch, FakeEngine(dtype="float16"))
     with pytest.raises(ArtifactError, match="float16 in the graph"):
+        runner.activate()
+    runner, calls, _ = _fake_runner(tmp_path, monkeypatch, FakeEngine(classes=4))
+    with pytest.raises(ArtifactError, match="scores 4 classes, its sidecar names 3"):
         runner.activate()
 
 
