@@ -119,8 +119,9 @@ def _reopen_spec(runner: Runner) -> dict[str, Any] | None:
         spec["providers"] = list(getattr(runner, "requested_providers", None) or []) or None
         spec["inter_threads"] = getattr(runner, "inter_threads", None)
         spec["optimization"] = getattr(runner, "optimization", "all")
-    elif runner.backend == "torch":
+    else:
         spec["device"] = runner.device
+    if runner.backend == "torch":
         given = {"precision": runner.precision, "channels_last": getattr(runner, "channels_last", False),
                  "cuda_graphs": getattr(runner, "cuda_graphs", False)}
         spec["torch_options"] = {k: v for k, v in given.items() if v not in (False, "fp32")}  # beyond the defaults
@@ -212,7 +213,7 @@ def _memory_child() -> None:
         options["device"] = spec["device"]
     options.update(spec.get("torch_options") or {})
     if backend == "tensorrt":
-        options = {}
+        options = {"device": spec["device"]}
     cuda = None
     if str(spec.get("device") or "").startswith("cuda") or any("cuda" in p.lower() or "tensorrt" in p.lower()
                                                                 for p in spec.get("providers") or []):
