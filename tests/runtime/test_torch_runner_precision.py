@@ -62,9 +62,11 @@ def test_reduced_precision_runs_on_cpu_and_leaves_the_reference_module_alone(tin
     assert scores.dtype == np.float32 and np.isfinite(scores).all()
     metrics = score_metrics(scores, _reference(tiny, x))
     assert metrics["max_abs"] > 0  # it really ran in reduced precision
-    # fp16's measured limits (docs/runtime.md); bf16 (8-bit mantissa) is held to them here, on the tiny model.
-    tol = default_tolerances("fp16")
-    assert metrics["max_rel"] <= tol.max_rel and metrics["min_cosine"] >= tol.min_cosine
+    if precision == "fp16":  # the fp16 parity limits (measured: max rel 0.0023, min cosine 0.9999991 here)
+        tol = default_tolerances("fp16")
+        assert metrics["max_rel"] <= tol.max_rel and metrics["min_cosine"] >= tol.min_cosine
+    else:  # no bf16 limits yet; measured here max rel 0.0117, min cosine 0.99993 (8-bit mantissa: ~8x fp16's)
+        assert metrics["max_rel"] <= 0.05 and metrics["min_cosine"] >= 0.999
 
 
 def test_cuda_only_options_and_unknown_precisions_are_refused(tiny):
