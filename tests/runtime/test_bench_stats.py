@@ -14,6 +14,7 @@ from export.cli import app
 from runtime.bench import (
     _MemoryProbe,
     bench_notes,
+    bench_rows,
     benchmark,
     count_onnx_flops,
     count_torch_flops,
@@ -248,3 +249,27 @@ def test_bench_prints_plain_progress_into_a_log(tiny, monkeypatch):
                                    "--threads", "1", "--no-flops", "--no-memory"])
     assert res.exit_code == 0, res.output
     assert "model.onnx batch 1: 1/2 (" in res.output and "model.onnx batch 1: 2/2 (" in res.output, res.output
+
+
+class JitterRunner(SleepRunner):
+    """Sleeps a seeded random 2-8 ms per call: a workload too noisy for 6 calls to pin down."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name, 0.0)
+        self.rng = np.random.default_rng(5)
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        time.sleep(self.rng.uniform(0.002, 0.008))
+        return {"scores": feed["input"]}
+
+
+def test_wide_intervals_and_a_busy_machine_are_flagged():
+    result = benchmark([SleepRunner("steady", 0.005), JitterRunner("noisy")], iterations=6, rounds=3, warmup=1,
+                       flops=False, reference=False, memory=False)
+    s = result["results"][1]["speedup"]
+    assert s["wide"] and (s["high"] - s["low"]) / s["value"] > 0.10, s
+    assert bench_rows(result)[1][10].endswith(" WIDE") and bench_rows(result)[0][10] == "baseline"
+    result["load"].update(busy=True, busy_rule="other processes used 1.50 cores on the 2 usable (busy over 0.25)")
+    busy = [line for line in bench_notes(result) if line.startswith("BUSY")]
+    assert busy == ["BUSY: other processes used 1.50 cores on the 2 usable (busy over 0.25); the figures may be "
+                    "noisy - rerun on a quiet machine."]
