@@ -88,6 +88,7 @@ def relative_difference(a, b):
     return diff / scale
 
 
+@pytest.mark.slow  # two torchrun launches of 3 processes each: 120-240 s here under other sessions' load
 def test_two_processes_match_one_and_resume(dataset, tmp_path):
     single = train(TrainConfig(data=str(dataset), out=str(tmp_path / "one"), epochs=2, freeze_bn=True,
                                model_options={"chi": 0.0}, **FLAGS))
