@@ -11,6 +11,7 @@ import typer
 import export.commands
 from aarm.errors import AarmError
 from export.console import err_console
+from export.help_format import FlagHelpCommand, FlagHelpGroup
 
 app = typer.Typer(
     name="aarm-export",
@@ -18,6 +19,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=FlagHelpGroup,
 )
 
 
@@ -29,6 +31,9 @@ def _root() -> None:
 for _info in sorted(pkgutil.iter_modules(export.commands.__path__), key=lambda m: m.name):
     if not _info.name.startswith("_"):
         importlib.import_module(f"export.commands.{_info.name}").register(app)
+for _command in app.registered_commands:
+    if _command.cls in (None, typer.core.TyperCommand):  # flags show as flags in --help, not `--force <bool>`
+        _command.cls = FlagHelpCommand
 
 
 def main() -> None:

@@ -116,6 +116,43 @@ class Finding:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class FindingGroup:
+    """Findings of one rule on one op type with one severity: how many, on which nodes, one example."""
+
+    rule: str
+    severity: str
+    op: str
+    nodes: tuple[str, ...]  # in graph order
+    message: str  # the first finding's (the others differ only in the node they name, or in detail)
+    fix: str
+    same_message: bool  # every finding of the group has this exact message
+
+    @property
+    def count(self) -> int:
+        return len(self.nodes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rule": self.rule, "severity": self.severity, "op": self.op, "count": self.count,
+                "nodes": list(self.nodes), "message": self.message, "fix": self.fix,
+                "same_message": self.same_message}
+
+
+def group_findings(findings: list[Finding]) -> list[FindingGroup]:
+    """One group per (severity, rule, op), in the order of their first finding (errors first, as `lint_onnx`
+    sorts them). An INT8 graph has hundreds of near-identical findings (one per Q/DQ node); a group says it
+    once with a count."""
+    groups: dict[tuple[str, str, str], list[Finding]] = {}
+    for f in findings:
+        groups.setdefault((f.severity, f.rule, f.op), []).append(f)
+    return [
+        FindingGroup(rule=rule, severity=severity, op=op, nodes=tuple(f.node for f in items),
+                     message=items[0].message, fix=items[0].fix,
+                     same_message=all(f.message == items[0].message for f in items))
+        for (severity, rule, op), items in groups.items()
+    ]
+
+
 class _Graph:
     """The inferred graph and the lookups rules share: types, shapes, producers, consumers, constants."""
 

@@ -44,7 +44,7 @@ def build(
         ),
     ] = None,
     device: Annotated[
-        str | None, typer.Option(help="GPU to build on (the engine is tied to it): cuda or cuda:<i> [default: cuda:0].")
+        str | None, typer.Option(help="GPU to build on (the engine is tied to it): cuda or cuda:<i> (default: cuda:0).")
     ] = None,
     skip_lint: Annotated[
         bool, typer.Option("--skip-lint", help="Build even if `lint` finds errors.")

@@ -10,8 +10,19 @@ from typing import Annotated, Any
 import typer
 
 from aarm.errors import ConfigError
-from aarm.fileio import write_json
+from aarm.fileio import check_writable, write_json
 from export.console import console, print_table
+
+
+def _check_outputs(json_out: Path | None, verify_samples: int, force: bool, *, json_needs_check: bool) -> None:
+    """Refuse bad output options before any work: a negative sample count, a --json that would hold nothing,
+    an existing --json file without --force."""
+    if verify_samples < 0:
+        raise ConfigError(f"--verify-samples must be >= 0, got {verify_samples}")
+    if json_out and json_needs_check and verify_samples == 0:
+        raise ConfigError("--json writes the parity check, which --verify-samples 0 skips")
+    if json_out:
+        check_writable(json_out, force)
 
 
 def _parity_table(title: str, result: dict[str, Any]) -> None:
@@ -24,7 +35,7 @@ def export_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
     checkpoint: Annotated[Path | None, typer.Argument(help="Checkpoint to export (from aarm training).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output and --json file.")] = False,
     model: Annotated[str | None, typer.Option("--model", help="Export a freshly initialised registered model.")] = None,
     attention: Annotated[str, typer.Option(help="With --model: none | se | cbam | aarm.")] = "aarm",
     num_classes: Annotated[int | None, typer.Option(help="With --model: number of classes.")] = None,
@@ -41,6 +52,7 @@ def export_command(
     from export.onnx_export import export_loaded_checkpoint, export_onnx
     from export.verify import verify_against_torch
 
+    _check_outputs(json_out, verify_samples, force, json_needs_check=True)
     model_flags = {"--num-classes": num_classes, "--input-size": input_size, "--segments": segments,
                    "--frames": frames}
     if (checkpoint is None) == (model is None):
@@ -86,7 +98,7 @@ def export_command(
 def optimize_command(
     model: Annotated[Path, typer.Argument(help="Exported fp32 ONNX graph.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Optimised ONNX file to write.")],
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output and --json file.")] = False,
     kernels: Annotated[bool, typer.Option(
         help="Fuse AARM blocks into the compiled CPU custom ops (onnxruntime CPU only; sessions must register "
              "the library the sidecar names). Default: standard ONNX ops, portable.")] = False,
@@ -97,6 +109,7 @@ def optimize_command(
     from export.passes import optimize_onnx
     from export.verify import compare_graphs
 
+    _check_outputs(json_out, verify_samples, force, json_needs_check=False)
     with console.status(f"optimising {model}"):
         sidecar, rows = optimize_onnx(model, output, kernels=kernels, force=force)
     if kernels:
@@ -116,7 +129,7 @@ def convert_command(
     model: Annotated[Path, typer.Argument(help="fp32 ONNX graph (exported or optimised).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
     precision: Annotated[str, typer.Option(help="Target precision: fp16.")] = "fp16",
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing output and --json file.")] = False,
     verify_samples: Annotated[int, typer.Option(help="Random inputs for the parity check (0: skip).")] = 32,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the parity result as JSON.")] = None,
 ) -> None:
@@ -124,6 +137,7 @@ def convert_command(
     from export.fp16 import convert_onnx
     from export.verify import compare_graphs
 
+    _check_outputs(json_out, verify_samples, force, json_needs_check=True)
     with console.status(f"converting {model} to {precision}"):
         convert_onnx(model, output, precision=precision, force=force)
     console.print(f"wrote {output} ({precision}, float32 inputs/outputs)", highlight=False)

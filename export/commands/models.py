@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from aarm.fileio import write_json
+from aarm.fileio import check_writable, write_json
 from aarm.models.summary import parameter_table
 from export.console import console, print_table
 
@@ -13,8 +13,11 @@ from export.console import console, print_table
 def models(
     num_classes: Annotated[int, typer.Option(help="Classes of the classifier (UCF101: 101).")] = 101,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON.")] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
 ) -> None:
     """List every model in every attention variant with its parameter count, RGB and flow stream."""
+    if json_out:
+        check_writable(json_out, force)
     with console.status("building every model to count its parameters"):
         rows = parameter_table(num_classes)
     print_table(

@@ -6,6 +6,7 @@ part of what is tested.
 """
 
 import hashlib
+import re
 import sys
 from pathlib import Path
 
@@ -155,3 +156,95 @@ def test_predict_takes_a_short_video(checkpoint, tmp_path, capsys, monkeypatch):
     code, out, err = run_cli(["predict", video, "--artifact", checkpoint, "--top-k", "1"], capsys, monkeypatch)
     assert code == 0, err
     assert "short.mp4" in out and ("left" in out or "right" in out)
+
+
+# -- help screens -------------------------------------------------------------------------------------------
+def _help_screens() -> dict[str, str]:
+    import typer.main
+    from typer.testing import CliRunner
+
+    from export.cli import app
+
+    names = [""] + sorted(typer.main.get_command(app).commands)
+    screens = {}
+    for name in names:
+        result = CliRunner().invoke(app, [*([name] if name else []), "--help"], env={"COLUMNS": "120"})
+        assert result.exit_code == 0, result.output
+        screens[name or "aarm-export"] = result.output
+    return screens
+
+
+def test_help_reads_as_usual():
+    """Flags without a value type, arguments in upper case, no help text eaten as markup."""
+    screens = _help_screens()
+    assert len(screens) > 15
+    for name, text in screens.items():
+        assert "<bool>" not in text, f"{name}: a flag shown as taking a value"
+        usage = next(line for line in text.splitlines() if "Usage:" in line)
+        assert not re.search(r"\{\w+\}|\[[a-z_]+\]", usage), f"{name}: {usage.strip()}"
+        assert not re.search(r"\w \.(\s|$)", text), f"{name}: stray space before a full stop (markup ate [...]?)"
+    assert re.search(r"--force\s+Overwrite", screens["lint"])
+
+
+# -- nothing overwritten without --force ---------------------------------------------------------------------
+@pytest.mark.parametrize("command", [
+    ["models", "--json", "{j}"],
+    ["export", "--model", "resnet18", "--num-classes", "2", "-o", "{d}/new.onnx", "--json", "{j}"],
+    ["optimize", "{d}/model.onnx", "-o", "{d}/new.onnx", "--json", "{j}"],
+    ["convert", "{d}/model.onnx", "-o", "{d}/new.onnx", "--json", "{j}"],
+    ["lint", "{d}/model.onnx", "--json", "{j}"],
+    ["predict", "{d}/clip.mp4", "--artifact", "{d}/model.onnx", "--json", "{j}"],
+], ids=lambda c: c[0])
+def test_existing_json_is_kept_without_force(command, tmp_path, capsys, monkeypatch):
+    fake_onnx(tmp_path / "model.onnx", b"")
+    json_out = tmp_path / "result.json"
+    json_out.write_text('{"mine": true}\n')
+    before = tree_digest(tmp_path)
+    line = one_line_error(*run_cli([a.format(d=tmp_path, j=json_out) for a in command], capsys, monkeypatch)[::2])
+    assert line == f"error: {json_out} exists; pass --force to overwrite it"
+    assert tree_digest(tmp_path) == before
+
+
+# -- lint groups near-identical findings ---------------------------------------------------------------------
+def uint8_qdq_graph(path: Path, pairs: int) -> Path:
+    """A float graph with `pairs` uint8 QuantizeLinear/DequantizeLinear pairs in a chain: 2 * pairs lint errors
+    (TensorRT takes symmetric int8 only), of two op types."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.array(0.1, dtype=np.float32), "scale"),
+             numpy_helper.from_array(np.array(128, dtype=np.uint8), "zero")]
+    nodes, prev = [], "x"
+    for i in range(pairs):
+        nodes.append(helper.make_node("QuantizeLinear", [prev, "scale", "zero"], [f"q{i}"], name=f"quant_{i}"))
+        nodes.append(helper.make_node("DequantizeLinear", [f"q{i}", "scale", "zero"], [f"d{i}"], name=f"dequant_{i}"))
+        prev = f"d{i}"
+    nodes.append(helper.make_node("Identity", [prev], ["y"], name="out"))
+    graph = helper.make_graph(nodes, "qdq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_lint_groups_findings_by_rule_and_op(tmp_path, capsys, monkeypatch):
+    import json
+
+    from export.lint import group_findings, lint_onnx
+
+    model = uint8_qdq_graph(tmp_path / "q.onnx", pairs=40)
+    findings = lint_onnx(model)
+    groups = group_findings(findings)
+    assert len(findings) == 80 and [(g.op, g.count) for g in groups] == [("QuantizeLinear", 40),
+                                                                          ("DequantizeLinear", 40)]
+    assert groups[0].nodes[:2] == ("quant_0", "quant_1") and all(g.severity == "error" for g in groups)
+
+    code, out, err = run_cli(["lint", model, "--json", tmp_path / "lint.json"], capsys, monkeypatch)
+    assert code == 1 and "80 error(s)" in err
+    assert "80 findings in 2 groups" in out and "(+37 more)" in out and "quant_39" not in out
+    assert len(out.splitlines()) < 20
+    saved = json.loads((tmp_path / "lint.json").read_text())
+    assert len(saved["findings"]) == 80 and [g["count"] for g in saved["groups"]] == [40, 40]
+
+    code, out, err = run_cli(["lint", model, "--verbose"], capsys, monkeypatch)
+    assert code == 1 and "dequant_39" in out and "quant_39" in out
