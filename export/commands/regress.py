@@ -17,7 +17,7 @@ def regress(
     update: Annotated[
         bool, typer.Option(help="Measure and record this machine's baseline instead of checking.")
     ] = False,
-    key: Annotated[str | None, typer.Option(help="Name of the artifact in the baseline (default: its file name).")] = None,
+    key: Annotated[str | None, typer.Option(help="Artifact name in the baseline (default: its file name).")] = None,
     against: Annotated[Path | None, typer.Option(help="Compare with this artifact instead of a baseline.")] = None,
     max_ratio: Annotated[
         float | None, typer.Option(help="With --against: allowed latency ratio ARTIFACT / AGAINST.")
