@@ -12,12 +12,22 @@ Targets (DESIGN, "TensorRT as it is today"):
   the channel-wise fusion conv) stay in float: onnxruntime's int8 kernels are several times slower than
   its float ones on them.
 
-Steps: onnxruntime's `quant_pre_process` (shape inference, graph optimisation); tensor ranges from
+Steps: the caller's graph passes, if given (`aarm-export calibrate` passes export.passes' standard-op passes,
+which rewrite AARM's grouped channel-wise fusion conv of older exports into weighted sums); onnxruntime's
+`quant_pre_process` (shape inference, graph optimisation); tensor ranges from
 `create_calibrator` over the calibration clips (or from the cache); `quantize_static` in QDQ format; the
 INT8 graph scored on held-out labelled clips against the float graph; while the top-1 loss (clips the
 float graph gets right and INT8 wrong) is over the budget, the most sensitive module
 (calibration.sensitivity) goes back to float. Writes the graph, its sidecar (precision int8 and how it
 was made), a JSON report and a TensorRT calibration table beside it.
+
+"Kept in float" is checked where it matters: for the cpu target the INT8 graph is opened in an onnxruntime
+CPU session with every graph optimisation on (what the runtime runs), the optimised graph is read back, and
+each node calibration kept in float is traced there. onnxruntime's QDQ transformers can quantize a float
+node themselves (a float Conv behind a Reshape whose DequantizeLinear they move, with its weights quantized
+by their WeightBiasQuantization): such a node is an ArtifactError, never a report that says float.
+Without labelled held-out clips (a folder of unlabelled production videos) and with require_labels=False,
+calibration runs without an accuracy budget and the report says so.
 """
 
 import contextlib
@@ -59,11 +69,22 @@ from calibration.reader import (
     graph_input,
     sidecar_preprocessing,
 )
-from calibration.sensitivity import float_variant, graph_scores, quantized_nodes, search_float_groups
+from calibration.sensitivity import QDQ_OPS, float_variant, graph_scores, quantized_nodes, search_float_groups
 from runtime.artifact import Sidecar, file_sha256, read_sidecar, write_sidecar
 from runtime.onnx_file import load_onnx
 
 ProgressFn = Callable[[str, int, int], None]
+GraphPasses = Callable[[onnx.ModelProto], tuple[onnx.ModelProto, list[dict[str, Any]]]]
+DEFAULT_MAX_DROP = 1.0
+# Ops of onnxruntime's optimised CPU graphs that compute in 8-bit (QDQ groups fused into quantized kernels).
+SESSION_INT8_OPS = frozenset({
+    "QLinearConv", "QLinearMatMul", "QLinearAdd", "QLinearMul", "QLinearSigmoid", "QLinearLeakyRelu",
+    "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearSoftmax", "QLinearReduceMean",
+    "QLinearWhere", "QGemm", "ConvInteger", "MatMulInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul",
+    "QAttention", "DequantizeLinear", "QuantizeLinear",
+})
+# Layout-only ops onnxruntime inserts around kernels (NCHWc blocks, NHWC transposes).
+_SESSION_LAYOUT_OPS = frozenset({"ReorderInput", "ReorderOutput", "Transpose"})
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
@@ -243,6 +264,83 @@ def slow_int8_nodes(model: onnx.ModelProto, target: str) -> dict[str, str]:
     return slow
 
 
+def session_graph(model: Path, *, threads: int = 0) -> onnx.ModelProto:
+    """The graph onnxruntime's CPU session runs for `model`: every graph optimisation on (the runtime's
+    default), read back through SessionOptions.optimized_model_filepath."""
+    import onnxruntime as ort
+
+    from runtime.backends.onnxruntime_backend import session_options
+
+    with tempfile.TemporaryDirectory(prefix="aarm-session-") as tmp:
+        opts = session_options(threads or None, optimization="all")
+        opts.optimized_model_filepath = str(Path(tmp) / "session.onnx")
+        try:
+            ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ArtifactError(f"{model}: onnxruntime cannot open the INT8 graph ({first})") from None
+        return onnx.load(str(Path(tmp) / "session.onnx"))
+
+
+def session_precisions(qmodel: onnx.ModelProto, session: onnx.ModelProto, nodes: Collection[str]) -> dict[str, str]:
+    """How each of `nodes` (names in the Q/DQ graph `qmodel`) runs in the optimised `session` graph:
+    "int8" (a quantized kernel carries its name, or its output comes from a quantized kernel or a
+    DequantizeLinear, or only quantized kernels read its input), "float" (a float kernel makes its output
+    or, where onnxruntime fused it with a float neighbour, reads its input), or "unknown" (neither tensor
+    survives). Layout ops (NCHWc reorders, transposes) are looked through."""
+    producer = {o: n for n in session.graph.node for o in n.output if o}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in session.graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    initializers = {t.name for t in qmodel.graph.initializer} | {t.name for t in session.graph.initializer}
+    by_name = {n.name: n for n in qmodel.graph.node}
+
+    def compute_producer(tensor: str) -> onnx.NodeProto | None:
+        node = producer.get(tensor)
+        while node is not None and node.op_type in _SESSION_LAYOUT_OPS and node.input:
+            node = producer.get(node.input[0])
+        return node
+
+    def compute_readers(tensor: str) -> list[onnx.NodeProto]:
+        found, frontier = [], [tensor]
+        for _ in range(4):
+            nxt = []
+            for t in frontier:
+                for n in readers.get(t, []):
+                    if n.op_type in _SESSION_LAYOUT_OPS:
+                        nxt.extend(n.output)
+                    else:
+                        found.append(n)
+            frontier = nxt
+        return found
+
+    verdicts = {}
+    for name in nodes:
+        node = by_name.get(name)
+        if node is None:
+            verdicts[name] = "unknown"
+            continue
+        # onnxruntime names the kernel that replaces a node after it (QDQ fusions append "_token_<n>")
+        named = [n for n in session.graph.node if n.name == name or n.name.startswith(name + "_token_")]
+        if any(n.op_type in SESSION_INT8_OPS for n in named):
+            verdicts[name] = "int8"
+            continue
+        made = compute_producer(node.output[0]) if node.output else None
+        if made is not None:
+            verdicts[name] = "int8" if made.op_type in SESSION_INT8_OPS else "float"
+            continue
+        data = [i for i in node.input if i and i not in initializers]
+        found = [r for i in data for r in compute_readers(i)]
+        if not found:
+            verdicts[name] = "unknown"
+        elif all(r.op_type in SESSION_INT8_OPS for r in found):
+            verdicts[name] = "int8"
+        else:
+            verdicts[name] = "float"
+    return verdicts
+
+
 def match_nodes(model: onnx.ModelProto, patterns: Sequence[str]) -> dict[str, str]:
     """Nodes matching each pattern, each with the reason "requested". A pattern is an exact node name, an
     fnmatch glob, or a module path ("/backbone/fc" for TorchScript node names, "backbone.fc" for the
@@ -307,10 +405,11 @@ def _classes_match(clips: ClipSet, sidecar: Sidecar, what: str) -> None:
 
 def calibrate(
     model: Path, out: Path, *, data: Path, split: int = 1, clips: int | None = 64, method: str = "percentile",
-    target: str = "cpu", max_drop: float | None = 1.0, eval_data: Path | None = None, eval_clips: int | None = 256,
-    exclude: Sequence[str] = (), cache: Path | None = None, seed: int = 0, batch_size: int = 8,
-    per_channel: bool = True, reduce_range: bool = False, preprocess: bool = True, threads: int = 0,
-    force: bool = False, progress: ProgressFn | None = None,
+    target: str = "cpu", max_drop: float | None = DEFAULT_MAX_DROP, eval_data: Path | None = None,
+    eval_clips: int | None = 256, exclude: Sequence[str] = (), cache: Path | None = None, seed: int = 0,
+    batch_size: int = 8, per_channel: bool = True, reduce_range: bool = False, preprocess: bool = True,
+    threads: int = 0, graph_passes: GraphPasses | None = None, require_labels: bool = True, force: bool = False,
+    progress: ProgressFn | None = None,
 ) -> CalibrationResult:
     """Quantize the float ONNX artifact `model` to an INT8 Q/DQ graph `out` (see the module docstring).
 
@@ -318,7 +417,10 @@ def calibrate(
     which); eval_data: labelled held-out clips (default: the dataset's test subset), eval_clips of them;
     max_drop: top-1 points the INT8 graph may lose against the float graph on them, counting only clips the
     float graph gets right and INT8 wrong (None: no search, just report); exclude: node names / globs /
-    module paths kept in float; cache: JSON calibration cache.
+    module paths kept in float; cache: JSON calibration cache; graph_passes: applied to the float graph before
+    everything else (e.g. `export.passes.run_passes`: the INT8 graph is then calibrated and quantized on the
+    standard-op graph); require_labels: False lets calibration without labelled held-out clips run with no
+    accuracy budget (reported as such) instead of refusing max_drop.
     """
     started = time.perf_counter()
     _check_choice(method, METHODS, "calibration method")
@@ -346,19 +448,31 @@ def calibrate(
     held = _held_out(data, eval_data, calib, split=split, count=eval_clips, seed=seed)
     if held is not None:
         _classes_match(held, sidecar, "held-out data")
-    if max_drop is not None and held is None:
+    budget_note = None
+    if max_drop is not None and held is None and not require_labels:
+        budget_note = (f"no accuracy budget: {calib.source} has no labelled held-out clips, so INT8 accuracy is not "
+                       "checked (pass --eval-data with labelled clips to check it)")
+        max_drop = None
+    elif max_drop is not None and held is None:
         raise DataError(f"an accuracy budget (--max-drop) needs labelled held-out clips; {calib.source} has "
                         "no test subset with labels: pass --eval-data")
 
     with tempfile.TemporaryDirectory(prefix="aarm-calibrate-") as tmp:
         work = Path(tmp)
-        graph = prepare_graph(model, work / "prepared.onnx") if preprocess else model
+        source, passes_run = model, []
+        if graph_passes is not None:
+            passed, rows = graph_passes(fmodel_raw)
+            passes_run = [r["pass"] for r in rows[1:]]
+            source = work / "passes.onnx"
+            onnx.save_model(passed, str(source))
+        graph = prepare_graph(source, work / "prepared.onnx") if preprocess else source
         fmodel = load_onnx(graph)
 
         # Ranges: from the cache, else from the calibrator (then cached).
         reader = ClipReader(calib, prep, input_name, batch_size=batch_size, progress=progress)
         identity = clips_identity(calib, prep)
-        options = {"calibrator": CALIBRATOR_OPTIONS[method], "preprocess": preprocess}
+        options = {"calibrator": CALIBRATOR_OPTIONS[method], "preprocess": preprocess,
+                   **({"graph_passes": passes_run} if passes_run else {})}
         key = cache_key(file_sha256(model), identity, method, options)
         ranges = load_ranges(cache, key) if cache is not None else None
         cache_hit = ranges is not None
@@ -410,6 +524,7 @@ def calibrate(
             reason = (f"sensitivity rank {k} ({g.role}): quantized alone it gives score error {sens['error']:.4f}, "
                       f"top-1 {sens['top1']:.1f}%; kept in float to hold the {max_drop}-point budget")
             excluded += [{"node": n, "group": g.name, "reason": reason} for n in g.nodes if n not in forced]
+        session_check = _check_session(qpath, qmodel, excluded, target=target, threads=threads)
         t = TARGETS[target]
         report = {
             "model": str(model), "output": str(out), "target": target, "target_description": t.description,
@@ -417,7 +532,7 @@ def calibrate(
             "quantization": {
                 "format": "QDQ", "activation_type": _TYPE_NAMES[t.activation_type],
                 "weight_type": _TYPE_NAMES[t.weight_type], "per_channel": per_channel, "reduce_range": reduce_range,
-                "extra_options": t.extra_options, "preprocessed": preprocess,
+                "extra_options": t.extra_options, "preprocessed": preprocess, "graph_passes": passes_run,
                 "quantized_nodes": len(quantized_nodes(qmodel)),
                 "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in qmodel.graph.node),
             },
@@ -426,7 +541,8 @@ def calibrate(
                 "cache": {"path": str(cache) if cache else None, "key": key, "hit": cache_hit},
                 "calibrator_options": CALIBRATOR_OPTIONS[method],
             },
-            "accuracy": accuracy, "excluded": excluded, "float_groups": [g.name for g in chosen],
+            "accuracy": accuracy, "budget_note": budget_note, "excluded": excluded, "session": session_check,
+            "float_groups": [g.name for g in chosen],
             "sensitivity": sensitivity, "search": search.steps if search else [],
             "table": str(table_path), "seconds": round(time.perf_counter() - started, 2),
         }
@@ -438,13 +554,44 @@ def calibrate(
             "target": target, "method": method, "clips": len(calib), "seed": seed, "calibration_data": calib.source,
             "activation_type": report["quantization"]["activation_type"],
             "weight_type": report["quantization"]["weight_type"], "per_channel": per_channel,
-            "excluded": excluded, "accuracy": accuracy, "report": report_path.name,
+            "excluded": excluded, "accuracy": accuracy, "budget_note": budget_note, "graph_passes": passes_run,
+            "report": report_path.name,
         }},
     )
     write_sidecar(out, child, parent=model)
     write_tensorrt_table(ranges, table_path)
     write_json(report_path, report)
     return CalibrationResult(out, child, report_path, table_path, report)
+
+
+def _check_session(
+    qpath: Path, qmodel: onnx.ModelProto, excluded: list[dict[str, Any]], *, target: str, threads: int
+) -> dict[str, Any]:
+    """For the cpu target: trace every kept-in-float node in the optimised onnxruntime session (each entry of
+    `excluded` gets "in_session"); a node the session runs quantized is an ArtifactError. Returns the summary
+    for the report: op counts of the session graph and the float / unknown node names."""
+    if target != "cpu":
+        return {"checked": False, "reason": f"the {target} target runs elsewhere than onnxruntime CPU"}
+    session = session_graph(qpath, threads=threads)
+    verdicts = session_precisions(qmodel, session, [e["node"] for e in excluded])
+    for e in excluded:
+        e["in_session"] = verdicts[e["node"]]
+    quantized = [e for e in excluded if e["in_session"] == "int8"]
+    if quantized:
+        names = ", ".join(e["node"] for e in quantized[:5])
+        raise ArtifactError(
+            f"{len(quantized)} node(s) kept in float run quantized in onnxruntime's optimised session ({names}); "
+            "quantize the standard-op graph (aarm-export optimize, or calibrate with the graph passes)")
+    ops: dict[str, int] = {}
+    for n in session.graph.node:
+        ops[n.op_type] = ops.get(n.op_type, 0) + 1
+    return {
+        "checked": True, "optimization": "all",
+        "float": [e["node"] for e in excluded if e["in_session"] == "float"],
+        "unknown": [e["node"] for e in excluded if e["in_session"] == "unknown"],
+        "int8_kernels": sum(v for k, v in ops.items() if k in SESSION_INT8_OPS - QDQ_OPS),
+        "ops": dict(sorted(ops.items())),
+    }
 
 
 def zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:

@@ -24,8 +24,10 @@ def calibrate_command(
     method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "percentile",
     target: Annotated[str, typer.Option(help="cpu (onnxruntime, uint8 activations) | tensorrt (symmetric "
                                              "int8)")] = "cpu",
-    max_drop: Annotated[float, typer.Option("--max-drop", help="Top-1 points the INT8 graph may lose on held-out "
-                                                               "clips; worst layers stay float until it holds.")] = 1.0,
+    max_drop: Annotated[float | None, typer.Option(
+        "--max-drop", help="Top-1 points the INT8 graph may lose on held-out clips; worst layers stay float until it "
+                           "holds. Default 1.0 with labelled held-out clips; none for a folder of unlabelled videos "
+                           "(said in the output). Given explicitly, it needs labelled held-out clips.")] = None,
     eval_data: Annotated[Path | None, typer.Option("--eval-data", help="Labelled held-out dataset (its test "
                                                                        "subset); default: --data's.")] = None,
     eval_clips: Annotated[int, typer.Option("--eval-clips", help="Held-out clips to score.")] = 256,
@@ -38,16 +40,21 @@ def calibrate_command(
     reduce_range: Annotated[bool, typer.Option("--reduce-range", help="7-bit weights (CPUs without VNNI may "
                                                                       "saturate 8-bit products).")] = False,
     preprocess: Annotated[bool, typer.Option(help="Run onnxruntime's quantization pre-processing first.")] = True,
+    passes: Annotated[bool, typer.Option(help="Run the standard-op graph passes (aarm-export optimize) on MODEL "
+                                              "first: the INT8 graph is quantized from the optimised graph.")] = True,
     force: Annotated[bool, typer.Option(help="Overwrite the output, its report and its table.")] = False,
 ) -> None:
     """Quantize MODEL to an INT8 Q/DQ graph for --target, within --max-drop top-1 points on held-out clips."""
-    from calibration.quantize import calibrate
+    from calibration.quantize import DEFAULT_MAX_DROP, calibrate
+    from export.passes import run_passes
 
     with progress_callback() as report:
         result = calibrate(
-            model, out, data=data, split=split, clips=clips, method=method, target=target, max_drop=max_drop,
+            model, out, data=data, split=split, clips=clips, method=method, target=target,
+            max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop, require_labels=max_drop is not None,
             eval_data=eval_data, eval_clips=eval_clips, exclude=exclude or [], cache=cache, seed=seed,
-            batch_size=batch_size, reduce_range=reduce_range, preprocess=preprocess, force=force, progress=report,
+            batch_size=batch_size, reduce_range=reduce_range, preprocess=preprocess,
+            graph_passes=run_passes if passes else None, force=force, progress=report,
         )
     r = result.report
     cal = r["calibration"]
@@ -57,6 +64,10 @@ def calibrate_command(
         f"{r['quantization']['activation_type']} activations, {r['quantization']['weight_type']} weights",
         highlight=False,
     )
+    if r["quantization"]["graph_passes"]:
+        console.print(f"graph passes first: {', '.join(r['quantization']['graph_passes'])}", highlight=False)
+    if r["budget_note"]:
+        err_console.print(f"[bold yellow]note:[/] {r['budget_note']}", highlight=False)
     if r["sensitivity"]:
         print_table(
             "Layer sensitivity (only that module quantized, the rest float)",
@@ -64,11 +75,16 @@ def calibrate_command(
             [(s["group"], s["role"], s["nodes"], _fmt(s["top1"]), _fmt(s["agreement"]), f"{s['error']:.4f}")
              for s in r["sensitivity"][:15]],
         )
+    session = r["session"]
     if r["excluded"]:
+        where = "in onnxruntime's optimised session" if session["checked"] else "not checked"
         print_table(
-            f"Kept in float ({len(r['excluded'])} nodes)", ["node", "module", "reason"],
-            [(e["node"], e["group"] or "-", e["reason"]) for e in r["excluded"]],
+            f"Kept in float ({len(r['excluded'])} nodes)", ["node", "module", f"runs ({where})", "reason"],
+            [(e["node"], e["group"] or "-", e.get("in_session", "-"), e["reason"]) for e in r["excluded"]],
         )
+    if session["checked"]:
+        console.print(f"onnxruntime session: {session['int8_kernels']} int8 kernels, {len(session['float'])} kept-"
+                      f"in-float nodes run in float, {len(session['unknown'])} not traceable", highlight=False)
     acc = r["accuracy"]
     if acc is not None:
         print_table(

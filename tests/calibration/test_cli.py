@@ -1,6 +1,7 @@
 """`aarm-export calibrate` end to end on the tiny AARM model: a TensorRT-shaped INT8 graph that lints clean."""
 
 import json
+import shutil
 
 import numpy as np
 import onnx
@@ -65,3 +66,25 @@ def test_cli_refuses_to_overwrite_and_reports_bad_options(tensorrt_int8, tiny, v
     result = CliRunner().invoke(app, ["calibrate", str(tiny.onnx), "--data", str(videos), "--method", "kl",
                                       "-o", str(out.with_name("other.onnx"))])
     assert isinstance(result.exception, ConfigError) and "unknown calibration method 'kl'" in str(result.exception)
+
+
+def test_unlabelled_folder_of_videos_calibrates_without_a_budget_and_says_so(tiny, videos, tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for video in sorted((videos / "videos").rglob("*.*"))[:3]:
+        shutil.copy(video, folder / video.name)
+    out = tmp_path / "model.int8.onnx"
+    result = CliRunner().invoke(app, ["calibrate", str(tiny.onnx), "--data", str(folder), "--clips", "3",
+                                      "--method", "minmax", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "no accuracy budget" in result.output and "no labelled held-out clips" in result.output
+    report = json.loads(out.with_name("model.int8.calibration.json").read_text())
+    assert report["accuracy"] is None and "no accuracy budget" in report["budget_note"]
+    assert report["calibration"]["clips"] == 3 and "folder of 3 videos" in report["calibration"]["data"]
+    assert "rewrite_channel_fusion" in report["quantization"]["graph_passes"]  # the standard-op passes ran first
+    assert report["session"]["checked"] and set(report["session"]["float"]) == {e["node"] for e in report["excluded"]}
+    assert read_sidecar(out).extra["int8"]["budget_note"] == report["budget_note"]
+    # An explicit budget still needs labelled held-out clips
+    result = CliRunner().invoke(app, ["calibrate", str(tiny.onnx), "--data", str(folder), "--max-drop", "1",
+                                      "-o", str(tmp_path / "other.onnx")])
+    assert result.exit_code != 0 and "needs labelled held-out clips" in str(result.exception)

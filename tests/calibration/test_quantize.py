@@ -2,13 +2,16 @@
 
 import json
 import shutil
+from unittest import mock
 
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, numpy_helper
 
 import calibration.quantize as quantize_module
+from aarm.attention import AARMBlock
 from aarm.errors import AarmError, ArtifactError, DataError
 from calibration.cache import cache_key, load_ranges, read_tensorrt_table, save_ranges, write_tensorrt_table
 from calibration.quantize import calibrate
@@ -37,9 +40,9 @@ def test_cpu_target_has_uint8_activations_and_int8_weights(cpu_int8, tiny):
     q_types = {numpy_helper.to_array(inits[n.input[2]]).dtype for n in model.graph.node
                if n.op_type == "QuantizeLinear"}
     assert q_types == {np.dtype(np.uint8)}  # every activation: unsigned 8-bit
+    conv_weights = {n.input[1] for n in model.graph.node if n.op_type == "Conv"}
     weight_types = {inits[n.input[0]].data_type for n in model.graph.node
-                    if n.op_type == "DequantizeLinear" and n.input[0] in inits and n.input[0].endswith("_quantized")
-                    and len(inits[n.input[0]].dims) == 4}
+                    if n.op_type == "DequantizeLinear" and n.input[0] in inits and n.output[0] in conv_weights}
     assert weight_types == {TensorProto.INT8}  # conv weights: signed int8 (per channel)
     x = np.random.default_rng(0).standard_normal((2, *tiny.preprocessing.input_shape(1)[1:]), dtype=np.float32)
     assert graph_scores(cpu_int8.output, x).shape == (2, len(tiny.classes))  # runs on onnxruntime CPU
@@ -58,11 +61,54 @@ def test_exclusions_stay_float(cpu_int8):
     requested = [n for n, r in excluded.items() if r.startswith("requested")]
     assert [by_op[n] for n in requested] == ["Gemm"]  # backbone.fc, not the VCM's fc
     slow = [n for n, r in excluded.items() if "slower in int8" in r]
-    assert len(slow) == 8 * 4  # per AARM block: three one-channel STAM convs and the channel-wise fusion conv
+    assert len(slow) == 8 * 3  # per AARM block the three one-channel STAM convs (the fusion exports as sums)
     for node in excluded:
         assert _dequantized_inputs(model, node) == [], f"{node} was excluded but reads a DequantizeLinear"
+    # ... and they run in float in the session onnxruntime optimises (its QDQ fusions could quantize them)
+    session = cpu_int8.report["session"]
+    assert session["checked"] and session["int8_kernels"] > 0
+    assert {e["in_session"] for e in cpu_int8.report["excluded"]} == {"float"}
+    assert sorted(session["float"]) == sorted(excluded)
     vcm = next(n for n in model.graph.node if n.op_type == "Gemm" and n.name not in excluded)
     assert _dequantized_inputs(model, vcm.name)  # the rest is quantized
+
+
+def _legacy_forward(self: AARMBlock, x: torch.Tensor) -> torch.Tensor:
+    """AARM as exported before the fusion became weighted sums: an interleaving stack and a grouped 1x1 conv."""
+    m_ch, m_st = self.cam(x) * x, self.stam(x) * x
+    return self.fuse.conv(torch.stack((m_ch, m_st), dim=2).flatten(1, 2))
+
+
+@pytest.fixture(scope="module")
+def legacy(tiny, tmp_path_factory):
+    """The tiny AARM model exported with the grouped channel-wise fusion conv, as `aarm-export export` made them."""
+    from export.onnx_export import export_onnx
+
+    path = tmp_path_factory.mktemp("legacy") / "legacy.onnx"
+    with mock.patch.object(AARMBlock, "forward", _legacy_forward):
+        export_onnx(tiny.model, path, classes=tiny.classes, preprocessing=tiny.preprocessing, trained=True)
+    return path
+
+
+def test_kept_in_float_is_checked_in_the_optimised_session(legacy, tiny, videos, tmp_path):
+    """onnxruntime turns the excluded grouped fusion conv into a QLinearConv: refused, naming it; with the
+    standard-op passes first (what the CLI does) the conv is gone and what is kept in float runs in float."""
+    from export.passes import run_passes
+
+    grouped = [n for n in onnx.load(str(legacy)).graph.node for a in n.attribute if a.name == "group" and a.i > 1]
+    assert len(grouped) == 8
+    common = dict(data=videos, clips=4, method="minmax", target="cpu", max_drop=None)
+    with pytest.raises(ArtifactError, match="run quantized in onnxruntime's optimised session"):
+        calibrate(legacy, tmp_path / "a.onnx", **common)
+    result = calibrate(legacy, tmp_path / "b.onnx", graph_passes=run_passes, **common)
+    report = result.report
+    assert "rewrite_channel_fusion" in report["quantization"]["graph_passes"]
+    assert not any(a.name == "group" and a.i > 1 for n in onnx.load(str(result.output)).graph.node
+                   for a in n.attribute)
+    assert len(report["excluded"]) == 8 * 3 and {e["in_session"] for e in report["excluded"]} == {"float"}
+    assert report["session"]["checked"] and report["session"]["int8_kernels"] > 0
+    x = np.random.default_rng(0).standard_normal((4, *tiny.preprocessing.input_shape(1)[1:]), dtype=np.float32)
+    np.testing.assert_allclose(graph_scores(legacy, x), graph_scores(tiny.onnx, x), rtol=0, atol=1e-5)
 
 
 def test_unknown_exclusion_is_an_error(probe, tmp_path):
@@ -115,7 +161,7 @@ def test_cache_entries_are_keyed_and_the_tensorrt_table_holds_scales(tmp_path):
     assert float(loaded["a"].lowest) == -2.5 and float(loaded["b"].highest) == pytest.approx(6.35)
     table = write_tensorrt_table(ranges, tmp_path / "calibration.cache")
     lines = table.read_text().splitlines()
-    assert lines[0] == "TRT-110400-EntropyCalibration2" and lines[1].startswith("a: ")
+    assert lines[0] == "TRT-100300-EntropyCalibration2" and lines[1].startswith("a: ")
     scales = read_tensorrt_table(table)
     assert scales["a"] == pytest.approx(2.5 / 127) and scales["b"] == pytest.approx(6.35 / 127)
     (tmp_path / "bad.json").write_text("{}")
