@@ -17,6 +17,7 @@ what `quantize_static(nodes_to_exclude=...)` gives up to where it places the rem
 every group costs one onnxruntime session per group, not one quantization.
 """
 
+import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,9 +26,10 @@ from typing import Any
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
-import onnxruntime as ort
 
 from aarm.errors import ArtifactError
+from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
+from runtime.compare import label_metrics, score_metrics
 from runtime.onnx_file import load_onnx
 
 ProgressFn = Callable[[str, int, int], None]
@@ -40,68 +42,51 @@ ModelLike = str | Path | onnx.ModelProto | bytes
 # ---------------------------------------------------------------------------------------------- scoring
 
 
-def session(model: ModelLike, *, threads: int = 0) -> ort.InferenceSession:
-    """An onnxruntime CPU session for a path, a ModelProto or serialized bytes."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.log_severity_level = 3
+def graph_runner(model: ModelLike, *, threads: int = 0) -> OnnxRuntimeRunner:
+    """The runtime's onnxruntime CPU runner over a path, a ModelProto or serialized bytes (threads 0:
+    onnxruntime's default)."""
     if isinstance(model, onnx.ModelProto):
         model = model.SerializeToString()
-    elif isinstance(model, Path):
-        model = str(model)
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return OnnxRuntimeRunner(model, threads=threads or None)
+
+
+def session(model: ModelLike, *, threads: int = 0) -> Any:
+    """The onnxruntime session of `graph_runner` (for callers that time `session.run` themselves)."""
+    return graph_runner(model, threads=threads).session
 
 
 def graph_scores(model: ModelLike, x: np.ndarray, *, batch_size: int = 16, threads: int = 0) -> np.ndarray:
     """Scores (N, classes) of the graph's only output for inputs x (N, ...), in batches."""
-    sess = session(model, threads=threads)
-    name = sess.get_inputs()[0].name
-    out = [sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(out).astype(np.float32)
-
-
-def relative_error(scores: np.ndarray, reference: np.ndarray) -> float:
-    """Mean squared difference of two score arrays (N, classes), relative to the reference's mean square."""
-    return float(np.mean((scores - reference) ** 2) / max(float(np.mean(reference**2)), 1e-12))
-
-
-def _unlabelled(labels: np.ndarray) -> bool:
-    return len(labels) == 0 or bool((labels < 0).any())
-
-
-def top1(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Top-1 accuracy in percent (NaN when there are no labels)."""
-    if _unlabelled(labels):
-        return float("nan")
-    return float(100.0 * np.mean(scores.argmax(1) == labels))
-
-
-def agreement(scores: np.ndarray, reference: np.ndarray) -> float:
-    """Percent of inputs whose top-1 class is the reference's."""
-    return float(100.0 * np.mean(scores.argmax(1) == reference.argmax(1)))
-
-
-def lost(scores: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> float:
-    """Percent of inputs the reference classifies right and `scores` wrong (NaN without labels). Unlike the
-    net top-1 drop, flips the other way (lucky fixes of the reference's errors) do not offset it."""
-    if _unlabelled(labels):
-        return float("nan")
-    return float(100.0 * np.mean((reference.argmax(1) == labels) & (scores.argmax(1) != labels)))
+    runner = graph_runner(model, threads=threads)
+    name, out = runner.input_specs[0].name, runner.output_names[0]
+    with runner:
+        scores = [runner.infer({name: x[i : i + batch_size]})[out] for i in range(0, len(x), batch_size)]
+    return np.concatenate(scores).astype(np.float32)
 
 
 @dataclass
 class Comparison:
-    """An INT8 graph's scores against the float graph's on the same held-out clips."""
+    """An INT8 graph's scores against the float graph's on the same held-out clips: `runtime.compare`'s
+    metrics in the units calibration reports (percent, points). A clip whose scores hold NaN or Inf never
+    agrees and makes the error infinite."""
 
-    top1: float  # percent, NaN without labels
-    agreement: float  # percent top-1 agreement with the float graph
-    error: float  # relative mean squared score error
+    top1: float  # percent accuracy on the labels, NaN without labels
+    agreement: float  # percent of clips whose top-1 class is the float graph's (compare's top1)
+    error: float  # relative mean squared score error against the float graph (compare's rel_mse)
     lost: float  # percent of clips the float graph gets right and this one wrong (NaN without labels)
 
     @classmethod
     def of(cls, scores: np.ndarray, reference: np.ndarray, labels: np.ndarray) -> "Comparison":
-        return cls(top1(scores, labels), agreement(scores, reference), relative_error(scores, reference),
-                   lost(scores, reference, labels))
+        m = score_metrics(scores, reference)
+        lab = label_metrics(scores, reference, labels)
+        nonfinite = m["artifact_nonfinite"] or m["reference_nonfinite"]
+        agree = (m["top1"] or 0.0) * m["samples"] / max(len(scores), 1)  # non-finite rows count as disagreeing
+        return cls(
+            top1=math.nan if lab["accuracy"] is None else 100.0 * lab["accuracy"],
+            agreement=100.0 * agree,
+            error=math.inf if nonfinite or m["rel_mse"] is None else m["rel_mse"],
+            lost=math.nan if lab["lost"] is None else 100.0 * lab["lost"],
+        )
 
 
 # ---------------------------------------------------------------------------------------------- groups

@@ -4,8 +4,13 @@
     compare_graphs("model.onnx", "model.opt.onnx")       # optimised / FP16 graph vs its parent
 
 Inputs are random normal tensors shaped as the artifact's sidecar says ((N, K, C, H, W) or (N, C, T, H, W)
-per input); both sides see the same ones. Each returns a dict: max_abs_error, mean_abs_error,
-top1_agreement (fraction of samples whose arg-max class agrees), samples, provider.
+per input); both sides see the same ones. Graphs run through the runtime's onnxruntime runner
+(`runtime.backends.onnxruntime_backend.OnnxRuntimeRunner`, which verifies the sidecar and registers the
+project's custom-op library only for a graph that uses its domain); metrics and verdicts are
+`runtime.compare`'s. Each returns a dict: the metrics of `runtime.compare.score_metrics` (samples, max_abs,
+max_rel, rel_rms, min_cosine, top1, NaN/Inf counts, ...), the provider, the reference's largest |score|,
+and under the names this module's JSON has always used: max_abs_error, mean_abs_error, top1_agreement and
+max_abs_reference. With `tolerances`, also "failures" (one line each) and "passed".
 """
 
 from collections.abc import Sequence
@@ -16,32 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from aarm.errors import ArtifactError, BackendUnavailable
+from aarm.errors import ConfigError
 from runtime.artifact import read_sidecar
+from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
+from runtime.compare import Tolerances, judge_sets, score_metrics
 from runtime.onnx_file import load_onnx
-
-CPU_PROVIDER = "CPUExecutionProvider"
-
-
-def session(path: str | Path, *, threads: int | None = None) -> Any:
-    """An onnxruntime CPU session over `path`; registers the AARM custom-op library when the graph uses it."""
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise BackendUnavailable("onnxruntime is not installed") from None
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads is not None:
-        opts.intra_op_num_threads = threads
-    if uses_custom_ops(path):
-        from export.kernels import custom_op_library
-
-        opts.register_custom_ops_library(str(custom_op_library()))
-    try:
-        sess = ort.InferenceSession(str(path), opts, providers=[CPU_PROVIDER])
-    except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / RuntimeException types
-        raise ArtifactError(f"{path}: onnxruntime cannot load it ({str(exc).strip().splitlines()[0][:200]})") from None
-    return sess
 
 
 def uses_custom_ops(path: str | Path) -> bool:
@@ -63,77 +47,93 @@ def input_shapes(path: str | Path, batch: int) -> list[tuple[int, ...]]:
     return [tuple(batch if isinstance(d, str) else int(d) for d in t.shape) for t in sidecar.inputs]
 
 
-def _metrics(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    ref = ref.astype(np.float64)
-    got = got.astype(np.float64)
-    if ref.shape != got.shape:
-        raise ArtifactError(f"output shapes differ: {ref.shape} vs {got.shape}")
-    err = np.abs(ref - got)
-    return {
-        "max_abs_error": float(err.max()) if err.size else 0.0,
-        "mean_abs_error": float(err.mean()) if err.size else 0.0,
-        "top1_agreement": float((ref.argmax(-1) == got.argmax(-1)).mean()),
-        "max_abs_reference": float(np.abs(ref).max()) if ref.size else 0.0,
-    }
-
-
 def _batches(samples: int, batch: int) -> list[int]:
     if samples < 1 or batch < 1:
-        raise ArtifactError(f"need samples >= 1 and batch >= 1, got {samples} and {batch}")
+        raise ConfigError(f"need samples >= 1 and batch >= 1, got {samples} and {batch}")
     return [min(batch, samples - i) for i in range(0, samples, batch)]
 
 
-def _run(sess: Any, inputs: list[np.ndarray]) -> np.ndarray:
-    names = [i.name for i in sess.get_inputs()]
-    return sess.run(None, dict(zip(names, inputs, strict=True)))[0]
+def _run(runner: OnnxRuntimeRunner, inputs: list[np.ndarray]) -> np.ndarray:
+    names = [s.name for s in runner.input_specs]
+    out = runner.infer(dict(zip(names, inputs, strict=True)))
+    return out["scores"] if "scores" in out else out[runner.output_names[0]]
 
 
-def _combine(parts: list[tuple[np.ndarray, np.ndarray]], provider: str) -> dict[str, Any]:
+def _combine(parts: list[tuple[np.ndarray, np.ndarray]], provider: str,
+             tolerances: Tolerances | None) -> dict[str, Any]:
     ref = np.concatenate([r for r, _ in parts])
     got = np.concatenate([g for _, g in parts])
-    return {**_metrics(ref, got), "samples": int(ref.shape[0]), "provider": provider}
+    m = score_metrics(got, ref)
+    finite = np.abs(ref[np.isfinite(ref)])
+    result = {
+        **m,
+        "provider": provider,
+        "max_abs_error": m["max_abs"],
+        "mean_abs_error": m["mean_abs"],
+        "top1_agreement": m["top1"],
+        "max_abs_reference": float(finite.max()) if finite.size else 0.0,
+    }
+    if tolerances is not None:
+        failures = [str(f) for f in judge_sets({"random": m}, tolerances)]
+        result.update(failures=failures, passed=not failures)
+    return result
 
 
 def verify_against_torch(
-    model: nn.Module, path: str | Path, *, samples: int = 8, batch: int = 4, seed: int = 0
+    model: nn.Module, path: str | Path, *, samples: int = 8, batch: int = 4, seed: int = 0,
+    tolerances: Tolerances | None = None,
 ) -> dict[str, Any]:
     """Run the exported graph (onnxruntime CPU) and the model (PyTorch, eval, no grad) on `samples` random
-    inputs in batches of `batch`; returns the parity metrics. The model's training flag is restored."""
-    sess = session(path)
+    inputs in batches of `batch`; returns the parity metrics (and the verdict of `tolerances` if given).
+    The model's training flag is restored."""
+    runner = OnnxRuntimeRunner.from_artifact(path)
     was_training = model.training
     model.eval()
     parts = []
     try:
-        for i, n in enumerate(_batches(samples, batch)):
-            inputs = random_inputs(input_shapes(path, n), seed=seed + i)
-            with torch.no_grad():
-                ref = model(*(torch.from_numpy(x) for x in inputs)).numpy()
-            parts.append((ref, _run(sess, inputs)))
+        with runner:
+            for i, n in enumerate(_batches(samples, batch)):
+                inputs = random_inputs(input_shapes(path, n), seed=seed + i)
+                with torch.no_grad():
+                    ref = model(*(torch.from_numpy(x) for x in inputs)).numpy()
+                parts.append((ref, _run(runner, inputs)))
     finally:
         model.train(was_training)
-    return _combine(parts, sess.get_providers()[0])
+    return _combine(parts, runner.provider, tolerances)
 
 
 def compare_graphs(
-    reference: str | Path, candidate: str | Path, *, samples: int = 8, batch: int = 4, seed: int = 0
+    reference: str | Path, candidate: str | Path, *, samples: int = 8, batch: int = 4, seed: int = 0,
+    tolerances: Tolerances | None = None,
 ) -> dict[str, Any]:
     """Run two graphs with the same inputs (the reference's sidecar shapes) on onnxruntime CPU; the
-    candidate's outputs are compared in float64 whatever its precision."""
-    ref_sess, cand_sess = session(reference), session(candidate)
+    candidate's outputs are compared in float64 whatever its precision (verdict of `tolerances` if given)."""
+    ref_runner = OnnxRuntimeRunner.from_artifact(reference)
+    cand_runner = OnnxRuntimeRunner.from_artifact(candidate)
     parts = []
-    for i, n in enumerate(_batches(samples, batch)):
-        inputs = random_inputs(input_shapes(reference, n), seed=seed + i)
-        parts.append((_run(ref_sess, inputs), _run(cand_sess, inputs)))
-    return _combine(parts, cand_sess.get_providers()[0])
+    with ref_runner, cand_runner:
+        for i, n in enumerate(_batches(samples, batch)):
+            inputs = random_inputs(input_shapes(reference, n), seed=seed + i)
+            parts.append((_run(ref_runner, inputs), _run(cand_runner, inputs)))
+    return _combine(parts, cand_runner.provider, tolerances)
 
 
 def parity_rows(result: dict[str, Any]) -> list[tuple[str, str]]:
     """Rows (metric, value) for a rich table."""
-    return [
+    def num(key: str, fmt: str) -> str:
+        return "-" if result.get(key) is None else fmt.format(result[key])
+
+    rows = [
         ("samples", str(result["samples"])),
-        ("max abs error", f"{result['max_abs_error']:.3g}"),
-        ("mean abs error", f"{result['mean_abs_error']:.3g}"),
-        ("top-1 agreement", f"{100 * result['top1_agreement']:.1f}%"),
+        ("NaN/Inf scores (artifact/reference)",
+         f"{result.get('artifact_nonfinite', 0)}/{result.get('reference_nonfinite', 0)}"),
+        ("max abs error", num("max_abs_error", "{:.3g}")),
+        ("mean abs error", num("mean_abs_error", "{:.3g}")),
+        ("max relative error", num("max_rel", "{:.3g}")),
+        ("top-1 agreement", "-" if result.get("top1_agreement") is None else f"{100 * result['top1_agreement']:.1f}%"),
         ("largest |score|", f"{result['max_abs_reference']:.3g}"),
         ("execution provider", result["provider"]),
     ]
+    if "passed" in result:
+        rows.append(("verdict", "pass" if result["passed"] else "FAIL: " + "; ".join(result["failures"])))
+    return rows

@@ -3,50 +3,33 @@
     result = compare(open_runner("model.int8.onnx"), open_runner("model.pt"), samples=32)
     if not result: print(result.failures)            # truthy when every tolerance holds (Polygraphy style)
 
-Metrics on the "scores" output (N, num_classes): max absolute error, relative error (max abs error over
-the reference's largest magnitude, so it is defined where scores cross zero), the smallest per-sample
-cosine similarity, top-1 and top-5 agreement (share of samples whose top-1 class / top-5 set match) and,
-on labelled clips, the accuracy of each and their difference. Default tolerances follow the artifact's
-precision; every one can be overridden.
+Metrics on the "scores" output (N, num_classes), limits and typed failures come from `runtime.compare`
+(max absolute and relative error, RMS relative error, per-clip cosine, top-1/top-5 agreement, NaN/Inf
+counts and, on labelled clips, accuracy of each, the drop and lost clips). Default tolerances follow the
+artifact's precision and come from measured errors of correct artifacts (docs/runtime.md, "Parity
+limits"); every one can be overridden.
 """
 
 import json
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from aarm.errors import AarmError, ArtifactError, ConfigError, DataError
+from runtime.compare import Failure, Tolerances, gated, judge_sets, label_metrics, score_metrics
 from runtime.runner import Runner
 
-PARITY_VERSION = 1
+PARITY_VERSION = 2
+
+__all__ = ["DEFAULT_TOLERANCES", "ParityFailure", "ParityResult", "Tolerances", "compare", "default_tolerances",
+           "labelled_batches"]
 
 
 class ParityFailure(AarmError):
     """An artifact whose outputs differ from its reference beyond the tolerances."""
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """Limits a parity check enforces; None leaves a metric unchecked. `gate_random` False: with labelled
-    data given, random-input metrics are reported but not enforced (INT8: calibration fits ranges to real
-    clips, and standard-normal noise falls outside them by design; FP16: noise gives near-tied scores
-    whose top-1 flips under rounding)."""
-
-    max_abs: float | None = None
-    max_rel: float | None = None
-    min_cosine: float | None = None
-    min_mean_cosine: float | None = None
-    min_top1: float | None = None
-    min_top5: float | None = None
-    max_accuracy_drop: float | None = None
-    gate_random: bool = True
-
-    def override(self, **changes: float | None) -> "Tolerances":
-        """A copy with the given limits replaced (None values in `changes` are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 DEFAULT_TOLERANCES: dict[str, Tolerances] = {
@@ -71,63 +54,29 @@ def default_tolerances(precision: str) -> Tolerances:
     return DEFAULT_TOLERANCES[precision]
 
 
-def score_metrics(scores: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """Error metrics of `scores` (N, C) against `reference` (N, C)."""
-    a = np.asarray(scores, dtype=np.float64)
-    b = np.asarray(reference, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 2:
-        raise ArtifactError(f"scores of shape {a.shape} cannot be compared with reference scores {b.shape}")
-    diff = np.abs(a - b)
-    scale = float(np.abs(b).max()) or 1.0
-    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
-    cosine = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
-    k = min(5, a.shape[1])
-    top_a = np.argsort(-a, axis=1, kind="stable")[:, :k]
-    top_b = np.argsort(-b, axis=1, kind="stable")[:, :k]
-    top5 = np.mean([set(x) == set(y) for x, y in zip(top_a, top_b, strict=True)])
-    return {
-        "samples": int(a.shape[0]),
-        "max_abs": float(diff.max()),
-        "mean_abs": float(diff.mean()),
-        "max_rel": float(diff.max() / scale),
-        "min_cosine": float(cosine.min()),
-        "mean_cosine": float(cosine.mean()),
-        "top1": float(np.mean(top_a[:, 0] == top_b[:, 0])),
-        "top5": float(top5),
-    }
-
-
-def check_tolerances(metrics: Mapping[str, float], tol: Tolerances) -> list[str]:
-    """Every violated limit, as 'name value > limit' strings."""
-    checks = [
-        ("max_abs", tol.max_abs, "max"), ("max_rel", tol.max_rel, "max"), ("min_cosine", tol.min_cosine, "min"),
-        ("mean_cosine", tol.min_mean_cosine, "min"),
-        ("top1", tol.min_top1, "min"), ("top5", tol.min_top5, "min"),
-        ("accuracy_drop", tol.max_accuracy_drop, "max"),
-    ]
-    failures = []
-    for key, limit, kind in checks:
-        value = metrics.get(key)
-        if limit is None or value is None:
-            continue
-        if (kind == "max" and value > limit) or (kind == "min" and value < limit):
-            failures.append(f"{key} {value:.6g} {'>' if kind == 'max' else '<'} {limit:.6g}")
-    return failures
-
-
 @dataclass
 class ParityResult:
-    """Metrics per input set ("random", "data"), the tolerances applied and the violated ones."""
+    """Metrics per input set ("random", "data"), the tolerances applied and the violated limits."""
 
     artifact: dict[str, Any]
     reference: dict[str, Any]
     tolerances: Tolerances
-    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
-    failures: list[str] = field(default_factory=list)
+    metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
+    violations: list[Failure] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        """The violated limits as one-line texts ("random: max_rel 0.0481 > 1e-05")."""
+        return [str(f) for f in self.violations]
+
+    @property
+    def judged(self) -> dict[str, bool]:
+        """Per input set, whether its metrics were judged against the limits (else shown only)."""
+        return {name: gated(name, list(self.metrics), self.tolerances) for name in self.metrics}
 
     @property
     def passed(self) -> bool:
-        return not self.failures
+        return not self.violations
 
     def __bool__(self) -> bool:
         return self.passed
@@ -142,7 +91,9 @@ class ParityResult:
             "precision": self.artifact.get("precision"),
             "tolerances": asdict(self.tolerances),
             "metrics": self.metrics,
+            "judged": self.judged,
             "failures": self.failures,
+            "violations": [f.to_dict() for f in self.violations],
             "passed": self.passed,
         }
 
@@ -184,16 +135,26 @@ def compare(
     tolerances: Tolerances | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> ParityResult:
-    """Compare an artifact's scores with a reference runner's.
+    """Compare an artifact's scores with a reference runner's (metrics and verdicts: `runtime.compare`).
 
-    samples: random standard-normal clips (batches of `batch`), the shape of the artifact's inputs.
-    data: optional labelled batches (feed keyed by the artifact's input names, labels (N,)) for the
-    "data" metrics, which add the accuracy of both and the artifact's drop; with data, tolerances whose
-    `gate_random` is False (INT8's and FP16's) enforce the data metrics alone. tolerances: default by the
-    artifact's precision. progress: called with the number of clips done after each batch.
+    samples: random standard-normal clips (batches of `batch`), the shape of the artifact's inputs; 0 takes
+    none, which needs `data`. data: optional labelled batches (feed keyed by the artifact's input names,
+    labels (N,)) for the "data" metrics, which add the accuracy of both, the artifact's drop and its lost
+    clips; with data, tolerances whose `gate_random` is False (INT8's and FP16's) judge the data metrics
+    alone (NaN or Inf in any set's scores fails whatever the set). tolerances: default by the artifact's
+    precision. progress: called with the number of clips done after each batch. ConfigError for a check
+    that would compare nothing (no samples and no data, an empty data set, no limit set).
     """
+    if samples < 0:
+        raise ConfigError(f"samples must be >= 0, got {samples}")
+    if batch < 1:
+        raise ConfigError(f"batch must be >= 1, got {batch}")
+    if samples == 0 and data is None:
+        raise ConfigError("samples 0 and no labelled data: the check would compare nothing")
     check_compatible(artifact, reference)
     tol = tolerances or default_tolerances(artifact.precision)
+    if not tol.limits():
+        raise ConfigError("no tolerance is set; a check without limits judges nothing")
     rng = np.random.default_rng(seed)
     result = ParityResult(artifact=artifact.describe(), reference=reference.describe(), tolerances=tol)
     with artifact, reference:
@@ -220,24 +181,9 @@ def compare(
             if not got:
                 raise ConfigError("the labelled data gave no clips to compare")
             a, b, y = np.concatenate(got), np.concatenate(want), np.concatenate(labels)
-            m = score_metrics(a, b)
-            m["accuracy"] = float(np.mean(a.argmax(1) == y))
-            m["reference_accuracy"] = float(np.mean(b.argmax(1) == y))
-            m["accuracy_drop"] = m["reference_accuracy"] - m["accuracy"]
-            result.metrics["data"] = m
-    result.failures = parity_failures(result.metrics, tol)
+            result.metrics["data"] = {**score_metrics(a, b), **label_metrics(a, b, y)}
+    result.violations = judge_sets(result.metrics, tol)
     return result
-
-
-def parity_failures(metrics: Mapping[str, Mapping[str, float]], tol: Tolerances) -> list[str]:
-    """Violated limits of every input set's metrics, as 'set: name value > limit'. Random-input metrics
-    are skipped when labelled data was compared and `tol.gate_random` is False."""
-    failures = []
-    for name, values in metrics.items():
-        if name == "random" and "data" in metrics and not tol.gate_random:
-            continue
-        failures += [f"{name}: {f}" for f in check_tolerances(values, tol)]
-    return failures
 
 
 def labelled_batches(

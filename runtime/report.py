@@ -22,8 +22,8 @@ from aarm.fileio import atomic_path, check_writable, write_text
 from runtime.bench import bench_columns, bench_notes, bench_rows
 
 KINDS = ("bench", "parity", "regress")
-PARITY_COLUMNS = ["artifact", "precision", "inputs", "samples", "max abs", "max rel", "min cosine", "top-1",
-                  "top-5", "accuracy", "ref accuracy", "drop", "result"]
+PARITY_COLUMNS = ["artifact", "precision", "inputs", "samples", "NaN/Inf", "max abs", "max rel", "min cosine",
+                  "top-1", "top-5", "accuracy", "ref accuracy", "drop", "result"]
 # regress measures a cost against a budget, so its ratio stays a latency ratio (lower is faster), said so
 REGRESS_COLUMNS = ["artifact", "status", "latency / reference workload (x, lower is faster)", "interval",
                    "recorded ratio", "limit", "reason"]
@@ -50,17 +50,31 @@ def load_results(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
     return results
 
 
+def _parity_judged(result: dict[str, Any], inputs: str) -> bool:
+    """Whether a parity result judged an input set (older results without "judged": every set)."""
+    return bool(result.get("judged", {}).get(inputs, True))
+
+
 def parity_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per input set; "result" says pass, FAIL, or "not judged" for a set only shown (NaN/Inf
+    fails it all the same)."""
+    def num(v: Any, fmt: str) -> str:
+        return "-" if v is None else fmt.format(v)
+
     rows = []
     for inputs, m in result["metrics"].items():
         acc = m.get("accuracy")
+        failed = [f for f in result["failures"] if f.startswith(inputs + ":")]
+        verdict = "FAIL" if failed else ("pass" if _parity_judged(result, inputs) else "not judged")
         rows.append((
-            result["artifact"]["name"], str(result.get("precision")), inputs, str(m["samples"]), f"{m['max_abs']:.2e}",
-            f"{m['max_rel']:.2e}", f"{m['min_cosine']:.6f}", f"{100 * m['top1']:.1f}%", f"{100 * m['top5']:.1f}%",
+            result["artifact"]["name"], str(result.get("precision")), inputs, str(m["samples"]),
+            f"{m.get('artifact_nonfinite', 0)}/{m.get('reference_nonfinite', 0)}", num(m["max_abs"], "{:.2e}"),
+            num(m["max_rel"], "{:.2e}"), num(m["min_cosine"], "{:.6f}"), num(m["top1"] and 100 * m["top1"], "{:.1f}%"),
+            num(m["top5"] and 100 * m["top5"], "{:.1f}%"),
             f"{100 * acc:.1f}%" if acc is not None else "-",
             f"{100 * m['reference_accuracy']:.1f}%" if acc is not None else "-",
             f"{100 * m['accuracy_drop']:+.1f} pt" if acc is not None else "-",
-            "pass" if not [f for f in result["failures"] if f.startswith(inputs + ":")] else "FAIL",
+            verdict,
         ))
     return rows
 
@@ -146,8 +160,9 @@ def bench_figures(results: list[dict[str, Any]]) -> list[Figure]:
 
 
 def parity_figures(results: list[dict[str, Any]]) -> list[Figure]:
-    """Max relative error against the tolerance (log scale), top-1/top-5 agreement, and accuracy on
-    labelled clips where measured; one bar group per artifact, sorted by precision."""
+    """Max relative error against its limit (log scale), top-1/top-5 agreement, and accuracy on labelled
+    clips where measured; one bar group per artifact, sorted by precision, each on the first input set
+    its verdict judged (named under the bar)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -158,23 +173,25 @@ def parity_figures(results: list[dict[str, Any]]) -> list[Figure]:
     results = sorted(results, key=lambda r: (order.get(str(r.get("precision")), 9), r["artifact"]["name"]))
     labels = [f"{r['artifact']['name']}\n{r.get('precision')}" for r in results]
     x = np.arange(len(results))
-    first = [r["metrics"].get("data") or next(iter(r["metrics"].values())) for r in results]
+    judged = [next((k for k in r["metrics"] if _parity_judged(r, k)), next(iter(r["metrics"]))) for r in results]
+    labels = [f"{label}\n({inputs})" for label, inputs in zip(labels, judged, strict=True)]
+    first = [r["metrics"][k] for r, k in zip(results, judged, strict=True)]
     has_data = any("data" in r["metrics"] for r in results)
     fig, axes = plt.subplots(1, 3 if has_data else 2, figsize=(max(9.0, 2.2 * len(results) + 6), 3.8))
     ax = axes[0]
     colors = ["tab:red" if r["failures"] else "tab:green" for r in results]
-    ax.bar(x, [max(m["max_rel"], 1e-12) for m in first], 0.6, color=colors)
+    ax.bar(x, [max(m["max_rel"] or 0.0, 1e-12) for m in first], 0.6, color=colors)
     for i, r in enumerate(results):
         limit = r["tolerances"].get("max_rel")
         if limit:
             ax.hlines(limit, i - 0.4, i + 0.4, colors="black", linestyles="dashed")
     ax.set_yscale("log")
-    ax.set_title("Max relative error (dashed: tolerance)")
+    ax.set_title("Max relative error on the judged inputs (dashed: limit)")
     ax.set_xticks(x, labels, fontsize=7)
     ax = axes[1]
-    ax.bar(x - 0.2, [m["top1"] for m in first], 0.4, label="top-1")
-    ax.bar(x + 0.2, [m["top5"] for m in first], 0.4, label="top-5")
-    low = min([m["top1"] for m in first] + [m["top5"] for m in first])
+    ax.bar(x - 0.2, [m["top1"] or 0.0 for m in first], 0.4, label="top-1")
+    ax.bar(x + 0.2, [m["top5"] or 0.0 for m in first], 0.4, label="top-5")
+    low = min([m["top1"] or 0.0 for m in first] + [m["top5"] or 0.0 for m in first])
     ax.set_ylim(max(0.0, low - 0.05), 1.01)
     ax.set_title("Agreement with the reference")
     ax.set_xticks(x, labels, fontsize=7)

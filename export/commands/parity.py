@@ -19,31 +19,51 @@ from export.commands.bench import (
 )
 from export.console import console, print_table
 
-_METRICS = [  # (metric key, label, tolerance field, format)
-    ("samples", "clips", None, "{:d}"), ("max_abs", "max abs error", "max_abs", "{:.3g}"),
-    ("max_rel", "max relative error", "max_rel", "{:.3g}"), ("min_cosine", "min cosine", "min_cosine", "{:.6f}"),
-    ("mean_cosine", "mean cosine", "min_mean_cosine", "{:.6f}"),
-    ("top1", "top-1 agreement", "min_top1", "{:.1%}"), ("top5", "top-5 agreement", "min_top5", "{:.1%}"),
-    ("accuracy", "accuracy", None, "{:.1%}"), ("reference_accuracy", "reference accuracy", None, "{:.1%}"),
-    ("accuracy_drop", "accuracy drop", "max_accuracy_drop", "{:.1%}"),
+_METRICS = [  # (metric key, label, format); limits and the metric each bounds come from runtime.compare.LIMITS
+    ("samples", "clips", "{:d}"), ("max_abs", "max abs error", "{:.3g}"),
+    ("max_rel", "max relative error", "{:.3g}"), ("rel_rms", "RMS relative error", "{:.3g}"),
+    ("min_cosine", "min cosine", "{:.6f}"), ("mean_cosine", "mean cosine", "{:.6f}"),
+    ("top1", "top-1 agreement", "{:.1%}"), ("top5", "top-5 agreement", "{:.1%}"),
+    ("accuracy", "accuracy", "{:.1%}"), ("reference_accuracy", "reference accuracy", "{:.1%}"),
+    ("accuracy_drop", "accuracy drop", "{:.1%}"), ("lost", "clips lost", "{:.1%}"),
 ]
+NOT_JUDGED = " (not judged)"
 
 
 def metric_rows(result: Any) -> list[tuple[str, ...]]:
-    """One row per metric, one column per input set, and the limit applied."""
-    rows = []
-    for key, label, tol, fmt in _METRICS:
-        values = [m.get(key) for m in result.metrics.values()]
+    """One row per metric: its value on each input set, the limit and the input sets it was applied to.
+    A value beyond its limit is red; one shown beside a limit that its input set is not judged by is
+    marked "(not judged)". The first row counts NaN/Inf scores (artifact/reference), which fail anywhere."""
+    from runtime.compare import LIMIT_OF_METRIC
+
+    sets = list(result.metrics)
+    judged = result.judged
+    bad = {(f.input_set, f.metric) for f in result.violations}
+    cells = []
+    for name in sets:
+        m = result.metrics[name]
+        text = f"{m.get('artifact_nonfinite', 0)}/{m.get('reference_nonfinite', 0)}"
+        failed = (name, "artifact_nonfinite") in bad or (name, "reference_nonfinite") in bad
+        cells.append(f"[bold red]{text}[/]" if failed else text)
+    rows = [("NaN/Inf scores (artifact/reference)", *cells, "= 0", ", ".join(sets))]
+    for key, label, fmt in _METRICS:
+        values = [result.metrics[name].get(key) for name in sets]
         if all(v is None for v in values):
             continue
-        limit = getattr(result.tolerances, tol) if tol else None
-        bad = {f.split(": ", 1)[0] for f in result.failures if f.split(": ", 1)[1].startswith(key + " ")}
+        lim = LIMIT_OF_METRIC.get(key)
+        limit = getattr(result.tolerances, lim.field) if lim else None
+        applied = [name for name, v in zip(sets, values, strict=True) if limit is not None and v is not None
+                   and judged[name]]
         cells = []
-        for name, v in zip(result.metrics, values, strict=True):
+        for name, v in zip(sets, values, strict=True):
             text = "-" if v is None else fmt.format(v)
-            cells.append(f"[bold red]{text}[/]" if name in bad else text)
-        shown_limit = "-" if limit is None else (">= " if tol.startswith("min") else "<= ") + fmt.format(limit)
-        rows.append((label, *cells, shown_limit))
+            if (name, key) in bad:
+                text = f"[bold red]{text}[/]"
+            elif v is not None and limit is not None and not judged[name]:
+                text += NOT_JUDGED
+            cells.append(text)
+        shown_limit = "-" if limit is None else ("<= " if lim.kind == "max" else ">= ") + fmt.format(limit)
+        rows.append((label, *cells, shown_limit, ", ".join(applied) if applied else "-"))
     return rows
 
 
@@ -55,11 +75,15 @@ def parity(
     data_format: Annotated[
         str, typer.Option("--format", help="Layout of --data: auto, ucf101, hmdb51, folder.")
     ] = "auto",
-    samples: Annotated[int, typer.Option(help="Random clips, and labelled clips with --data (0: all).")] = 32,
+    samples: Annotated[int, typer.Option(
+        help="Random clips, and labelled clips with --data (0: no random clips and every labelled clip; "
+             "needs --data).")] = 32,
     batch: Annotated[int, typer.Option(help="Clips per inference call.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs and of the clip choice.")] = 0,
-    atol: Annotated[float | None, typer.Option(help="Max absolute score error [default by precision].")] = None,
+    atol: Annotated[float | None, typer.Option(help="Max absolute score error (default: by precision).")] = None,
     rtol: Annotated[float | None, typer.Option(help="Max error relative to the largest reference score.")] = None,
+    max_rel_rms: Annotated[float | None, typer.Option(
+        help="Max RMS score error relative to the reference's RMS score.")] = None,
     min_cosine: Annotated[float | None, typer.Option(help="Min per-clip cosine similarity of the scores.")] = None,
     min_mean_cosine: Annotated[float | None, typer.Option(help="Min mean cosine similarity over clips.")] = None,
     min_top1: Annotated[float | None, typer.Option(help="Min share of clips with the same top-1 class.")] = None,
@@ -73,23 +97,38 @@ def parity(
     cuda_graphs: CudaGraphsOpt = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
+    no_lineage: Annotated[bool, typer.Option(
+        "--no-lineage", help="Compare even if the artifact does not descend from the checkpoint.")] = False,
 ) -> None:
     """Compare an artifact's scores with its checkpoint's; exit 1 naming every tolerance exceeded.
 
-    Random inputs, and labelled test clips with --data. Default tolerances follow the artifact's precision
-    (fp32: max abs 1e-4, top-1 agreement 100%; fp16 and int8 looser).
+    Random inputs, and labelled test clips with --data. Default tolerances follow the graph's precision,
+    set from measured errors of correct artifacts (docs/runtime.md, "Parity limits"); the table says which
+    input set each limit was applied to. NaN or Inf in any scores fails.
     """
-    from runtime.parity import ParityFailure, compare, default_tolerances, labelled_batches
+    from aarm.errors import ConfigError
+    from runtime.parity import ParityFailure, Tolerances, compare, default_tolerances, labelled_batches
 
+    if batch < 1:
+        raise ConfigError(f"--batch must be >= 1, got {batch}")
+    if samples < 0:
+        raise ConfigError(f"--samples must be >= 0, got {samples}")
+    if samples == 0 and data is None:
+        raise ConfigError("--samples 0 without --data compares nothing; give --data or a positive --samples")
+    limits = {"max_abs": atol, "max_rel": rtol, "max_rel_rms": max_rel_rms, "min_cosine": min_cosine,
+              "min_mean_cosine": min_mean_cosine, "min_top1": min_top1, "min_top5": min_top5,
+              "max_accuracy_drop": max_accuracy_drop}
+    Tolerances(**{k: v for k, v in limits.items() if v is not None})  # ConfigError naming a bad option, up front
     if json_out:
         check_writable(json_out, force)
+    if not no_lineage and reference.suffix.lower() in (".pt", ".pth"):
+        from runtime.lineage import check_lineage
+
+        check_lineage(artifact, reference)  # LineageError naming the broken link
     runner = open_cli_runner(artifact, provider, device, threads,
                              torch_options(precision, channels_last, cuda_graphs))
     ref = open_cli_runner(reference, None, device, threads)
-    tol = default_tolerances(runner.precision).override(
-        max_abs=atol, max_rel=rtol, min_cosine=min_cosine, min_mean_cosine=min_mean_cosine, min_top1=min_top1,
-        min_top5=min_top5, max_accuracy_drop=max_accuracy_drop,
-    )
+    tol = default_tolerances(runner.precision).override(**limits)
     labelled = None
     if data is not None:
         labelled = labelled_batches(str(data), runner.preprocessing[0], [s.name for s in runner.input_specs],
@@ -100,7 +139,7 @@ def parity(
         result = compare(runner, ref, samples=samples, batch=batch, seed=seed, data=labelled, tolerances=tol,
                          progress=lambda n: bar.advance(task, n))
     print_table(f"Parity of {artifact.name} ({runner.precision}, {runner.provider}) with {reference.name}",
-                ["metric", *result.metrics, "limit"], metric_rows(result))
+                ["metric", *result.metrics, "limit", "judged on"], metric_rows(result))
     if json_out:
         write_json(json_out, result.to_dict())
         console.print(f"wrote {json_out}", highlight=False, markup=False)

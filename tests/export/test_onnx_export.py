@@ -26,8 +26,9 @@ from aarm.data.preprocessing import Preprocessing
 from aarm.errors import AarmError, ArtifactError, ConfigError
 from export.cli import app
 from export.onnx_export import RANDOM_OPS, check_eval_graph, export_onnx, read_metadata
-from export.verify import session, verify_against_torch
+from export.verify import verify_against_torch
 from runtime.artifact import file_sha256, read_sidecar
+from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
 
 SAMPLES = 32
 RESIDUAL_SCALE = 0.2
@@ -189,10 +190,10 @@ def test_two_stream_is_one_graph_with_rgb_and_flow_inputs(tmp_path):
 
 def test_dynamic_batch_runs_1_and_5_through_one_graph(exported):
     model, path = exported
-    sess = session(path)
+    runner = OnnxRuntimeRunner.from_artifact(path).activate()
     for n in (1, 5):
         x = np.random.default_rng(n).standard_normal((n, 2, 3, 64, 64), dtype=np.float32)
-        got = sess.run(None, {"input": x})[0]
+        got = runner.infer({"input": x})["scores"]
         with torch.no_grad():
             want = model(torch.from_numpy(x)).numpy()
         assert got.shape == (n, 7)

@@ -1,6 +1,7 @@
 """Parity: a faithful artifact passes, altered weights fail it, a tampered file is refused."""
 
 import json
+import re
 
 import numpy as np
 import onnx
@@ -9,19 +10,18 @@ from onnx import numpy_helper
 from runtime_artifacts import derive_artifact
 from typer.testing import CliRunner
 
-from aarm.errors import ArtifactError, DataError
+from aarm.errors import ArtifactError, ConfigError, DataError
 from export.cli import app
+from export.commands.parity import metric_rows
 from runtime.artifact import sidecar_path
+from runtime.compare import Failure, judge, judge_sets, score_metrics
 from runtime.parity import (
     DEFAULT_TOLERANCES,
     ParityFailure,
     Tolerances,
-    check_tolerances,
     compare,
     default_tolerances,
     labelled_batches,
-    parity_failures,
-    score_metrics,
 )
 from runtime.runner import open_runner
 
@@ -44,8 +44,8 @@ def test_score_metrics_of_known_scores():
     assert m["top1"] == 1.0 and m["top5"] == 1.0 and m["min_cosine"] < 1.0
     m = score_metrics(ref[:, ::-1].copy(), ref)
     assert m["top1"] == 0.0 and m["top5"] == 1.0  # the same three classes, reversed
-    fails = check_tolerances(m, Tolerances(min_top1=0.5, max_abs=10.0))
-    assert fails == ["top1 0 < 0.5"]
+    fails = judge(m, Tolerances(min_top1=0.5, max_abs=10.0), "random")
+    assert fails == [Failure("top1", 0.0, 0.5, "random", "min")] and str(fails[0]) == "random: top1 0 < 0.5"
 
 
 def test_exported_graph_matches_its_checkpoint(tiny):
@@ -100,15 +100,106 @@ def test_parity_on_labelled_clips(tiny, videos, tmp_path):
 
 
 def test_int8_parity_is_judged_on_real_clips_when_it_has_them():
-    noisy = {"max_rel": 1.3, "min_cosine": -0.5, "mean_cosine": 0.6, "top1": 0.0, "top5": 0.5}
-    close = {"max_rel": 0.05, "min_cosine": 0.948, "mean_cosine": 0.993, "top1": 1.0, "top5": 1.0,
+    noisy = {"samples": 16, "max_rel": 1.3, "min_cosine": -0.5, "mean_cosine": 0.6, "top1": 0.0, "top5": 0.5}
+    close = {"samples": 96, "max_rel": 0.05, "min_cosine": 0.948, "mean_cosine": 0.993, "top1": 1.0, "top5": 1.0,
              "accuracy_drop": 0.0}  # the demo's INT8 graph on its held-out clips
     int8, fp32 = default_tolerances("int8"), default_tolerances("fp32")
-    assert parity_failures({"random": noisy, "data": close}, int8) == []
-    assert parity_failures({"random": noisy}, int8)  # nothing else to judge by
-    assert parity_failures({"random": noisy, "data": close}, fp32)[0].startswith("random: ")
-    tie = {"max_rel": 0.002, "min_cosine": 1.0, "top1": 0.9375, "top5": 1.0}  # 1 of 16 noise clips flipped
-    assert parity_failures({"random": tie, "data": {**close, "min_cosine": 1.0, "max_rel": 4e-4}},
-                           default_tolerances("fp16")) == []
-    assert parity_failures({"random": close, "data": noisy}, int8)[0].startswith("data: ")
-    assert parity_failures({"data": {**close, "mean_cosine": 0.97}}, int8) == ["data: mean_cosine 0.97 < 0.98"]
+
+    def failures(metrics: dict, tol: Tolerances) -> list[str]:
+        return [str(f) for f in judge_sets(metrics, tol)]
+
+    assert failures({"random": noisy, "data": close}, int8) == []
+    assert failures({"random": noisy}, int8)  # nothing else to judge by
+    assert failures({"random": noisy, "data": close}, fp32)[0].startswith("random: ")
+    tie = {"samples": 16, "max_rel": 0.002, "min_cosine": 1.0, "top1": 0.9375, "top5": 1.0}  # 1 of 16 flipped
+    assert failures({"random": tie, "data": {**close, "min_cosine": 1.0, "max_rel": 4e-4}},
+                    default_tolerances("fp16")) == []
+    assert failures({"random": close, "data": noisy}, int8)[0].startswith("data: ")
+    assert failures({"data": {**close, "mean_cosine": 0.97}}, int8) == ["data: mean_cosine 0.97 < 0.98"]
+    # NaN or Inf fails even in a set that is only shown, naming the side, the count and the set
+    assert failures({"random": {**noisy, "artifact_nonfinite": 3}, "data": close}, int8) == [
+        "random: artifact_nonfinite 3 > 0 (NaN/Inf values in the artifact's scores)"]
+
+
+def test_nan_or_inf_scores_fail_and_never_count_as_agreement():
+    ref = np.array([[1.0, 2.0, 3.0], [3.0, 1.0, 0.0], [0.5, 0.2, 0.1]])
+    m = score_metrics(np.full_like(ref, np.nan), ref)  # every comparison with NaN is False: it must not pass
+    assert m["artifact_nonfinite"] == 9 and m["samples"] == 0 and m["max_abs"] is None and m["top1"] is None
+    fails = judge_sets({"random": m}, default_tolerances("fp32"))
+    assert [f.metric for f in fails] == ["artifact_nonfinite"] and fails[0].measured == 9
+    ref_inf = ref.copy()
+    ref_inf[1, 2] = np.inf
+    m = score_metrics(ref, ref_inf)
+    assert m["reference_nonfinite"] == 1 and m["samples"] == 2 and m["max_abs"] == 0.0
+    assert str(judge(m, default_tolerances("fp16"), "data")[0]).startswith("data: reference_nonfinite 1 > 0")
+    m["max_rel"] = float("nan")  # a metric that measured NaN fails its limit
+    assert "max_rel" in [f.metric for f in judge(m, default_tolerances("fp16"), "data")]
+
+
+@pytest.mark.parametrize("bad", [{"max_abs": float("nan")}, {"max_rel": 0.0}, {"max_rel": -1e-3},
+                                 {"max_abs": float("inf")}, {"min_top1": 1.5}, {"min_cosine": float("nan")},
+                                 {"max_accuracy_drop": -0.01}])
+def test_non_finite_or_non_positive_tolerances_are_refused(bad):
+    with pytest.raises(ConfigError, match=f"tolerance {next(iter(bad))} "):
+        Tolerances(**bad)
+    with pytest.raises(ConfigError):
+        default_tolerances("fp32").override(**bad)
+
+
+def test_a_check_that_compares_nothing_is_refused(tiny):
+    artifact, reference = open_runner(tiny.onnx, threads=1), open_runner(tiny.checkpoint)
+    with pytest.raises(ConfigError, match="compare nothing"):
+        compare(artifact, reference, samples=0)
+    with pytest.raises(ConfigError, match="batch must be >= 1"):
+        compare(artifact, reference, samples=4, batch=0)
+    with pytest.raises(ConfigError, match="no tolerance is set"):
+        compare(artifact, reference, samples=2, tolerances=Tolerances())
+    with pytest.raises(ConfigError, match="no clips to compare"):
+        compare(artifact, reference, samples=0, data=iter([]))
+    with pytest.raises(ConfigError, match="nothing was compared"):
+        judge_sets({}, default_tolerances("fp32"))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--batch", "0"], "--batch must be >= 1, got 0"), (["--batch", "-1"], "--batch must be >= 1, got -1"),
+    (["--samples", "0"], "--samples 0 without --data compares nothing"),
+    (["--samples", "-2"], "--samples must be >= 0"),
+    (["--atol", "nan"], r"tolerance max_abs \(--atol\) must be a finite number > 0, got nan"),
+    (["--rtol", "0"], r"tolerance max_rel \(--rtol\) must be a finite number > 0"),
+    (["--rtol", "-1e-3"], r"\(--rtol\)"), (["--atol", "inf"], r"\(--atol\)"),
+])
+def test_parity_command_refuses_bad_options_in_one_line(tiny, args, message):
+    res = CliRunner().invoke(app, ["parity", str(tiny.onnx), "--reference", str(tiny.checkpoint), *args])
+    assert isinstance(res.exception, ConfigError), res.output
+    assert len(str(res.exception).splitlines()) == 1
+    assert re.search(message, str(res.exception)), str(res.exception)
+
+
+def test_parity_table_names_the_input_set_each_limit_was_applied_to(tiny, videos):
+    artifact, reference = open_runner(tiny.onnx, threads=1), open_runner(tiny.checkpoint)
+    data = labelled_batches(str(videos), tiny.preprocessing, ["input"], classes=tiny.classes, samples=4, batch=4)
+    # a check that judges real clips alone, the way INT8's and FP16's defaults do
+    tol = Tolerances(max_rel=0.2, min_top1=0.5, gate_random=False)
+    result = compare(artifact, reference, samples=4, batch=4, data=data, tolerances=tol)
+    assert result and result.judged == {"random": False, "data": True}
+    rows = {r[0]: r for r in metric_rows(result)}
+    assert rows["max relative error"][1].endswith("(not judged)")  # random: shown beside the limit, not judged
+    assert "(not judged)" not in rows["max relative error"][2]
+    assert rows["max relative error"][3:] == ("<= 0.2", "data")
+    assert rows["max abs error"][3:] == ("-", "-")  # no limit: nothing to apply
+    assert rows["NaN/Inf scores (artifact/reference)"][1:] == ("0/0", "0/0", "= 0", "random, data")
+    d = result.to_dict()
+    assert d["judged"] == {"random": False, "data": True} and d["violations"] == []
+
+
+def test_an_artifact_whose_scores_are_all_nan_fails_parity(tiny, tmp_path):
+    model = onnx.load(str(tiny.onnx))
+    out = model.graph.output[0].name
+    for node in model.graph.node:
+        node.output[:] = ["scores_before_nan" if o == out else o for o in node.output]
+    model.graph.initializer.append(numpy_helper.from_array(np.array(np.nan, dtype=np.float32), "nan_constant"))
+    model.graph.node.append(onnx.helper.make_node("Add", ["scores_before_nan", "nan_constant"], [out]))
+    path = derive_artifact(tiny.onnx, model, tmp_path / "model.onnx")
+    result = compare(open_runner(path, threads=1), open_runner(tiny.checkpoint), samples=4, batch=4)
+    assert not result
+    assert result.failures == ["random: artifact_nonfinite 20 > 0 (NaN/Inf values in the artifact's scores)"]
