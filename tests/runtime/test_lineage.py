@@ -7,8 +7,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 from runtime_artifacts import derive_artifact
+from typer.testing import CliRunner
 
 from aarm.checkpoint import save_checkpoint
+from export.cli import app
 from runtime.artifact import file_sha256, read_sidecar, sidecar_path, write_sidecar
 from runtime.lineage import LineageError, check_lineage
 
@@ -93,3 +95,14 @@ def test_a_moved_run_folder_still_resolves_its_parents(tiny, tmp_path, monkeypat
     links = check_lineage(tmp_path / "moved" / "model.last.onnx", tmp_path / "moved" / "best.pt")
     assert [link.path.name for link in links] == ["model.last.onnx", "model.opt.onnx", "model.onnx", "best.pt"]
 
+
+
+def test_parity_command_checks_lineage_unless_told_not_to(tiny, chain, tmp_path):
+    other = save_checkpoint(tmp_path / "other.pt", tiny.model, classes=tiny.classes, preprocessing=tiny.preprocessing,
+                            meta={"note": "same weights, another file"})
+    base = ["parity", str(chain["opt"]), "--reference", str(other), "--samples", "4", "--threads", "1"]
+    res = CliRunner().invoke(app, base)
+    assert isinstance(res.exception, LineageError), res.output
+    assert "does not descend from other.pt" in str(res.exception)
+    res = CliRunner().invoke(app, [*base, "--no-lineage"])
+    assert res.exit_code == 0, res.output  # the same weights: the comparison itself holds
