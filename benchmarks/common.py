@@ -1,5 +1,9 @@
-"""Settings shared by the benchmarks: the synthetic dataset and training recipe used to get a trained model."""
+"""Shared by the benchmarks: the synthetic dataset and training recipe used to get a trained model, and the
+timing helpers (wait for a quiet machine, interleaved rounds, paired ratios with intervals, target rows)."""
 
+import statistics
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 
@@ -20,3 +24,82 @@ def synthetic_recipe() -> dict[str, Any]:
         "train": {"model": "resnet18", "epochs": 24, "batch_size": 16, "optimizer": "adamw", "lr": 5e-4,
                   "size": 64, "segments": 3, "schedule": "cosine", "workers": 2, "seed": 0},
     }
+
+
+# ------------------------------------------------------------------------------ timing that tells the truth
+
+
+def wait_for_quiet(max_load: float, timeout_s: float, *, poll_s: float = 5.0) -> dict[str, Any]:
+    """Wait until the 1-minute load average is below `max_load`, at most `timeout_s` seconds.
+
+    Returns {"quiet": bool, "waited_s", "load", "max_load"}; a machine still busy at the timeout is
+    measured anyway and flagged (the caller prints the flag and stores it in the JSON)."""
+    from runtime.host import load_average
+
+    start = time.monotonic()
+    load = load_average()
+    while load is not None and load[0] >= max_load and time.monotonic() - start < timeout_s:
+        time.sleep(poll_s)
+        load = load_average()
+    quiet = load is None or load[0] < max_load
+    return {"quiet": quiet, "waited_s": round(time.monotonic() - start, 1), "load": load, "max_load": max_load}
+
+
+def interleaved_rounds(
+    runners: dict[str, Callable[[], Any]], rounds: int, *, warmup: int = 1, calls: int = 1,
+    before: Callable[[str], None] | None = None, progress: Callable[[int, int], None] | None = None,
+) -> dict[str, list[list[float]]]:
+    """Latencies in ms, name -> rounds -> calls. Each round runs every runner `calls` times after one untimed
+    call (the switch cost: caches, thread pools), in an order rotated per round, so drift and other processes
+    hit all runners alike and ratios can be paired by round. `before(name)` runs untimed before each runner's
+    turn (e.g. to set PyTorch's thread count)."""
+    names = list(runners)
+    for name in names:
+        if before:
+            before(name)
+        for _ in range(warmup):
+            runners[name]()
+    times: dict[str, list[list[float]]] = {n: [] for n in names}
+    for r in range(rounds):
+        order = names[r % len(names):] + names[: r % len(names)]
+        for name in order:
+            if before:
+                before(name)
+            runners[name]()  # untimed: the switch from the previous runner
+            samples = []
+            for _ in range(calls):
+                start = time.perf_counter()
+                runners[name]()
+                samples.append(1e3 * (time.perf_counter() - start))
+            times[name].append(samples)
+        if progress:
+            progress(r + 1, rounds)
+    return times
+
+
+def median_ms(rounds: Sequence[Sequence[float]]) -> float:
+    return float(statistics.median(v for r in rounds for v in r))
+
+
+def paired_ratio(baseline: Sequence[Sequence[float]], other: Sequence[Sequence[float]]) -> dict[str, float]:
+    """Speed-up of `other` over `baseline` (baseline median / other median; > 1: other is faster) with the
+    runtime's paired two-stage bootstrap 95% interval over the interleaved rounds."""
+    from runtime.bench import speedup_interval
+
+    value, low, high = speedup_interval(baseline, other)
+    return {"value": value, "low": low, "high": high}
+
+
+def overhead(plain: Sequence[Sequence[float]], aarm: Sequence[Sequence[float]]) -> dict[str, float]:
+    """AARM's latency overhead over the plain model (aarm / plain - 1) with its interval, from `paired_ratio`."""
+    r = paired_ratio(aarm, plain)  # aarm median / plain median
+    return {"value": r["value"] - 1, "low": r["low"] - 1, "high": r["high"] - 1}
+
+
+def target_row(name: str, measured: dict[str, float], limit: float, *, at_least: bool) -> dict[str, Any]:
+    """A pass/fail row: the median ratio against the limit, with whether the whole interval clears it."""
+    value, low, high = measured["value"], measured["low"], measured["high"]
+    ok = value >= limit if at_least else value <= limit
+    sure = low >= limit if at_least else high <= limit
+    return {"target": name, "limit": limit, "at_least": at_least, "value": value, "low": low, "high": high,
+            "pass": bool(ok), "interval_clears": bool(sure)}
