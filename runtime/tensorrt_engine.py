@@ -9,8 +9,10 @@ them with the running machine before TensorRT gets a chance to fail with a less 
 
 Devices follow the runners' one convention, "cuda" or "cuda:<i>" (`cuda_device_index`): the engine is
 deserialized on that GPU and every call runs with its primary context current (`use_cuda_device`).
-Only public API is used: Polygraphy's loaders and `TrtRunner`, TensorRT's `ICudaEngine` getters, and the
-CUDA driver API. Polygraphy before `MIN_POLYGRAPHY` is refused (`require_polygraphy`).
+Engines are deserialized through this module's own `trt.Runtime` with host code off (an engine is untrusted
+input, and a version-compatible one embeds native code: refused unless the caller allows host code). Only
+public API is used: TensorRT's `Runtime` and `ICudaEngine` getters, Polygraphy's `TrtRunner`, and the CUDA
+driver API. Polygraphy before `MIN_POLYGRAPHY` is refused (`require_polygraphy`).
 
 `tensorrt` is imported lazily inside functions: importing this module works on a CPU-only machine.
 """
@@ -257,24 +259,61 @@ def check_engine_compatible(engine_path: str | Path, *, running: EngineTarget | 
     return sidecar
 
 
-def load_engine(engine_path: str | Path, *, device: int = 0) -> Any:
+def version_compatible_refusal(engine_path: str | Path, sidecar: Sidecar) -> str | None:
+    """Why `engine_path` may not be deserialized with host code off (None when it may).
+
+    A version-compatible engine carries TensorRT's lean runtime as native code and only deserializes with
+    host code allowed; the sidecar saying so is untrusted, so it is refused unless the caller opts in.
+    """
+    info = sidecar.extra.get("tensorrt")
+    if isinstance(info, dict) and bool(info.get("version_compatible", False)):
+        source = sidecar.parent or "the ONNX graph it came from"
+        return (f"{engine_path} is a version-compatible engine, which runs native code embedded in it; "
+                f"rebuild it without --version-compat (aarm-export build {source} -o {engine_path} --force) "
+                "or, for an engine you built yourself, open it with allow_host_code=True")
+    return None
+
+
+def deserialize_engine(data: bytes, *, trt: ModuleType | Any | None = None, allow_host_code: bool = False,
+                       name: str = "engine") -> Any:
+    """The `trt.ICudaEngine` of a serialized plan, through this module's own `trt.Runtime`.
+
+    Host code stays off unless `allow_host_code` (Polygraphy's `EngineFromBytes` always turns it on, which lets
+    any engine run the lean-runtime code embedded in it). TensorRT's own plugins are registered first.
+    trt: the tensorrt module (None imports it). Raises ArtifactError when TensorRT cannot deserialize it.
+    """
+    trt = trt if trt is not None else require_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    trt.init_libnvinfer_plugins(logger, "")
+    trt_runtime = trt.Runtime(logger)
+    trt_runtime.engine_host_code_allowed = bool(allow_host_code)
+    cuda_engine = trt_runtime.deserialize_cuda_engine(data)
+    if not cuda_engine:
+        hint = "" if allow_host_code else " (host code is off: a version-compatible engine needs allow_host_code)"
+        raise ArtifactError(f"{name}: TensorRT could not deserialize the engine{hint}; see TensorRT's log above")
+    return cuda_engine
+
+
+def load_engine(engine_path: str | Path, *, device: int = 0, allow_host_code: bool = False) -> Any:
     """The deserialized `trt.ICudaEngine` of an engine that passes `check_engine_compatible`, on GPU `device`.
 
-    Polygraphy's `EngineFromBytes(BytesFromPath(...))` loader, called on that GPU's primary context.
+    Deserialized by `deserialize_engine` on that GPU's primary context, with host code off; a version-compatible
+    engine (its sidecar says so) is refused unless `allow_host_code` (it needs the code embedded in it).
     """
     engine_path = Path(engine_path)
-    require_tensorrt()
+    trt = require_tensorrt()
     require_polygraphy()
-    check_engine_compatible(engine_path, device=device)
-    from polygraphy.backend.common import BytesFromPath
-    from polygraphy.backend.trt import EngineFromBytes
-
+    sidecar = check_engine_compatible(engine_path, device=device)
+    refusal = version_compatible_refusal(engine_path, sidecar)
+    if refusal is not None and not allow_host_code:
+        raise ArtifactError(refusal)
     use_cuda_device(device)
-    return EngineFromBytes(BytesFromPath(str(engine_path)))()
+    return deserialize_engine(engine_path.read_bytes(), trt=trt, allow_host_code=allow_host_code,
+                              name=str(engine_path))
 
 
-def load_trt_runner(engine_path: str | Path, *, device: int = 0) -> Any:
-    """Polygraphy `TrtRunner` over `load_engine(engine_path, device=device)`.
+def load_trt_runner(engine_path: str | Path, *, device: int = 0, allow_host_code: bool = False) -> Any:
+    """Polygraphy `TrtRunner` over `load_engine(engine_path, device=device, allow_host_code=...)`.
 
     The runner is lazy: use it as a context manager (`with runner: runner.infer({...})`), inputs
     shaped as in the sidecar, e.g. (N, K, C, H, W) with N inside the engine's profile. Calls from another
@@ -282,7 +321,8 @@ def load_trt_runner(engine_path: str | Path, *, device: int = 0) -> Any:
     """
     from polygraphy.backend.trt import TrtRunner
 
-    return TrtRunner(load_engine(engine_path, device=device), name=Path(engine_path).name)
+    return TrtRunner(load_engine(engine_path, device=device, allow_host_code=allow_host_code),
+                     name=Path(engine_path).name)
 
 
 def engine_io(

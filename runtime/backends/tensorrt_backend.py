@@ -1,7 +1,8 @@
 """TensorRT backend: a serialized engine run through Polygraphy's TrtRunner.
 
 `runtime.tensorrt_engine.load_engine` checks the engine's sidecar against the TensorRT version and the GPU
-chosen by `device` ("cuda" or "cuda:<i>", the convention every runner shares) and deserializes it there;
+chosen by `device` ("cuda" or "cuda:<i>", the convention every runner shares) and deserializes it there
+with TensorRT's host code off (a version-compatible engine only with `allow_host_code`);
 this module hands that engine to a TrtRunner, adapts it to the `Runner` interface and checks the engine's
 bindings (inputs, outputs, the class count of the scores) against the sidecar on activation. Only public
 API: TensorRT's engine getters for the bindings, Polygraphy's runner for inference. TensorRT is imported
@@ -39,14 +40,19 @@ class TensorRTRunner(Runner):
         self.trt_runner = TrtRunner(engine, name=path.name)
 
     @classmethod
-    def from_engine(cls, path: str | Path, *, device: str | None = None) -> "TensorRTRunner":
-        """Open `path` (+ its sidecar) on `device` ("cuda" or "cuda:<i>"; default cuda:0)."""
+    def from_engine(cls, path: str | Path, *, device: str | None = None,
+                    allow_host_code: bool = False) -> "TensorRTRunner":
+        """Open `path` (+ its sidecar) on `device` ("cuda" or "cuda:<i>"; default cuda:0).
+
+        The engine is deserialized with host code off; allow_host_code opens a version-compatible engine, which
+        runs native code embedded in it (only for engines you built yourself)."""
         path = Path(path)
         index = cuda_device_index(device)
         sidecar = read_sidecar(path, verify=True)
         if sidecar.kind != "engine":
             raise ArtifactError(f"{path}: sidecar says kind {sidecar.kind!r}, expected 'engine'")
-        return cls(path, load_engine(path, device=index), sidecar, device_index=index)
+        return cls(path, load_engine(path, device=index, allow_host_code=allow_host_code), sidecar,
+                   device_index=index)
 
     @property
     def provider(self) -> str:

@@ -282,3 +282,48 @@ def test_opening_an_engine_on_cpu_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="cuda or cuda:<i>"):
         TensorRTRunner.from_engine(fake_engine(tmp_path), device="cpu")
+
+
+# -- deserialization: this project's own trt.Runtime, host code off ------------------------------------------
+def test_engines_deserialize_with_host_code_off(tmp_path, monkeypatch):
+    import fake_tensorrt
+
+    from runtime.tensorrt_engine import load_engine
+
+    engine = FakeEngine()
+    records = fake_tensorrt.install(monkeypatch, engine)
+    path = fake_engine(tmp_path)
+    assert load_engine(path, device=2) is engine
+    (record,) = [r for r in records if "data" in r]
+    assert record == {"data": path.read_bytes(), "host_code": False, "device": 2}
+
+
+def test_version_compatible_engines_need_host_code_allowed(tmp_path, monkeypatch):
+    import fake_tensorrt
+
+    from runtime.backends.tensorrt_backend import TensorRTRunner
+    from runtime.tensorrt_engine import load_engine
+
+    engine = FakeEngine()
+    records = fake_tensorrt.install(monkeypatch, engine)
+    path = fake_engine(tmp_path, version_compatible=True)
+    for open_it in (lambda: load_engine(path), lambda: TensorRTRunner.from_engine(path, device="cuda:1")):
+        with pytest.raises(ArtifactError, match="version-compatible engine, which runs native code") as info:
+            open_it()
+        message = str(info.value)
+        assert "\n" not in message and "without --version-compat" in message and "allow_host_code=True" in message
+    assert records == []  # refused before anything was deserialized or made current
+    runner = TensorRTRunner.from_engine(path, device="cuda:1", allow_host_code=True)
+    assert runner.engine is engine and runner.device == "cuda:1"
+    assert [r for r in records if "data" in r] == [{"data": path.read_bytes(), "host_code": True, "device": 1}]
+
+
+def test_an_engine_tensorrt_cannot_deserialize_is_an_artifact_error(tmp_path, monkeypatch):
+    import fake_tensorrt
+
+    from runtime.tensorrt_engine import load_engine
+
+    fake_tensorrt.install(monkeypatch, None, deserializes=False)
+    path = fake_engine(tmp_path)
+    with pytest.raises(ArtifactError, match="could not deserialize the engine .host code is off"):
+        load_engine(path)
