@@ -290,8 +290,9 @@ def open_runner(
     backend: torch | onnxruntime | tensorrt (default: from the suffix). providers (onnxruntime): execution
     providers in priority order, short names cpu / cuda / tensorrt or full names; a requested provider that
     does not start raises BackendUnavailable. device: "cpu" or "cuda[:i]" (torch; for onnxruntime "cuda"
-    means the CUDA provider). threads / inter_threads: intra-/inter-op threads. options: backend-specific
-    (onnxruntime: `optimization` all|extended|basic|disable, `provider_options`).
+    means the CUDA provider; for TensorRT the engine's GPU, default cuda:0). threads / inter_threads: intra-/
+    inter-op threads. options: backend-specific (onnxruntime: `optimization` all|extended|basic|disable,
+    `provider_options`; tensorrt: `allow_host_code` for a version-compatible engine you built yourself).
     """
     name = resolve_backend(artifact, backend)
     if name == "torch":
@@ -314,4 +315,4 @@ def open_runner(
         raise ConfigError("providers and thread counts do not apply to TensorRT engines")
     from runtime.backends.tensorrt_backend import TensorRTRunner
 
-    return TensorRTRunner.from_engine(artifact, **options)
+    return TensorRTRunner.from_engine(artifact, device=device, **options)

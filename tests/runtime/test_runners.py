@@ -140,6 +140,27 @@ def test_engine_without_tensorrt_raises_backend_unavailable(tiny, tmp_path):
         open_runner(engine)
 
 
+def test_open_runner_opens_an_engine_on_the_requested_gpu(tiny, tmp_path, monkeypatch):
+    import fake_tensorrt
+
+    from runtime.artifact import read_sidecar, write_sidecar
+
+    engine_file = tmp_path / "model.fp32.engine"
+    engine_file.write_bytes(b"a plan the fake tensorrt module hands back as an engine")
+    gpu, cc = fake_tensorrt.GPU
+    info = {"version": fake_tensorrt.VERSION, "gpu": gpu, "compute_capability": cc}
+    sc = read_sidecar(tiny.onnx).derive(kind="engine", stage="build", extra={"tensorrt": info})
+    write_sidecar(engine_file, sc, parent=tiny.onnx)
+    engine = object()
+    records = fake_tensorrt.install(monkeypatch, engine)
+    runner = open_runner(engine_file, device="cuda:1")
+    assert runner.backend == "tensorrt" and runner.device == "cuda:1" and runner.engine is engine
+    assert open_runner(engine_file).device == "cuda:0"
+    assert [r["device"] for r in records if "data" in r] == [1, 0]
+    with pytest.raises(ConfigError, match="cuda or cuda:<i>"):
+        open_runner(engine_file, device="cpu")
+
+
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_tensorrt_engine_matches_pytorch(tiny, tmp_path):
