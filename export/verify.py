@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aarm.errors import ConfigError
+from aarm.errors import ArtifactError, ConfigError
 from runtime.artifact import read_sidecar
 from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
 from runtime.compare import Tolerances, judge_sets, score_metrics
@@ -116,6 +116,54 @@ def compare_graphs(
             inputs = random_inputs(input_shapes(reference, n), seed=seed + i)
             parts.append((_run(ref_runner, inputs), _run(cand_runner, inputs)))
     return _combine(parts, cand_runner.provider, tolerances)
+
+
+def rebuilt_parent(path: str | Path) -> tuple[Path, bytes] | str:
+    """For an FP16 conversion (sidecar stage "convert") whose parent graph is present with its recorded
+    sha256 (at the recorded path or beside the artifact): that parent converted again here with
+    `export.fp16.convert_fp16_model` and the ops the sidecar says stayed FP32, as (parent, graph bytes).
+    Otherwise the reason there is nothing to rebuild from, as a string."""
+    from export.fp16 import FP32_OPS, convert_fp16_model
+    from runtime.artifact import file_sha256
+
+    path = Path(path)
+    sidecar = read_sidecar(path, verify=True)
+    if sidecar.stage != "convert" or sidecar.precision != "fp16":
+        return f"{path.name} is not an FP16 conversion (stage {sidecar.stage}, precision {sidecar.precision})"
+    if not sidecar.parent or not sidecar.parent_sha256:
+        return f"{path.name} records no parent graph"
+    recorded = Path(sidecar.parent)
+    parent = next((c for c in (recorded, path.parent / recorded.name)
+                   if c.is_file() and file_sha256(c) == sidecar.parent_sha256), None)
+    if parent is None:
+        return f"its parent {recorded.name} is not present with the recorded sha256"
+    keep = sidecar.extra.get("fp32_ops", list(FP32_OPS))
+    if not isinstance(keep, list) or not all(isinstance(op, str) for op in keep):
+        raise ArtifactError(f"{path}: sidecar field extra.fp32_ops must be a list of op names")
+    return parent, convert_fp16_model(load_onnx(parent), keep_fp32=keep).SerializeToString()
+
+
+def compare_with_rebuild(
+    path: str | Path, *, samples: int = 8, batch: int = 4, seed: int = 0, threads: int | None = None,
+) -> dict[str, Any]:
+    """An FP16 graph's scores against its parent converted again here (`rebuilt_parent`) on random inputs:
+    the same step on the same runtime, so a correct artifact matches to the last bit, while a change to
+    its weights or ops shows however small it is next to FP16 rounding. Returns {"parent", "metrics"}
+    (`runtime.compare.score_metrics`), or {"skipped": reason} when there is nothing to rebuild from."""
+    rebuilt = rebuilt_parent(path)
+    if isinstance(rebuilt, str):
+        return {"skipped": rebuilt}
+    parent, graph = rebuilt
+    artifact = OnnxRuntimeRunner.from_artifact(path, threads=threads)
+    reference = OnnxRuntimeRunner(graph, name=f"{Path(parent).name} (converted again)", threads=threads)
+    parts = []
+    with artifact, reference:
+        for i, n in enumerate(_batches(samples, batch)):
+            inputs = random_inputs(input_shapes(path, n), seed=seed + i)
+            parts.append((_run(reference, inputs), _run(artifact, inputs)))
+    ref = np.concatenate([r for r, _ in parts])
+    got = np.concatenate([g for _, g in parts])
+    return {"parent": str(parent), "metrics": score_metrics(got, ref)}
 
 
 def parity_rows(result: dict[str, Any]) -> list[tuple[str, str]]:

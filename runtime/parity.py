@@ -63,6 +63,14 @@ class ParityResult:
     tolerances: Tolerances
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     violations: list[Failure] = field(default_factory=list)
+    rebuild: dict[str, Any] | None = None  # an FP16 graph against its parent converted again (export.verify)
+
+    def add_rebuild(self, rebuild: dict[str, Any]) -> None:
+        """Record `export.verify.compare_with_rebuild`'s result; its metrics are judged by the FP32 limits
+        (the same step run again computes the same thing), as input set "rebuild"."""
+        self.rebuild = rebuild
+        if "metrics" in rebuild:
+            self.violations += judge_sets({"rebuild": rebuild["metrics"]}, DEFAULT_TOLERANCES["fp32"])
 
     @property
     def failures(self) -> list[str]:
@@ -94,6 +102,7 @@ class ParityResult:
             "judged": self.judged,
             "failures": self.failures,
             "violations": [f.to_dict() for f in self.violations],
+            "rebuild": self.rebuild,
             "passed": self.passed,
         }
 

@@ -67,6 +67,18 @@ def metric_rows(result: Any) -> list[tuple[str, ...]]:
     return rows
 
 
+def rebuild_line(result: Any) -> str:
+    """One line on the FP16 rebuild check: what the artifact was compared with and how it did."""
+    rebuild = result.rebuild
+    if "skipped" in rebuild:
+        return f"rebuild check: not run ({rebuild['skipped']})"
+    m = rebuild["metrics"]
+    failed = [f for f in result.violations if f.input_set == "rebuild"]
+    shown = "-" if m["max_rel"] is None else f"{m['max_rel']:.3g}"
+    return (f"rebuild check: against {Path(rebuild['parent']).name} converted to FP16 again here, max relative "
+            f"error {shown} on {m['samples']} random clips (FP32 limits): {'FAIL' if failed else 'pass'}")
+
+
 def parity(
     artifact: Annotated[Path, typer.Argument(help="Artifact to check (.onnx, .engine, .pt).")],
     reference: Annotated[Path, typer.Option(help="PyTorch checkpoint it was exported from.")],
@@ -138,8 +150,16 @@ def parity(
         task = bar.add_task("comparing", total=None)
         result = compare(runner, ref, samples=samples, batch=batch, seed=seed, data=labelled, tolerances=tol,
                          progress=lambda n: bar.advance(task, n))
+    if runner.precision == "fp16" and artifact.suffix.lower() == ".onnx":
+        from export.verify import compare_with_rebuild
+
+        with console.status("FP16 graph vs its parent converted again"):
+            result.add_rebuild(compare_with_rebuild(artifact, samples=min(samples, 8) or 8, batch=batch, seed=seed,
+                                                    threads=threads))
     print_table(f"Parity of {artifact.name} ({runner.precision}, {runner.provider}) with {reference.name}",
                 ["metric", *result.metrics, "limit", "judged on"], metric_rows(result))
+    if result.rebuild is not None:
+        console.print(rebuild_line(result), highlight=False, markup=False)
     if json_out:
         write_json(json_out, result.to_dict())
         console.print(f"wrote {json_out}", highlight=False, markup=False)
