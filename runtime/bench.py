@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from aarm.errors import ConfigError
+from runtime.artifact import file_sha256
 from runtime.host import CpuUse, host_info, thread_settings, usable_cores
 from runtime.runner import Runner
 
@@ -250,21 +251,34 @@ def _memory_child() -> None:
 
 
 # -- timing ------------------------------------------------------------------------------------------
+def timing_gpu(device: str) -> int | None:
+    """The GPU index whose stream CUDA events time a runner on `device` ("cuda:<i>" -> i, "cuda" -> 0, the
+    runners' convention); None for a CPU runner."""
+    if not device.startswith("cuda"):
+        return None
+    from runtime.tensorrt_engine import cuda_device_index
+
+    return cuda_device_index(device)
+
+
 class _Timer:
-    """Times one `infer` call in ms: CUDA events on a CUDA runner, perf_counter otherwise."""
+    """Times one `infer` call in ms: CUDA events on a CUDA runner, recorded on its own GPU's current stream
+    (under `torch.cuda.device(i)`, so a runner on cuda:1 is not timed on cuda:0), perf_counter otherwise."""
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
-        self.cuda = _torch_cuda() if runner.device.startswith("cuda") else None
+        self.gpu = timing_gpu(runner.device)
+        self.cuda = _torch_cuda() if self.gpu is not None else None
         self.method = "cuda_event" if self.cuda is not None else "perf_counter"
 
     def __call__(self, feed: dict[str, np.ndarray]) -> float:
         if self.cuda is not None:
-            start = self.cuda.cuda.Event(enable_timing=True)
-            end = self.cuda.cuda.Event(enable_timing=True)
-            start.record()
-            self.runner.infer(feed)
-            end.record()
+            with self.cuda.cuda.device(self.gpu):
+                start = self.cuda.cuda.Event(enable_timing=True)
+                end = self.cuda.cuda.Event(enable_timing=True)
+                start.record()
+                self.runner.infer(feed)
+                end.record()
             end.synchronize()
             return float(start.elapsed_time(end))
         t0 = time.perf_counter_ns()
@@ -362,8 +376,8 @@ def count_torch_flops(model: Any, input_shape: Sequence[int]) -> int:
 
 
 def runner_flops(runner: Runner) -> int | None:
-    """FLOPs per clip (batch 1) of what a runner runs: its ONNX graph, its engine's parent ONNX graph or
-    its PyTorch module; None when none of them is at hand."""
+    """FLOPs per clip (batch 1) of what a runner runs: its ONNX graph, its engine's parent ONNX graph (only
+    with the sha256 its sidecar records) or its PyTorch module; None when none of them is at hand."""
     if runner.backend == "torch" and hasattr(runner, "model"):
         return count_torch_flops(runner.model, runner.input_specs[0].concrete(1))
     onnx_path = None
@@ -373,7 +387,9 @@ def runner_flops(runner: Runner) -> int | None:
         parent = Path(runner.sidecar.parent)
         if not parent.is_absolute() and runner.path is not None:
             parent = runner.path.parent / parent
-        onnx_path = parent if parent.is_file() else None
+        # the sidecar's parent is only the engine's graph if it has the recorded sha256: no count beats a wrong one
+        want = runner.sidecar.parent_sha256
+        onnx_path = parent if want and parent.is_file() and file_sha256(parent) == want else None
     if onnx_path is None:
         return None
     count = count_onnx_flops(onnx_path)

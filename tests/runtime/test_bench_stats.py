@@ -3,6 +3,7 @@ command."""
 
 import json
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -192,6 +193,89 @@ def test_flops_from_onnx_graph_match_pytorch(tiny):
     assert count_onnx_flops(tiny.onnx, batch=4).flops == 4 * onnx_count.flops
     assert runner_flops(open_runner(tiny.onnx)) == onnx_count.flops
     assert runner_flops(open_runner(tiny.checkpoint)) == onnx_count.flops
+
+
+def test_engine_flops_come_only_from_the_parent_graph_its_sidecar_hashed(tiny, tmp_path):
+    import shutil
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from runtime.artifact import read_sidecar, write_sidecar
+
+    parent = tmp_path / "model.opt.onnx"
+    shutil.copyfile(tiny.onnx, parent)
+    engine = tmp_path / "model.fp32.engine"
+    engine.write_bytes(b"an engine's bytes")
+    write_sidecar(engine, read_sidecar(tiny.onnx).derive(kind="engine", stage="build"), parent=parent)
+
+    def engine_runner():
+        return SimpleNamespace(backend="tensorrt", path=engine, sidecar=read_sidecar(engine))
+
+    assert runner_flops(engine_runner()) == count_onnx_flops(tiny.onnx).flops
+    # another graph where the sidecar's parent was: it would count (2 * 4 * 8 FLOPs), but it is not the parent
+    matmul = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "other",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [4, 8], [0.0] * 32)],
+    )
+    onnx.save(helper.make_model(matmul), parent)
+    assert count_onnx_flops(parent).flops == 64 and runner_flops(engine_runner()) is None
+    shutil.copyfile(tiny.onnx, parent)
+    runner = engine_runner()
+    runner.sidecar.parent_sha256 = None  # no recorded hash: nothing to check the graph against
+    assert runner_flops(runner) is None
+
+
+def test_cuda_events_are_recorded_on_the_runners_gpu(monkeypatch):
+    import contextlib
+
+    import runtime.bench as bench
+
+    assert (bench.timing_gpu("cpu"), bench.timing_gpu("cuda"), bench.timing_gpu("cuda:1")) == (None, 0, 1)
+    current = [0]
+    recorded = []
+
+    class Event:
+        def __init__(self, enable_timing):
+            assert enable_timing
+
+        def record(self):
+            recorded.append(current[0])
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, other):
+            return 2.5
+
+    @contextlib.contextmanager
+    def device(index):
+        previous, current[0] = current[0], index
+        try:
+            yield
+        finally:
+            current[0] = previous
+
+    class GpuSleepRunner(SleepRunner):
+        @property
+        def device(self):
+            return "cuda:1"
+
+        def infer_impl(self, feed):
+            recorded.append(("infer", current[0]))
+            return super().infer_impl(feed)
+
+    fake_torch = SimpleNamespace(cuda=SimpleNamespace(Event=Event, device=device))
+    monkeypatch.setattr(bench, "_torch_cuda", lambda: fake_torch)
+    runner = GpuSleepRunner("gpu", 0.0)
+    timer = bench._Timer(runner)
+    assert timer.method == "cuda_event" and timer.gpu == 1
+    with runner:
+        assert timer({"input": np.zeros((1, 4), np.float32)}) == 2.5
+    assert recorded == [1, ("infer", 1), 1] and current == [0]
+    assert bench._Timer(SleepRunner("cpu", 0.0)).method == "perf_counter"
 
 
 def test_bench_command(tiny, tmp_path):
