@@ -186,7 +186,11 @@ def parse_config(text: str) -> Any:
 
 
 def _external_data_files(onnx_path: Path) -> list[str]:
-    """Relative locations of an ONNX graph's external weight files (none for a self-contained graph)."""
+    """Relative locations of an ONNX graph's external weight files (none for a self-contained graph).
+
+    The locations come from the (untrusted) graph: each must name a file inside the graph's folder, with no
+    absolute path, `..` or link leading out of it; anything else is an ArtifactError.
+    """
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
     from runtime.onnx_file import load_onnx
@@ -195,7 +199,17 @@ def _external_data_files(onnx_path: Path) -> list[str]:
     tensors = list(model.graph.initializer)
     for node in model.graph.node:
         tensors.extend(a.t for a in node.attribute if a.HasField("t"))
-    return sorted({ExternalDataInfo(t).location for t in tensors if uses_external_data(t)})
+    locations = sorted({ExternalDataInfo(t).location for t in tensors if uses_external_data(t)})
+    folder = onnx_path.parent.resolve()
+    for location in locations:
+        rel = Path(location)
+        inside = bool(location) and not rel.is_absolute() and ".." not in rel.parts
+        if not inside or not (folder / rel).resolve().is_relative_to(folder):
+            raise ArtifactError(f"{onnx_path}: external data location {location!r} is outside the model's folder; "
+                                "refusing to copy it")
+        if not (folder / rel).is_file():
+            raise ArtifactError(f"{onnx_path}: external data file {location!r} is missing")
+    return locations
 
 
 def write_triton_model(artifact: str | Path, repo: str | Path, options: TritonOptions) -> Path:

@@ -225,3 +225,24 @@ def test_external_weights_are_copied(tmp_path):
     session = ort.InferenceSession(str(target / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
     (scores,) = session.run(None, {"clips": np.ones((2, 2, 3, 32, 32), np.float32)})
     np.testing.assert_allclose(scores, np.ones((2, 3)))
+
+
+def test_external_data_outside_the_models_folder_is_refused(tmp_path):
+    folder = tmp_path / "model"
+    folder.mkdir()
+    artifact = _onnx_artifact(folder)
+    onnx.save(onnx.load(str(artifact)), str(artifact), save_as_external_data=True, location="model.onnx.data",
+              size_threshold=0)
+    secret = tmp_path / "secret"
+    secret.write_bytes((folder / "model.onnx.data").read_bytes())
+    (folder / "link.data").symlink_to(secret)
+    for location in ("../secret", str(secret), "link.data"):
+        model = onnx.load(str(artifact), load_external_data=False)
+        (entry,) = [e for e in model.graph.initializer[0].external_data if e.key == "location"]
+        entry.value = location
+        onnx.save(model, str(artifact))
+        write_sidecar(artifact, _sidecar())
+        with pytest.raises(ArtifactError, match="is outside the model's folder") as info:
+            write_triton_model(artifact, tmp_path / "repo", TritonOptions())
+        assert repr(location) in str(info.value) and "\n" not in str(info.value)
+        assert not (tmp_path / "repo").exists()  # refused before anything was written
