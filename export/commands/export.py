@@ -100,8 +100,8 @@ def optimize_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Optimised ONNX file to write.")],
     force: Annotated[bool, typer.Option(help="Overwrite an existing output and --json file.")] = False,
     kernels: Annotated[bool, typer.Option(
-        help="Fuse AARM blocks into the compiled CPU custom ops (onnxruntime CPU only; sessions must register "
-             "the library the sidecar names). Default: standard ONNX ops, portable.")] = False,
+        help="Fuse AARM blocks into the compiled CPU custom ops (onnxruntime CPU only; runners load this "
+             "installation's own recorded build of them). Default: standard ONNX ops, portable.")] = False,
     verify_samples: Annotated[int, typer.Option(help="Random inputs for the parity check (0: skip).")] = 8,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write passes and parity as JSON.")] = None,
 ) -> None:
@@ -113,7 +113,10 @@ def optimize_command(
     with console.status(f"optimising {model}"):
         sidecar, rows = optimize_onnx(model, output, kernels=kernels, force=force)
     if kernels:
-        console.print(f"custom ops: {sidecar.extra['custom_ops']['library']}", highlight=False)
+        ops = sidecar.extra["custom_ops"]
+        console.print(f"custom ops {ops['domain']} ({', '.join(ops['ops'])}): kernels built here at {ops['library']}; "
+                      "runners load this installation's recorded build, never a path from the sidecar",
+                      highlight=False)
     print_table(f"{model.name} -> {output.name}", ["pass", "nodes"], [(r["pass"], r["nodes"]) for r in rows])
     report: dict[str, Any] = {"artifact": str(output), "parent": str(model), "passes": rows}
     if verify_samples > 0:
