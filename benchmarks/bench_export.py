@@ -61,8 +61,17 @@ CLASSES = 101
 
 
 def build_model(attention: str, backbone: str) -> torch.nn.Module:
+    """A randomly initialised model, with the fusion weights and biases moved off their 1 / 0 start (as
+    training leaves them), so no pass can drop a Mul by 1 or an Add of 0 that a trained model would keep."""
     torch.manual_seed(0)
-    return aarm.create_model(backbone, num_classes=CLASSES, attention=attention, segments=1).eval()
+    model = aarm.create_model(backbone, num_classes=CLASSES, attention=attention, segments=1).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("fuse.conv.weight"):
+                p.add_(0.1 * torch.randn_like(p))
+            elif name.endswith("fuse.conv.bias"):
+                p.copy_(0.05 * torch.randn_like(p))
+    return model
 
 
 def naive_export(model: torch.nn.Module, x: torch.Tensor, path: Path) -> Path:

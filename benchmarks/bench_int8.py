@@ -19,6 +19,16 @@ clips is over --max-drop, and the benchmark reports:
   (no attention) timed alongside as the ratio onnxruntime's int8 kernels reach on this CPU without AARM.
 
 Prints a table and writes benchmarks/results/int8.json. Goals: drop <= 1 point; target cpu >= 2.5x FP32.
+
+`--users-path` measures instead the path users take at full size (issue 13): AARM-ResNet-50 and ResNet-50
+(TSN K = 1, batch 8, 224x224, random weights) exported with `export_onnx`, then INT8 through `calibrate` on
+the *exported* graph exactly as `aarm-export calibrate` runs it (the standard-op passes first, the cpu
+target, unlabelled synthetic clips, so no accuracy budget: the trained ResNet-18 run above is the accuracy
+check). FP32 is the optimised standard-op graph. Every graph is timed at 1 and 2 intra-op threads in
+interleaved rounds after waiting for a quiet machine; ratios are paired by round with bootstrap intervals
+(benchmarks/common.py); the report's kept-in-float nodes and their verdict in onnxruntime's optimised session
+are recorded. Targets: AARM INT8 >= 2.5x FP32 at both thread counts; moonshot: AARM INT8 within 15% of plain
+ResNet-50 INT8. `--quick` smoke-tests it at 64x64, batch 2, 3 rounds (writes int8_users_path.quick.json).
 """
 
 import argparse
@@ -234,6 +244,108 @@ def interleaved_throughput(
     return out
 
 
+def users_path(args: argparse.Namespace) -> None:
+    """INT8 vs FP32 for AARM-ResNet-50 and ResNet-50 on `calibrate`'s exported-graph path (module docstring)."""
+    import os
+    import tempfile
+
+    from benchmarks.common import interleaved_rounds, median_ms, overhead, paired_ratio, target_row, wait_for_quiet
+    from export.passes import optimize_onnx, run_passes
+    from runtime.host import CpuUse, load_average, thread_settings
+    from runtime.host import host_info as host_facts
+
+    size, batch, rounds = (64, 2, 3) if args.quick else (args.timing_size, args.batch, args.trials)
+    threads_list = [int(v) for v in args.users_threads.split(",")]
+    out = Path(args.out if args.out != str(ROOT / "benchmarks" / "results" / "int8.json") else
+               ROOT / "benchmarks" / "results" / ("int8_users_path.quick.json" if args.quick else
+                                                 "int8_users_path.json"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    models = {"aarm": "AARM-ResNet-50", "none": "ResNet-50"}
+    graphs: dict[str, Path] = {}
+    reports: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="aarm-bench-int8-") as tmp:
+        work = Path(tmp)
+        clips = work / "clips"
+        make_synthetic(clips, classes=2, videos_per_class=4, frames=8, size=96, seed=0, progress=False, force=True)
+        folder = work / "unlabelled"
+        folder.mkdir()
+        for i, video in enumerate(sorted((clips / "videos").rglob("*.*"))):
+            (folder / f"clip{i}{video.suffix}").write_bytes(video.read_bytes())
+        for attention, label in models.items():
+            from benchmarks.bench_export import build_model  # fusion weights off their 1 / 0 start
+
+            model = build_model(attention, "resnet50")
+            prep = Preprocessing.for_model(model.aarm_config, size=size)
+            exported = work / f"{attention}.onnx"
+            console.print(f"{label}: export, optimise, calibrate the exported graph")
+            export_onnx(model, exported, classes=[f"c{i}" for i in range(101)], preprocessing=prep, trained=False)
+            optimize_onnx(exported, work / f"{attention}.opt.onnx")
+            result = calibrate(exported, work / f"{attention}.int8.onnx", data=folder, clips=8, target="cpu",
+                               max_drop=1.0, require_labels=False, graph_passes=run_passes)
+            graphs[f"{attention}/fp32"] = work / f"{attention}.opt.onnx"
+            graphs[f"{attention}/int8"] = result.output
+            r = result.report
+            reports[attention] = {"graph_passes": r["quantization"]["graph_passes"], "session": r["session"],
+                                  "float_nodes": [{"node": e["node"], "in_session": e.get("in_session"),
+                                                   "reason": e["reason"]} for e in r["excluded"]],
+                                  "budget_note": r["budget_note"]}
+        x = np.random.default_rng(0).standard_normal((batch, 1, 3, size, size), dtype=np.float32)
+        quiet = wait_for_quiet(0.5 * cores, 0.0 if args.quick else args.wait)
+        if not quiet["quiet"]:
+            console.print(f"[bold yellow]BUSY:[/] load {quiet['load']} after {quiet['waited_s']:.0f} s; "
+                          "measuring anyway")
+        results: dict[str, Any] = {}
+        rows: list[dict[str, Any]] = []
+        for threads in threads_list:
+            sessions = {k: session(p, threads=threads) for k, p in graphs.items()}
+            runners = {k: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for k, s in sessions.items()}
+            load_before = load_average()
+            with CpuUse() as use:
+                times = interleaved_rounds(runners, rounds, warmup=1)
+            ratios = {f"{a}: int8 over fp32": paired_ratio(times[f"{a}/fp32"], times[f"{a}/int8"]) for a in models}
+            ratios["AARM overhead, int8"] = overhead(times["none/int8"], times["aarm/int8"])
+            ratios["AARM overhead, fp32"] = overhead(times["none/fp32"], times["aarm/fp32"])
+            rows += [{**target_row("AARM-ResNet-50 INT8 (calibrated on the exported graph) >= 2.5x FP32",
+                                   ratios["aarm: int8 over fp32"], 2.5, at_least=True), "threads": threads},
+                     {**target_row("moonshot: AARM INT8 within 15% of ResNet-50 INT8", ratios["AARM overhead, int8"],
+                                   0.15, at_least=False), "threads": threads}]
+            results[str(threads)] = {"load_before": load_before, "cpu_use": use.result(), "latency_ms": times,
+                                     "median_ms": {k: median_ms(v) for k, v in times.items()}, "ratios": ratios}
+            table = Table(title=f"INT8 vs FP32 on the users' path, {threads} thread(s), batch {batch} x {size}x{size}, "
+                                f"{rounds} interleaved rounds")
+            for col in ("graph", "median ms"):
+                table.add_column(col)
+            for k, v in results[str(threads)]["median_ms"].items():
+                table.add_row(f"{models[k.split('/')[0]]} {k.split('/')[1]}", f"{v:.1f}")
+            for k, v in ratios.items():
+                fmt = (lambda z: f"{100 * z:+.1f}%") if "overhead" in k else (lambda z: f"{z:.2f}x")
+                table.add_row(k, f"{fmt(v['value'])} [{fmt(v['low'])}, {fmt(v['high'])}]")
+            console.print(table)
+    busy = not quiet["quiet"] or any(v["cpu_use"]["busy"] for v in results.values())
+    table = Table(title="Targets (issue 13)" + (" - BUSY machine, rerun quiet" if busy else ""))
+    for col in ("threads", "target", "value", "pass", "sure"):
+        table.add_column(col)
+    for row in rows:
+        pct = "overhead" in row["target"] or "within" in row["target"]
+        value = f"{100 * row['value']:+.1f}%" if pct else f"{row['value']:.2f}x"
+        table.add_row(str(row["threads"]), row["target"], value, "PASS" if row["pass"] else "FAIL",
+                      "yes" if row["interval_clears"] else "no")
+    console.print(table)
+    for attention, rep in reports.items():
+        console.print(f"{models[attention]}: {len(rep['float_nodes'])} node(s) kept in float, in onnxruntime's "
+                      f"optimised session: {sorted({e['in_session'] for e in rep['float_nodes']}) or '-'}; "
+                      f"{rep['session'].get('int8_kernels')} int8 kernels")
+    write_json(out, {
+        "benchmark": "int8_users_path", "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": host_facts(),
+        "threads_settings": thread_settings(), "quiet_wait": quiet, "busy": busy,
+        "config": {"models": list(models.values()), "batch": batch, "size": size, "segments": 1, "rounds": rounds,
+                   "threads": threads_list, "quick": args.quick, "fp32": "optimised standard-op graph",
+                   "int8": "calibrate(exported graph, graph_passes=run_passes, target cpu, percentile, 8 clips)"},
+        "calibration": reports, "results": results, "targets": rows,
+    })
+    console.print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", help="Trained AARM checkpoint; default: train one on the synthetic set.")
@@ -259,7 +371,15 @@ def main() -> None:
                         help="Quantize the exported graph as it is, without the project's graph passes.")
     parser.add_argument("--no-reference", dest="reference", action="store_false",
                         help="Skip timing a plain ResNet-18 (the int8 ratio this CPU reaches without AARM).")
+    parser.add_argument("--users-path", action="store_true",
+                        help="AARM-ResNet-50 / ResNet-50 INT8 vs FP32 through calibrate on the exported graph")
+    parser.add_argument("--users-threads", default="1,2", help="Thread counts for --users-path.")
+    parser.add_argument("--wait", type=float, default=600.0, help="--users-path: seconds to wait for a quiet machine")
+    parser.add_argument("--quick", action="store_true", help="--users-path smoke test: 64x64, batch 2, 3 rounds")
     args = parser.parse_args()
+    if args.users_path:
+        users_path(args)
+        return
     methods, targets = args.methods.split(","), args.targets.split(",")
     for m in methods:
         assert m in METHODS, f"unknown method {m}"
