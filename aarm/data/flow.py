@@ -15,6 +15,7 @@ OpenCV (opencv-python-headless, the `flow` extra) is imported only here.
 """
 
 import json
+import math
 import multiprocessing as mp
 import os
 import shutil
@@ -214,8 +215,8 @@ def extract_flow(
     progress: bool = True,
 ) -> FlowSummary:
     """Extract frames and flow of every video under `video_root` into `out` (see the module docstring)."""
-    if bound <= 0:
-        raise ConfigError(f"--bound must be > 0, got {bound}")
+    if not math.isfinite(bound) or bound <= 0:
+        raise ConfigError(f"--bound must be a finite number > 0, got {bound}")
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     method = resolve_method(method)

@@ -439,7 +439,9 @@ def _write_group(
     return names
 
 
-def _check_params(classes: int, videos_per_class: int, frames: int, size: int) -> None:
+def _check_params(classes: int, videos_per_class: int, frames: int, size: int, seed: int) -> None:
+    if seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {seed}")
     if not 1 <= classes <= len(CLASSES):
         available = ", ".join(list_classes())
         raise ConfigError(f"--classes must be 1..{len(CLASSES)} (available: {available}), got {classes}")
@@ -465,7 +467,7 @@ def make_synthetic(
     """Write the synthetic dataset to `out` (see the module docstring), atomically: a temporary folder beside
     `out` renamed into place. Refuses a non-empty `out` unless `force`. `workers` > 1 synthesises groups in
     that many processes (the output does not depend on it)."""
-    _check_params(classes, videos_per_class, frames, size)
+    _check_params(classes, videos_per_class, frames, size, seed)
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     out = Path(out)

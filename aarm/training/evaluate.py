@@ -10,21 +10,42 @@ import torch
 from torch.utils.data import DataLoader
 
 from aarm.checkpoint import Checkpoint, load_checkpoint
-from aarm.data.annotations import load_split
+from aarm.data.annotations import Split, check_held_out, load_split
 from aarm.data.datasets import VideoDataset
-from aarm.errors import DataError
+from aarm.errors import ConfigError, DataError
 from aarm.fileio import atomic_path
+from aarm.training.config import check_number
 from aarm.training.metrics import classification_summary
 from aarm.training.trainer import ProgressFn, predict_scores
+
+DEFAULT_FUSION_WEIGHTS = (1.0, 1.5)  # RGB, flow: TSN's late-fusion weights
+
+
+def _check_held_out(data: Path, test: Split, where: dict[str, Any]) -> None:
+    """Refuse a test subset that shares videos with the split's train subset. A dataset without a readable
+    train subset (only test lists given) has nothing to overlap with."""
+    try:
+        train = load_split(data, subset="train", **where)
+    except DataError:
+        return
+    check_held_out(train, test, data)
 
 
 def checkpoint_scores(
     ckpt: Checkpoint, data: Path, *, split: int = 1, subset: str = "test", dataset_format: str = "auto",
+    videos: Path | None = None, annotations: Path | None = None, allow_overlap: bool = False,
     num_clips: int = 1, batch_size: int = 16, workers: int = 2, device: str = "cpu",
     progress: ProgressFn | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[Path]]:
-    """Scores (N, classes), labels (N,), the split's class names and video paths, for one checkpoint."""
-    records = load_split(Path(data), format=dataset_format, split=split, subset=subset)
+    """Scores (N, classes), labels (N,), the split's class names and video paths, for one checkpoint.
+
+    The test subset must not share videos with the train subset (a plain folder of class folders is both)
+    unless `allow_overlap`.
+    """
+    where = {"format": dataset_format, "split": split, "videos": videos, "annotations": annotations}
+    records = load_split(Path(data), subset=subset, **where)
+    if subset == "test" and not allow_overlap:
+        _check_held_out(Path(data), records, where)
     if records.classes != ckpt.classes:
         raise DataError(f"{data}: the dataset's {len(records.classes)} classes differ from the checkpoint's "
                         f"{len(ckpt.classes)} ({records.classes[:3]}... vs {ckpt.classes[:3]}...)")
@@ -35,23 +56,55 @@ def checkpoint_scores(
     return scores, labels, records.classes, [r.path for r in records.records]
 
 
+def fusion_weights(count: int, weights: Sequence[float] | None) -> list[float]:
+    """The late-fusion weights of `count` checkpoints: none for one, DEFAULT_FUSION_WEIGHTS or `weights` (one
+    finite, non-negative number per checkpoint, not all zero) for two."""
+    if weights is None:
+        return [1.0] if count == 1 else list(DEFAULT_FUSION_WEIGHTS[:count])
+    if count == 1:
+        raise ConfigError("--weights are late-fusion weights for two checkpoints (RGB, flow); one checkpoint "
+                          "takes none")
+    if len(weights) != count:
+        raise ConfigError(f"--weights takes one weight per checkpoint: {count} checkpoints, {len(weights)} weights")
+    for w in weights:
+        check_number("--weights", w, 0)
+    if not any(weights):
+        raise ConfigError("--weights are all zero: the fused scores would be all zero")
+    return [float(w) for w in weights]
+
+
 def evaluate(
     checkpoints: Sequence[Path], data: Sequence[Path], *, weights: Sequence[float] | None = None,
-    **kwargs: Any,
+    videos: Sequence[Path] | None = None, annotations: Path | None = None, split: int = 1, subset: str = "test",
+    dataset_format: str = "auto", allow_overlap: bool = False, num_clips: int = 1, batch_size: int = 16,
+    workers: int = 2, device: str = "cpu", progress: ProgressFn | None = None,
 ) -> dict[str, Any]:
-    """One checkpoint, or two (RGB and flow, each with its own data root) fused late with `weights`.
+    """One checkpoint, or two (RGB and flow, each with its own data root) fused late with `weights`
+    (default 1 and 1.5).
 
+    videos: a video folder per checkpoint, where `data` does not hold them; annotations: the split files'
+    folder, shared by both streams. Every argument is checked before any checkpoint is loaded.
     Returns a summary per stream and, for two, of the fusion (`fused`), each with top-1, top-5,
     mean per-class accuracy, per-class accuracy and the confusion matrix.
     """
     if len(checkpoints) not in (1, 2) or len(data) != len(checkpoints):
         raise DataError("give one checkpoint with one data root, or two (RGB, flow) with two data roots")
-    weights = list(weights or [1.0, 1.5][: len(checkpoints)])
+    if videos is not None and len(videos) != len(checkpoints):
+        raise DataError(f"give one --videos folder per checkpoint ({len(checkpoints)}), got {len(videos)}")
+    weights = fusion_weights(len(checkpoints), weights)
+    check_number("--batch-size", batch_size, 1, integer=True)
+    check_number("--workers", workers, 0, integer=True)
+    check_number("--clips", num_clips, 1, integer=True)
+    options = dict(split=split, subset=subset, dataset_format=dataset_format, annotations=annotations,
+                   allow_overlap=allow_overlap, num_clips=num_clips, batch_size=batch_size, workers=workers,
+                   device=device, progress=progress)
     results: dict[str, Any] = {"checkpoints": [str(c) for c in checkpoints], "streams": []}
     fused_scores, first = None, None
-    for ckpt_path, root, w in zip(checkpoints, data, weights, strict=True):
+    for i, (ckpt_path, root, w) in enumerate(zip(checkpoints, data, weights, strict=True)):
         ckpt = load_checkpoint(ckpt_path)
-        scores, labels, classes, paths = checkpoint_scores(ckpt, root, **kwargs)
+        scores, labels, classes, paths = checkpoint_scores(
+            ckpt, root, videos=videos[i] if videos is not None else None, **options
+        )
         stems = [p.stem for p in paths]
         if first is not None and (stems != first[0] or not np.array_equal(labels, first[1])):
             raise DataError(f"{root}: its videos do not line up with {data[0]} (same split and names needed)")
@@ -61,6 +114,7 @@ def evaluate(
         fused_scores = w * scores if fused_scores is None else fused_scores + w * scores
     if len(checkpoints) == 2:
         results["fused"] = classification_summary(fused_scores, first[1], first[2])
+        results["weights"] = weights
     results["classes"] = first[2]
     return results
 

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from aarm.checkpoint import read_checkpoint, save_checkpoint
-from aarm.data.annotations import Split, load_split
+from aarm.data.annotations import Split, check_held_out, load_split
 from aarm.data.datasets import VideoDataset
 from aarm.data.preprocessing import Preprocessing
 from aarm.errors import CheckpointError, ConfigError
@@ -207,8 +207,10 @@ def _train(
     torch.manual_seed(cfg.seed)
     device = here.device
 
-    train_split: Split = load_split(Path(cfg.data), format=cfg.dataset_format, split=cfg.split, subset="train")
-    test_split: Split = load_split(Path(cfg.data), format=cfg.dataset_format, split=cfg.split, subset="test")
+    train_split: Split = load_split(Path(cfg.data), subset="train", **cfg.dataset_paths())
+    test_split: Split = load_split(Path(cfg.data), subset="test", **cfg.dataset_paths())
+    if not cfg.allow_overlap:
+        check_held_out(train_split, test_split, cfg.data)
     classes = train_split.classes
     net = build_model(cfg, len(classes))
     preprocessing = build_preprocessing(cfg, net)

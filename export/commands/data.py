@@ -10,21 +10,25 @@ from aarm.data.flow import extract_flow as _extract_flow
 from aarm.data.synthetic import list_classes
 from aarm.data.synthetic import make_synthetic as _make_synthetic
 from aarm.fileio import write_json
+from export.commands.bench import at_least
 from export.console import console, print_table
 
 
 def make_synthetic(
     out: Annotated[Path, typer.Argument(help="Folder to create (UCF101 layout).")],
-    classes: Annotated[int, typer.Option(help=f"Number of classes, the first N of: {', '.join(list_classes())}.")] = 8,
-    videos_per_class: Annotated[int, typer.Option(help="Videos per class (about 4 per group).")] = 30,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same decoded frames.")] = 0,
-    frames: Annotated[int, typer.Option(help="Frames per video.")] = 32,
-    size: Annotated[int, typer.Option(help="Frame height and width in pixels (even).")] = 112,
+    classes: Annotated[int, typer.Option(
+        help=f"Number of classes, the first N of: {', '.join(list_classes())}.", callback=at_least(1))] = 8,
+    videos_per_class: Annotated[int, typer.Option(
+        help="Videos per class (about 4 per group).", callback=at_least(2))] = 30,
+    seed: Annotated[int, typer.Option(
+        help="Random seed; the same seed gives byte-identical files.", callback=at_least(0))] = 0,
+    frames: Annotated[int, typer.Option(help="Frames per video.", callback=at_least(2))] = 32,
+    size: Annotated[int, typer.Option(help="Frame height and width in pixels (even).", callback=at_least(16))] = 112,
     trails: Annotated[
         bool, typer.Option("--trails/--no-trails", help="Draw fading trails of the object's recent past.")
     ] = True,
     codec: Annotated[str, typer.Option(help="auto (libx264, else mpeg4), libx264, h264 or mpeg4.")] = "auto",
-    workers: Annotated[int, typer.Option(help="Processes synthesising videos in parallel.")] = 1,
+    workers: Annotated[int, typer.Option(help="Processes synthesising videos in parallel.", callback=at_least(1))] = 1,
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUT.")] = False,
 ) -> None:
     """Write a synthetic action dataset whose classes differ only over time (see aarm.data.synthetic)."""
@@ -47,8 +51,9 @@ def extract_flow(
     method: Annotated[str, typer.Option(help="auto (TV-L1 if OpenCV has it, else Farneback), tvl1, farneback.")] = (
         "auto"
     ),
-    bound: Annotated[float, typer.Option(help="Flow clipped to +-bound pixels before quantising to 0..255.")] = 20.0,
-    workers: Annotated[int, typer.Option(help="Videos processed in parallel.")] = 1,
+    bound: Annotated[float, typer.Option(
+        help="Flow clipped to +-bound pixels before quantising to 0..255.", callback=at_least(0, strict=True))] = 20.0,
+    workers: Annotated[int, typer.Option(help="Videos processed in parallel.", callback=at_least(1))] = 1,
 ) -> None:
     """Extract RGB frames and optical flow as TSN JPEG folders; resumable (finished videos are skipped)."""
     summary = _extract_flow(video_root, out, method=method, bound=bound, workers=workers)

@@ -27,7 +27,9 @@ def config(dataset, out, **kw):
 
 
 def test_training_lowers_the_loss_and_writes_loadable_checkpoints(dataset, tmp_path):
-    result = train(config(dataset, tmp_path / "run"))
+    # The from-scratch recipe of docs/train.md: SGD at lr 0.05 diverges on this set (a loss of 11 by epoch 3
+    # once the videos were the same bytes every run; it passed only on some encodings before).
+    result = train(config(dataset, tmp_path / "run", optimizer="adamw", lr=5e-4))
     losses = [row["train_loss"] for row in result.log]
     assert len(losses) == 4
     assert losses[-1] < losses[0]
@@ -110,3 +112,43 @@ def test_train_command(dataset, tmp_path):
     assert result.exit_code == 0, result.output
     ckpt = load_checkpoint(tmp_path / "cli" / "best.pt")
     assert ckpt.config["options"]["chi"] == 0.5
+
+
+def test_plain_progress_lines_at_a_steady_interval():
+    from aarm.training.progress import plain_progress
+
+    now = [0.0]
+    lines: list[str] = []
+    report = plain_progress(lines.append, interval_s=10.0, clock=lambda: now[0])
+    for step in range(1, 101):  # 100 steps of 0.5 s: a line at the first step, then every 10 s, and the last
+        now[0] += 0.5
+        report("epoch 1/2", step, 100)
+    assert lines[0] == "epoch 1/2: 1/100 (1 %, 0 s)"
+    assert lines[1] == "epoch 1/2: 21/100 (21 %, 10 s)"
+    assert lines[-1] == "epoch 1/2: 100/100 (100 %, 50 s)"
+    assert len(lines) == 6  # steps 1, 21, 41, 61, 81 and 100
+    lines.clear()
+    report("eval", 1, 1)  # a new phase starts its own clock and line
+    assert lines == ["eval: 1/1 (100 %, 0 s)"]
+
+
+def test_config_checks_every_number():
+    for bad, message in [
+        (dict(lr=float("nan")), "lr must be a finite number, got nan"),
+        (dict(momentum=1.0), "momentum must be < 1, got 1.0"),
+        (dict(weight_decay=-1.0), "weight_decay must be >= 0, got -1.0"),
+        (dict(workers=-1), "workers must be >= 0, got -1"),
+        (dict(batch_size=True), "batch_size must be a whole number, got True"),
+        (dict(epochs="3"), "epochs must be a whole number, got '3'"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            TrainConfig(**bad)
+        assert str(err.value) == message
+
+
+def test_evaluate_checks_fusion_weights_before_loading(dataset, tmp_path):
+    missing = tmp_path / "not-loaded.pt"  # never opened: the weights are refused first
+    with pytest.raises(ConfigError, match="one checkpoint takes none"):
+        evaluate([missing], [dataset], weights=[1.0, 1.5])
+    with pytest.raises(ConfigError, match="2 checkpoints, 1 weights"):
+        evaluate([missing, missing], [dataset, dataset], weights=[1.0])
