@@ -123,13 +123,21 @@ def _source_kind(source: str) -> str:
 
 
 def open_source(
-    source: str, *, input_format: str | None = None, timeout: float = 10.0
+    source: str, *, input_format: str | None = None, timeout: float = 10.0, listen: bool = False
 ) -> tuple["av.container.InputContainer", str]:
-    """Open a file, URL or device with PyAV; one-line DataError when it cannot be opened or has no video."""
+    """Open a file, URL or device with PyAV; one-line DataError when it cannot be opened or has no video.
+
+    RTSP goes over TCP. `listen` (rtsp:// only): wait up to `timeout` seconds for a publisher to push to
+    this address (FFmpeg's rtsp_flags=listen), e.g. `ffmpeg -re -i clip.mp4 -f rtsp rtsp://127.0.0.1:8554/live`.
+    """
     kind = _source_kind(source)
     if kind == "file" and not Path(source).is_file():
         raise DataError(f"video {source} not found")
     options = {"rtsp_transport": "tcp"} if source.startswith("rtsp") else {}
+    if listen:
+        if not source.startswith("rtsp://"):
+            raise ConfigError(f"--listen needs an rtsp:// address to listen on, got {source}")
+        options |= {"rtsp_flags": "listen", "listen_timeout": str(max(1, round(timeout)))}
     fmt = input_format or ("v4l2" if kind == "device" else None)
     try:
         container = av.open(source, format=fmt, options=options, timeout=(timeout, timeout))
@@ -288,6 +296,7 @@ class VideoStream:
         max_windows: int | None = None,
         input_format: str | None = None,
         timeout: float = 10.0,
+        listen: bool = False,
     ) -> None:
         if top_k < 1 or smooth < 1:
             raise ConfigError("--top-k and --smooth must be >= 1")
@@ -301,7 +310,8 @@ class VideoStream:
                               "precomputed flow")
         self.runner, self.top_k, self.smooth, self.max_windows = runner, top_k, smooth, max_windows
         self.source = str(source)
-        self.container, kind = open_source(self.source, input_format=input_format, timeout=timeout)
+        self.container, kind = open_source(self.source, input_format=input_format, timeout=timeout,
+                                             listen=listen)
         try:
             vs = self.container.streams.video[0]
             rate = vs.average_rate or vs.guessed_rate

@@ -70,7 +70,10 @@ def stream(
     input_format: Annotated[str | None, typer.Option(
         help="FFmpeg input format for devices (default v4l2 for /dev/*; avfoundation, dshow elsewhere).")] = None,
     timeout: Annotated[float, typer.Option(
-        help="Seconds to wait when opening or reading a URL.", callback=at_least(0, strict=True))] = 10.0,
+        help="Seconds to wait when opening or reading a URL (or for a publisher, with --listen).",
+        callback=at_least(0, strict=True))] = 10.0,
+    listen: Annotated[bool, typer.Option(
+        "--listen", help="rtsp:// SOURCE: wait (up to --timeout s) for a publisher to push the stream here.")] = False,
     provider: ProviderOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
@@ -105,7 +108,7 @@ def stream(
         stack.enter_context(runner)
         vstream = stack.enter_context(VideoStream(
             runner, source, window=span_w, stride=span_s, top_k=top_k, smooth=smooth, realtime=realtime,
-            max_windows=max_windows, input_format=input_format, timeout=timeout))
+            max_windows=max_windows, input_format=input_format, timeout=timeout, listen=listen))
 
         def emit(obj: dict[str, Any]) -> None:
             if out is not None:

@@ -3,6 +3,7 @@ bounded lag, the JSON lines, and one-line errors for bad sources and windows."""
 
 import json
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -152,6 +153,57 @@ def test_json_lines(tiny, clip, tmp_path, capsys, monkeypatch):
     assert code == 0, err
     kinds = [json.loads(line)["kind"] for line in stdout.splitlines()]
     assert kinds == ["stream", "window", "window", "summary"]
+
+
+PUBLISHER = """
+import sys, time
+import av
+from aarm.data.synthetic import synthesize
+
+url, fps = sys.argv[1], int(sys.argv[2])
+frames = synthesize(1, 0, 0, seed=0, frames=40, size=32, trails=True)
+deadline = time.monotonic() + 15
+while True:  # retry while the reader starts listening
+    try:
+        container = av.open(url, mode="w", format="rtsp", options={"rtsp_transport": "tcp"})
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 32, 32, "yuv420p"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frames[0], format="rgb24")):
+            container.mux(packet)  # the RTSP session starts with the first packet
+        break
+    except ConnectionRefusedError:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(0.1)
+with container:
+    for frame in frames[1:]:
+        time.sleep(1 / fps)
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+"""
+
+
+def test_rtsp_stream_pushed_to_a_local_listener(tiny, clip):
+    """A real RTSP session on the loopback interface: a PyAV process publishes the clip (MPEG-4 at 25 fps),
+    the stream listens (--listen). A separate process, as ffmpeg would be: in one process PyAV's blocking
+    RTSP handshake on both ends can hold the interpreter lock the other end needs."""
+    url = f"rtsp://127.0.0.1:{_closed_port()}/live"
+    publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER, url, str(FPS)], stderr=subprocess.PIPE,
+                                 text=True)
+    try:
+        runner = open_runner(tiny.onnx, threads=1)
+        with runner, VideoStream(runner, url, window=parse_span("8f"), stride=parse_span("8f"), listen=True,
+                                 timeout=15) as s:
+            assert s.info.kind == "url" and s.info.live and s.info.fps == FPS
+            results = list(s)
+        assert publisher.wait(15) == 0, publisher.stderr.read()
+    finally:
+        publisher.kill()
+        publisher.wait()
+    assert s.summary.frames == 40 and s.summary.windows >= 1 and s.summary.windows + s.summary.dropped == 5
+    assert all(r.labels[0] in tiny.classes and r.last_frame - r.first_frame == 7 for r in results)
 
 
 def _closed_port() -> int:
