@@ -9,7 +9,8 @@ static spatial sizes once the batch axis is dynamic and then refuses VGG-16's ad
 is deprecated. The dynamo graph is also the cleaner one (no Constant / Identity / Shape-Gather-Concat
 chains, BatchNorm folded into the convolutions by its optimizer), and the batch stays a symbolic "N"
 through the whole graph. It emits opset 18 at least; a lower requested opset (the default 17, which
-TensorRT 10 and older runtimes take) is reached with onnx's version converter, checked afterwards.
+TensorRT 10 and older runtimes take) is reached with onnx's version converter, checked afterwards; so is a
+higher one than the exporter wrote (up to the newest opset the installed onnx knows).
 
 Models: a TSN-wrapped 2D model takes (N, K, C, H, W) and gives consensus scores (N, classes); a 3D model
 takes (N, C, T, H, W); `aarm.TwoStream(rgb, flow)` becomes one graph with the two inputs "rgb" and
@@ -214,7 +215,7 @@ def _quiet_exporter() -> Any:
 
 
 def _convert_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
-    """Down-convert the default-domain opset with onnx's converter, then drop the attributes it leaves on
+    """Convert the default-domain opset (down, or up) with onnx's converter, then drop the attributes it leaves on
     reductions that moved `axes` back from an input to an attribute (noop_with_empty_axes is opset 18+)."""
     try:
         converted = onnx.version_converter.convert_version(proto, opset)
@@ -300,6 +301,9 @@ def export_onnx(
     check_writable(out, force)
     if opset < MIN_OPSET:
         raise ConfigError(f"opset must be >= {MIN_OPSET}, got {opset}")
+    if opset > onnx.defs.onnx_opset_version():
+        raise ConfigError(f"opset must be <= {onnx.defs.onnx_opset_version()} (the newest onnx "
+                          f"{onnx.__version__} knows), got {opset}")
     config = model_config(model)
     preps = _as_list(preprocessing)
     _check_inputs(model, preps, config)
@@ -319,7 +323,7 @@ def export_onnx(
         model.train(was_training)
 
     exported_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    if exported_opset is not None and exported_opset > opset:
+    if exported_opset is not None and exported_opset != opset:
         proto = _convert_opset(proto, opset)
     _name_batch_axis(proto)
     inputs = [

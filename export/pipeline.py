@@ -5,7 +5,10 @@
 Stages (each "file in, file out", recorded in `<out>/pipeline.json`): export -> optimize -> fp16 -> int8
 (calibration) -> tensorrt (engines, where TensorRT is importable) -> parity -> bench -> report -> triton.
 A stage whose inputs (sha256 of its input files and its own settings) are unchanged since its last run, and
-whose outputs are still there unmodified, is skipped; so an interrupted or re-run pipeline resumes.
+whose outputs are still there unmodified, is skipped; so an interrupted or re-run pipeline resumes. A stage
+whose settings or outside inputs (checkpoint, dataset) differ from those its existing outputs were made from
+does not replace them unless `force`: the error names the first setting or input that differs. Inputs made by
+an earlier stage of the same run (an artifact remade because it was damaged or its stage changed) pass.
 """
 
 import hashlib
@@ -43,7 +46,8 @@ class PipelineResult:
 
 
 class Manifest:
-    """`<out>/pipeline.json`: per stage, the key of its inputs and the sha256 of its outputs."""
+    """`<out>/pipeline.json`: per stage, the key of its inputs, its settings, the sha256 of its inputs and
+    outputs."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -58,12 +62,44 @@ class Manifest:
     def record(self, stage: Stage, key: str, result: dict[str, Any], seconds: float) -> None:
         self.data["stages"][stage.name] = {
             "key": key, "seconds": round(seconds, 2), "result": result,
+            "params": json.loads(json.dumps(stage.params, default=str)),
+            "inputs": _input_hashes(stage),
             "outputs": {str(p): file_sha256(p) for p in stage.outputs if p.is_file()},
         }
         write_json(self.path, self.data)
 
+    def conflict(self, stage: Stage, made_now: set[str]) -> str | None:
+        """Why running `stage` would replace outputs made from other settings or inputs (None: it would not).
+
+        `made_now`: the files earlier stages of this run wrote; an input among them is expected to differ.
+        """
+        record = self.data["stages"].get(stage.name)
+        existing = [p for p in (record or {}).get("outputs", {}) if Path(p).is_file()]
+        if not record or not existing:
+            return None
+        what = Path(existing[0]).name
+        if "params" not in record or "inputs" not in record:  # a manifest written before they were recorded
+            return f"{what} was made by an earlier version of this pipeline, with settings it did not record"
+        params = json.loads(json.dumps(stage.params, default=str))
+        for name in sorted(set(params) | set(record["params"])):
+            was, now = record["params"].get(name), params.get(name)
+            if was != now:
+                return f"{what} was made with {name} = {json.dumps(was)}, this run has {json.dumps(now)}"
+        now_inputs = _input_hashes(stage)
+        for path in sorted(set(now_inputs) | set(record["inputs"])):
+            if record["inputs"].get(path) != now_inputs.get(path) and path not in made_now:
+                state = "changed" if path in now_inputs and path in record["inputs"] else (
+                    "is new" if path in now_inputs else "is gone")
+                return f"{what} was made from other inputs: {path} {state} since"
+        return None
+
     def result(self, name: str) -> dict[str, Any]:
         return self.data["stages"][name]["result"]
+
+
+def _input_hashes(stage: Stage) -> dict[str, str]:
+    """sha256 of each input file, by absolute path ("missing" for one that is not there)."""
+    return {str(p.resolve()): file_sha256(p) if p.is_file() else "missing" for p in stage.inputs}
 
 
 def stage_key(stage: Stage) -> str:
@@ -253,14 +289,22 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
     return stages
 
 
-def run_pipeline(cfg: PipelineConfig, *, log: Log = print) -> PipelineResult:
-    """Run every stage in order, skipping the up-to-date ones; returns what each stage did."""
+def run_pipeline(cfg: PipelineConfig, *, log: Log = print, force: bool = False) -> PipelineResult:
+    """Run every stage in order, skipping the up-to-date ones; returns what each stage did.
+
+    A stage whose existing outputs were made from other settings or inputs is an error unless `force`.
+    """
     if not cfg.checkpoint or not Path(cfg.checkpoint).is_file():
         raise ConfigError(f"checkpoint not found: {cfg.checkpoint or '(none given)'}")
+    if cfg.data and not Path(cfg.data).is_dir():
+        raise ConfigError(f"dataset folder not found: {cfg.data}")
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; the pipeline writes into a folder (--out)")
     out.mkdir(parents=True, exist_ok=True)
     manifest = Manifest(out / "pipeline.json")
     result = PipelineResult(out=out)
+    made_now: set[str] = set()
 
     def execute(stage: Stage) -> None:
         key = stage_key(stage)
@@ -268,6 +312,10 @@ def run_pipeline(cfg: PipelineConfig, *, log: Log = print) -> PipelineResult:
             log(f"{stage.name}: unchanged, skipped")
             result.stages[stage.name] = {"skipped": True, "seconds": 0.0, "result": manifest.result(stage.name)}
             return
+        why = None if force else manifest.conflict(stage, made_now)
+        if why:
+            raise ConfigError(f"pipeline stage {stage.name}: {why}; pass --force to replace it, or choose "
+                              "another --out")
         log(f"{stage.name}: running")
         started = time.perf_counter()
         try:
@@ -276,6 +324,7 @@ def run_pipeline(cfg: PipelineConfig, *, log: Log = print) -> PipelineResult:
             raise type(exc)(f"pipeline stage {stage.name}: {exc}") from exc
         seconds = time.perf_counter() - started
         manifest.record(stage, key, summary, seconds)
+        made_now.update(str(p.resolve()) for p in stage.outputs)
         result.stages[stage.name] = {"skipped": False, "seconds": seconds, "result": summary}
         log(f"{stage.name}: done in {seconds:.1f} s")
 

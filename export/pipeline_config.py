@@ -1,5 +1,6 @@
 """Pipeline configuration: defaults, then a TOML file's [pipeline] table, then flags."""
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -8,6 +9,15 @@ from aarm.config_sources import config_from_sources
 from aarm.errors import ConfigError
 
 PRECISIONS = ("fp32", "fp16", "int8")
+# Integer options and their ranges (inclusive; None: no upper bound), checked before any stage runs.
+INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "split": (1, 3), "opset": (17, None), "calibration_clips": (1, None), "eval_clips": (1, None),
+    "parity_samples": (0, None), "bench_iterations": (1, None), "triton_max_batch": (1, None),
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -47,6 +57,36 @@ class PipelineConfig:
             self.precisions.insert(0, "fp32")  # every other precision derives from the fp32 graph
         if self.tensorrt not in ("auto", "off"):
             raise ConfigError(f"tensorrt must be auto or off, got {self.tensorrt!r}")
+        self._check_values()
+
+    def _check_values(self) -> None:
+        """Every numeric and named option, so a bad one stops the run before its first stage, not after the
+        stages before the one that reads it."""
+        from calibration.quantize import METHODS, TARGETS
+        from export.tensorrt_build import parse_batch
+
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if not _is_int(value) or value < low or (high is not None and value > high):
+                bound = f"{low}..{high}" if high is not None else f">= {low}"
+                raise ConfigError(f"pipeline option {name} must be an integer {bound}, got {value!r}")
+        if self.threads is not None and (not _is_int(self.threads) or self.threads < 1):
+            raise ConfigError(f"pipeline option threads must be an integer >= 1, got {self.threads!r}")
+        if not self.bench_batches or not all(_is_int(b) and b >= 1 for b in self.bench_batches):
+            raise ConfigError(f"pipeline option bench_batches must be integers >= 1, got {self.bench_batches!r}")
+        if not isinstance(self.max_drop, int | float) or not math.isfinite(self.max_drop) or self.max_drop < 0:
+            raise ConfigError(f"pipeline option max_drop must be a number >= 0, got {self.max_drop!r}")
+        if self.calibration_method not in METHODS:
+            raise ConfigError(f"pipeline option calibration_method must be one of {', '.join(METHODS)}, "
+                              f"got {self.calibration_method!r}")
+        if self.calibration_target not in TARGETS:
+            raise ConfigError(f"pipeline option calibration_target must be one of {', '.join(TARGETS)}, "
+                              f"got {self.calibration_target!r}")
+        if not isinstance(self.trt_batch, str):
+            raise ConfigError(f"pipeline option trt_batch must be a string MIN:OPT:MAX, got {self.trt_batch!r}")
+        parse_batch(self.trt_batch)
+        if not isinstance(self.triton, bool):
+            raise ConfigError(f"pipeline option triton must be true or false, got {self.triton!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

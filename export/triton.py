@@ -90,6 +90,8 @@ def triton_config(sidecar: Sidecar, options: TritonOptions) -> Any:
         raise ConfigError("a TensorRT engine runs on the GPU only; use --kind gpu")
     if options.instances < 1:
         raise ConfigError(f"--instances must be >= 1, got {options.instances}")
+    if options.max_queue_delay_us < 0:
+        raise ConfigError(f"--max-queue-delay-us must be >= 0, got {options.max_queue_delay_us}")
     if not sidecar.inputs or not sidecar.outputs:
         raise ArtifactError("sidecar lists no inputs or outputs")
 
@@ -218,6 +220,8 @@ def write_triton_model(artifact: str | Path, repo: str | Path, options: TritonOp
     Refuses an existing DIR/NAME unless `options.force`; the new folder replaces the old one in one rename.
     """
     artifact, repo = Path(artifact), Path(repo)
+    if repo.exists() and not repo.is_dir():
+        raise ConfigError(f"--repo {repo} is a file; a Triton model repository is a folder")
     sidecar = read_sidecar(artifact, verify=True)
     if sidecar.kind == "engine":
         from runtime.tensorrt_engine import EngineTarget

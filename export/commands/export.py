@@ -11,14 +11,20 @@ import typer
 
 from aarm.errors import ConfigError
 from aarm.fileio import check_writable, write_json
+from export.commands.bench import at_least
 from export.console import console, print_table
 
 
-def _check_outputs(json_out: Path | None, verify_samples: int, force: bool, *, json_needs_check: bool) -> None:
-    """Refuse bad output options before any work: a negative sample count, a --json that would hold nothing,
-    an existing --json file without --force."""
-    if verify_samples < 0:
-        raise ConfigError(f"--verify-samples must be >= 0, got {verify_samples}")
+def _check_outputs(output: Path, json_out: Path | None, verify_samples: int, force: bool, *,
+                   json_needs_check: bool, source: Path | None = None) -> None:
+    """Refuse bad output options before any work: an output that is not .onnx or is the input itself, a --json
+    that would hold nothing, an existing --json file without --force."""
+    if output.suffix.lower() != ".onnx":
+        raise ConfigError(f"-o {output}: an ONNX graph's file name ends in .onnx")
+    if source is not None and output.resolve() == source.resolve():
+        raise ConfigError(f"-o {output} is the input graph; write the new graph beside it")
+    if json_out is not None and json_out.resolve() == output.resolve():
+        raise ConfigError(f"--json {json_out} is the output graph; give the JSON its own file")
     if json_out and json_needs_check and verify_samples == 0:
         raise ConfigError("--json writes the parity check, which --verify-samples 0 skips")
     if json_out:
@@ -38,13 +44,16 @@ def export_command(
     force: Annotated[bool, typer.Option(help="Overwrite an existing output and --json file.")] = False,
     model: Annotated[str | None, typer.Option("--model", help="Export a freshly initialised registered model.")] = None,
     attention: Annotated[str, typer.Option(help="With --model: none | se | cbam | aarm.")] = "aarm",
-    num_classes: Annotated[int | None, typer.Option(help="With --model: number of classes.")] = None,
-    input_size: Annotated[int | None, typer.Option(help="With --model: crop size H = W.")] = None,
-    segments: Annotated[int | None, typer.Option(help="With --model (2D): TSN segments K.")] = None,
-    frames: Annotated[int | None, typer.Option(help="With --model (3D): clip length T.")] = None,
-    in_channels: Annotated[int, typer.Option(help="With --model: 3 (RGB) or 20 (2D flow stack).")] = 3,
+    num_classes: Annotated[int | None, typer.Option(help="With --model: number of classes.",
+                                                    callback=at_least(1))] = None,
+    input_size: Annotated[int | None, typer.Option(help="With --model: crop size H = W.", callback=at_least(1))] = None,
+    segments: Annotated[int | None, typer.Option(help="With --model (2D): TSN segments K.",
+                                                 callback=at_least(1))] = None,
+    frames: Annotated[int | None, typer.Option(help="With --model (3D): clip length T.", callback=at_least(1))] = None,
+    in_channels: Annotated[int, typer.Option(help="With --model: 3 (RGB) or 20 (2D flow stack).",
+                                             callback=at_least(1))] = 3,
     verify_samples: Annotated[
-        int, typer.Option(help="Random inputs for the onnxruntime-vs-PyTorch check (0: skip).")
+        int, typer.Option(help="Random inputs for the onnxruntime-vs-PyTorch check (0: skip).", callback=at_least(0))
     ] = 8,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the parity result as JSON.")] = None,
 ) -> None:
@@ -52,7 +61,7 @@ def export_command(
     from export.onnx_export import export_loaded_checkpoint, export_onnx
     from export.verify import verify_against_torch
 
-    _check_outputs(json_out, verify_samples, force, json_needs_check=True)
+    _check_outputs(output, json_out, verify_samples, force, json_needs_check=True)
     model_flags = {"--num-classes": num_classes, "--input-size": input_size, "--segments": segments,
                    "--frames": frames}
     if (checkpoint is None) == (model is None):
@@ -102,14 +111,15 @@ def optimize_command(
     kernels: Annotated[bool, typer.Option(
         help="Fuse AARM blocks into the compiled CPU custom ops (onnxruntime CPU only; runners load this "
              "installation's own recorded build of them). Default: standard ONNX ops, portable.")] = False,
-    verify_samples: Annotated[int, typer.Option(help="Random inputs for the parity check (0: skip).")] = 8,
+    verify_samples: Annotated[int, typer.Option(help="Random inputs for the parity check (0: skip).",
+                                                callback=at_least(0))] = 8,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write passes and parity as JSON.")] = None,
 ) -> None:
     """Run the graph passes (constant folding, no-op removal, AARM rewrites) and check against the input graph."""
     from export.passes import optimize_onnx
     from export.verify import compare_graphs
 
-    _check_outputs(json_out, verify_samples, force, json_needs_check=False)
+    _check_outputs(output, json_out, verify_samples, force, json_needs_check=False, source=model)
     with console.status(f"optimising {model}"):
         sidecar, rows = optimize_onnx(model, output, kernels=kernels, force=force)
     if kernels:
@@ -133,14 +143,15 @@ def convert_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
     precision: Annotated[str, typer.Option(help="Target precision: fp16.")] = "fp16",
     force: Annotated[bool, typer.Option(help="Overwrite an existing output and --json file.")] = False,
-    verify_samples: Annotated[int, typer.Option(help="Random inputs for the parity check (0: skip).")] = 32,
+    verify_samples: Annotated[int, typer.Option(help="Random inputs for the parity check (0: skip).",
+                                                callback=at_least(0))] = 32,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the parity result as JSON.")] = None,
 ) -> None:
     """Convert an fp32 graph to FP16 (float32 inputs/outputs; reductions, gates, softmax kept fp32)."""
     from export.fp16 import convert_onnx
     from export.verify import compare_graphs
 
-    _check_outputs(json_out, verify_samples, force, json_needs_check=True)
+    _check_outputs(output, json_out, verify_samples, force, json_needs_check=True, source=model)
     with console.status(f"converting {model} to {precision}"):
         convert_onnx(model, output, precision=precision, force=force)
     console.print(f"wrote {output} ({precision}, float32 inputs/outputs)", highlight=False)

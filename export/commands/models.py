@@ -7,11 +7,13 @@ import typer
 
 from aarm.fileio import check_writable, write_json
 from aarm.models.summary import parameter_table
+from export.commands.bench import at_least
 from export.console import console, print_table
 
 
 def models(
-    num_classes: Annotated[int, typer.Option(help="Classes of the classifier (UCF101: 101).")] = 101,
+    num_classes: Annotated[int, typer.Option(help="Classes of the classifier (UCF101: 101).",
+                                             callback=at_least(1))] = 101,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
 ) -> None:

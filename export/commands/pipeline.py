@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
+from export.commands.bench import at_least
 from export.console import console, print_table
-from export.demo import DemoSettings, run_demo
+from export.demo import DemoSettings, demo_state, run_demo
 from export.pipeline import PipelineResult, run_pipeline
 from export.pipeline_config import PipelineConfig
 from export.progress import progress_callback
@@ -33,16 +34,21 @@ def show_summary(result: PipelineResult) -> None:
 
 def pipeline(
     checkpoint: Annotated[Path | None, typer.Option("--checkpoint", "-c", help="Trained checkpoint (.pt).")] = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder [deploy].")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder (default: deploy).")] = None,
     data: Annotated[Path | None, typer.Option(help="Labelled dataset: calibrates INT8, measures accuracy.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file with a \\[pipeline] table.")] = None,
     precisions: Annotated[str | None, typer.Option(help="Comma list of fp32, fp16, int8.")] = None,
     tensorrt: Annotated[str | None, typer.Option(help="auto (build engines where TensorRT is) | off")] = None,
-    threads: Annotated[int | None, typer.Option(help="Inference threads for parity and bench.")] = None,
+    threads: Annotated[int | None, typer.Option(help="Inference threads for parity and bench.",
+                                                callback=at_least(1))] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace artifacts in --out that were made with other "
+                                                        "settings or from another checkpoint or dataset.")] = False,
 ) -> None:
     """Export, optimise, FP16, INT8, TensorRT, parity, benchmark, report and Triton, into one folder.
 
-    Stages whose inputs are unchanged since the last run are skipped.
+    Stages whose inputs are unchanged since the last run are skipped, so an interrupted run resumes. A stage whose
+    settings differ from those its artifacts in --out were made with stops the run, naming the setting, unless
+    --force.
     """
     cfg = PipelineConfig.from_sources(
         config, checkpoint=str(checkpoint) if checkpoint else None, out=str(out) if out else None,
@@ -50,7 +56,7 @@ def pipeline(
         tensorrt=tensorrt, threads=threads,
     )
     started = time.perf_counter()
-    result = run_pipeline(cfg, log=_log)
+    result = run_pipeline(cfg, log=_log, force=force)
     show_summary(result)
     console.print(f"pipeline finished in {time.perf_counter() - started:.0f} s", highlight=False)
 
@@ -58,16 +64,23 @@ def pipeline(
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for data, model and deployment.")] = Path(
         "aarm-demo"),
-    force: Annotated[bool, typer.Option(help="Redo the demo in a folder that holds an earlier one.")] = False,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = DemoSettings.epochs,
-    classes: Annotated[int, typer.Option(help="Synthetic classes (2-10).")] = DemoSettings.classes,
+    force: Annotated[bool, typer.Option("--force", help="Start over in a folder that holds a demo (make demo "
+                                                        "FORCE=1).")] = False,
+    epochs: Annotated[int, typer.Option(help="Training epochs.", callback=at_least(1))] = DemoSettings.epochs,
+    classes: Annotated[int, typer.Option(help="Synthetic classes (2-10).",
+                                         callback=at_least(2))] = DemoSettings.classes,
 ) -> None:
-    """Make a synthetic action dataset, train a small AARM model, and run the whole pipeline (~5 min on 2 cores)."""
+    """Make a synthetic action dataset, train a small AARM model, and run the whole pipeline (~4 min on 2 cores).
+
+    Run again on the same folder, it resumes: finished steps are kept, training continues from its last epoch.
+    """
     started = time.perf_counter()
-    console.print("aarm demo: about five minutes on a 2-core CPU; nothing is downloaded", highlight=False)
+    settings = DemoSettings(epochs=epochs, classes=classes)
+    what = "resuming the demo in" if not force and demo_state(out, settings) == "resume" else "demo into"
+    console.print(f"aarm {what} {out}: about four minutes on a 2-core CPU from the start; nothing is downloaded",
+                  highlight=False, markup=False)
     with progress_callback() as report:
-        result, checkpoint = run_demo(out, DemoSettings(epochs=epochs, classes=classes), force=force, log=_log,
-                                      progress=report)
+        result, checkpoint = run_demo(out, settings, force=force, log=_log, progress=report)
     show_summary(result)
     console.print(f"checkpoint: {checkpoint}\nattention maps: {result.out / 'attention.png'}", highlight=False)
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s", highlight=False)

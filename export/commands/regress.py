@@ -7,7 +7,7 @@ import typer
 
 from aarm.errors import ConfigError
 from aarm.fileio import check_writable, write_json
-from export.commands.bench import DeviceOpt, ProviderOpt, open_cli_runner
+from export.commands.bench import DeviceOpt, ProviderOpt, at_least, open_cli_runner
 from export.console import console
 
 
@@ -20,19 +20,23 @@ def regress(
     key: Annotated[str | None, typer.Option(help="Artifact name in the baseline (default: its file name).")] = None,
     against: Annotated[Path | None, typer.Option(help="Compare with this artifact instead of a baseline.")] = None,
     max_ratio: Annotated[
-        float | None, typer.Option(help="With --against: allowed latency ratio ARTIFACT / AGAINST.")
+        float | None, typer.Option(help="With --against: allowed latency ratio ARTIFACT / AGAINST.",
+                                   callback=at_least(0, strict=True))
     ] = None,
     reference_workload: Annotated[
         str, typer.Option(help="Fixed workload the ratio is taken to: mixed, matmul (compute-bound) or stream "
                           "(memory-bound).")
     ] = "mixed",
-    trials: Annotated[int, typer.Option(help="Interleaved trials.")] = 7,
-    iterations: Annotated[int, typer.Option(help="Calls per trial and runner (the fastest counts).")] = 10,
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
-    tolerance: Annotated[float, typer.Option(help="Allowed slow-down over the baseline ratio (0.10 = 10%).")] = 0.10,
+    trials: Annotated[int, typer.Option(help="Interleaved trials.", callback=at_least(1))] = 7,
+    iterations: Annotated[int, typer.Option(help="Calls per trial and runner (the fastest counts).",
+                                            callback=at_least(1))] = 10,
+    batch: Annotated[int, typer.Option(help="Batch size.", callback=at_least(1))] = 1,
+    tolerance: Annotated[float, typer.Option(help="Allowed slow-down over the baseline ratio (0.10 = 10%).",
+                                             callback=at_least(0))] = 0.10,
     provider: ProviderOpt = None,
     device: DeviceOpt = None,
-    threads: Annotated[int, typer.Option(help="Intra-op threads (1 is the least disturbed by other work).")] = 1,
+    threads: Annotated[int, typer.Option(help="Intra-op threads (1 is the least disturbed by other work).",
+                                         callback=at_least(1))] = 1,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the outcome as JSON.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
 ) -> None:

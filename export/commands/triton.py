@@ -43,6 +43,9 @@ def triton(
     """Write REPO/NAME/config.pbtxt, labels.txt and version 1 of the model (onnxruntime/tensorrt backend)."""
     from export.triton import TritonOptions, write_triton_model
 
+    if artifact.suffix.lower() not in (".onnx", ".engine"):
+        raise ConfigError(f"{artifact}: Triton serves an ONNX graph (.onnx) or a TensorRT engine (.engine); "
+                          "export a checkpoint first (aarm-export export)")
     options = TritonOptions(
         name=name,
         max_batch=max_batch,

@@ -248,3 +248,43 @@ def test_lint_groups_findings_by_rule_and_op(tmp_path, capsys, monkeypatch):
 
     code, out, err = run_cli(["lint", model, "--verbose"], capsys, monkeypatch)
     assert code == 1 and "dequant_39" in out and "quant_39" in out
+
+
+# -- bad numbers, wrong suffixes, files where folders go: one line, before any work -------------------------
+@pytest.mark.parametrize("command, message", [
+    (["triton", "{m}", "--repo", "{d}/repo", "--max-queue-delay-us", "-5"], "--max-queue-delay-us must be >= 0"),
+    (["triton", "{m}", "--repo", "{m}"], "is a file; a Triton model repository is a folder"),
+    (["regress", "{m}", "--against", "{m}", "--max-ratio", "nan"], "--max-ratio must be > 0, got nan"),
+    (["regress", "{m}", "--baseline", "{d}/b.json", "--trials", "0"], "--trials must be >= 1, got 0"),
+    (["regress", "{m}", "--baseline", "{d}/b.json", "--tolerance", "-1"], "--tolerance must be >= 0"),
+    (["predict", "{d}/clip.mp4", "--artifact", "{m}", "--top-k", "0"], "--top-k must be >= 1, got 0"),
+    (["predict", "{d}/clip.mp4", "--artifact", "{m}", "--workers", "-1"], "--workers must be >= 1, got -1"),
+    (["export", "--model", "resnet18", "--num-classes", "2", "--input-size", "0", "-o", "{d}/x.onnx"],
+     "--input-size must be >= 1, got 0"),
+    (["export", "--model", "resnet18", "--num-classes", "0", "-o", "{d}/x.onnx"], "--num-classes must be >= 1"),
+    (["export", "--model", "resnet18", "--num-classes", "2", "--opset", "99", "-o", "{d}/x.onnx"],
+     "opset must be <= "),
+    (["export", "--model", "resnet18", "--num-classes", "2", "-o", "{d}/x.txt"], "file name ends in .onnx"),
+    (["export", "--model", "resnet18", "--num-classes", "2", "-o", "{d}/x.onnx", "--verify-samples", "0",
+      "--json", "{d}/x.json"], "--json writes the parity check, which --verify-samples 0 skips"),
+    (["optimize", "{m}", "-o", "{m}", "--force"], "is the input graph"),
+    (["optimize", "{m}", "-o", "{d}/o.onnx", "--json", "{d}/o.onnx"], "is the output graph"),
+    (["convert", "{m}", "-o", "{d}/o.onnx", "--verify-samples", "-2"], "--verify-samples must be >= 0, got -2"),
+    (["models", "--num-classes", "0"], "--num-classes must be >= 1, got 0"),
+    (["pipeline", "-c", "{d}/best.pt", "-o", "{m}"], "is a file; the pipeline writes into a folder"),
+    (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--data", "{d}/nothere"], "dataset folder not found"),
+    (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--config", "{d}/p.toml"],
+     "pipeline option bench_batches must be integers >= 1, got [0]"),
+    (["demo", "-o", "{d}/demo", "--epochs", "0"], "--epochs must be >= 1, got 0"),
+    (["demo", "-o", "{m}"], "is not a folder"),
+], ids=lambda v: v[0] if isinstance(v, list) else "")
+def test_bad_option_is_one_line_and_changes_nothing(command, message, tmp_path, capsys, monkeypatch):
+    model = fake_onnx(tmp_path / "model.onnx", b"")
+    (tmp_path / "best.pt").write_bytes(b"weights")
+    (tmp_path / "p.toml").write_text("[pipeline]\nbench_batches = [0]\n")
+    before = tree_digest(tmp_path)
+    args = [a.format(m=model, d=tmp_path) for a in command]
+    line = one_line_error(*run_cli(args, capsys, monkeypatch)[::2])
+    assert message in line
+    assert tree_digest(tmp_path) == before

@@ -1,0 +1,99 @@
+"""A pipeline re-run with other settings stops before replacing the artifacts it made, naming the setting; an
+interrupted or unchanged one resumes; --force replaces. Stages here are stand-ins that write small files, so
+what is tested is the pipeline's bookkeeping (export.pipeline.run_pipeline), not the stages themselves."""
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import export.pipeline as pipeline
+from aarm.errors import ConfigError
+from export.pipeline import Stage, run_pipeline
+from export.pipeline_config import PipelineConfig
+
+
+def digest(root: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def fake_stages(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Two stages: `make` writes a.txt from the checkpoint and cfg.calibration_clips; `use` writes b.txt from
+    a.txt and cfg.parity_samples. Returns the names of the stages that ran, in order."""
+    ran: list[str] = []
+
+    def build(cfg: PipelineConfig, log: Any) -> list[Stage]:
+        out, ckpt = Path(cfg.out), Path(cfg.checkpoint)
+        a = out / "a.txt"
+
+        def make() -> dict[str, Any]:
+            ran.append("make")
+            a.write_text(f"{ckpt.read_text()} {cfg.calibration_clips}")
+            return {}
+
+        return [Stage("make", [ckpt], {"clips": cfg.calibration_clips}, [a], make)]
+
+    def verify(cfg: PipelineConfig, artifacts: dict[str, Path], log: Any) -> list[Stage]:
+        out = Path(cfg.out)
+        a, b = out / "a.txt", out / "b.txt"
+
+        def use() -> dict[str, Any]:
+            ran.append("use")
+            b.write_text(f"{a.read_text()} {cfg.parity_samples}")
+            return {}
+
+        return [Stage("use", [a], {"samples": cfg.parity_samples}, [b], use)]
+
+    monkeypatch.setattr(pipeline, "build_stages", build)
+    monkeypatch.setattr(pipeline, "verification_stages", verify)
+    return ran
+
+
+def config(tmp_path: Path, **changes: Any) -> PipelineConfig:
+    ckpt = tmp_path / "best.pt"
+    if not ckpt.exists():
+        ckpt.write_text("weights")
+    return PipelineConfig(checkpoint=str(ckpt), out=str(tmp_path / "deploy"), **changes)
+
+
+def test_other_settings_stop_before_anything_is_replaced(fake_stages, tmp_path):
+    run_pipeline(config(tmp_path, calibration_clips=32, parity_samples=16), log=[].append)
+    before = digest(tmp_path / "deploy")
+    fake_stages.clear()
+    with pytest.raises(ConfigError, match=r"pipeline stage make: a\.txt was made with clips = 32, this run has 64; "
+                                          r"pass --force"):
+        run_pipeline(config(tmp_path, parity_samples=16, calibration_clips=64), log=[].append)
+    assert fake_stages == [] and digest(tmp_path / "deploy") == before
+
+    with pytest.raises(ConfigError, match="stage use: b.txt was made with samples = 16, this run has 32"):
+        run_pipeline(config(tmp_path, calibration_clips=32), log=[].append)  # `make` is unchanged, skipped
+    assert fake_stages == [] and digest(tmp_path / "deploy") == before
+
+
+def test_force_replaces_and_a_stage_may_follow_a_remade_input(fake_stages, tmp_path):
+    run_pipeline(config(tmp_path, calibration_clips=32), log=[].append)
+    fake_stages.clear()
+    run_pipeline(config(tmp_path, calibration_clips=64), log=[].append, force=True)
+    assert fake_stages == ["make", "use"]  # `use` has its settings; its input was remade in this run
+    assert (tmp_path / "deploy" / "b.txt").read_text() == "weights 64 32"
+
+
+def test_changed_checkpoint_is_named(fake_stages, tmp_path):
+    run_pipeline(config(tmp_path), log=[].append)
+    (tmp_path / "best.pt").write_text("retrained")
+    with pytest.raises(ConfigError, match=r"made from other inputs: .*best\.pt changed since; pass --force"):
+        run_pipeline(config(tmp_path), log=[].append)
+
+
+def test_resumes_and_remakes_a_damaged_output(fake_stages, tmp_path):
+    run_pipeline(config(tmp_path), log=[].append)
+    (tmp_path / "deploy" / "b.txt").unlink()  # as if interrupted before `use` finished
+    (tmp_path / "deploy" / "a.txt").write_text("damaged")
+    fake_stages.clear()
+    run_pipeline(config(tmp_path), log=[].append)
+    assert fake_stages == ["make", "use"]
+    fake_stages.clear()
+    result = run_pipeline(config(tmp_path), log=[].append)
+    assert fake_stages == [] and all(s["skipped"] for s in result.stages.values())
