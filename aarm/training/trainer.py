@@ -189,6 +189,12 @@ def train(
     Under torchrun (RANK, WORLD_SIZE, LOCAL_RANK set) every process calls this and gets the same result;
     `progress` and `on_epoch` are called on rank 0 only. `cfg.world_size` is replaced by WORLD_SIZE.
     """
+    # Checked before the process group forms: no process writes before every process has looked.
+    out = Path(cfg.out)
+    existing = [name for name in ("best.pt", "config.json", "log.jsonl") if (out / name).exists()]
+    if existing and not ((out / "last.pt").exists() or resume or force):  # files a new run would overwrite
+        raise ConfigError(f"{out} holds {', '.join(existing)}, which training would overwrite; pass --resume to "
+                          "continue a run that stopped in its first epoch or --force to start over")
     with process_group(cfg.device) as here:
         return _train(replace(cfg, world_size=here.world_size), here, resume, force, progress, on_epoch)
 

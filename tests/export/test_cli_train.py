@@ -279,3 +279,14 @@ def test_extract_flow_refuses_bad_numbers(extra, message, dataset, tmp_path, cap
     line = one_line_error(*run_cli(["extract-flow", dataset / "videos", out, *extra], capsys, monkeypatch)[::2])
     assert line == f"error: {message}"
     assert not out.exists()
+
+
+def test_train_keeps_files_in_its_out_folder_without_force(dataset, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "config.json").write_text('{"the user": "own file"}\n')
+    before = digest(out / "config.json")
+    line = one_line_error(*run_cli(["train", dataset, "-o", out, "--model", "resnet18", "--epochs", "1",
+                                    "--size", "32", "--workers", "0"], capsys, monkeypatch)[::2])
+    assert line.startswith(f"error: {out} holds config.json, which training would overwrite; pass --resume")
+    assert digest(out / "config.json") == before and sorted(p.name for p in out.iterdir()) == ["config.json"]
