@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from aarm.checkpoint import Checkpoint, load_checkpoint
 from aarm.data.annotations import Split, check_held_out, load_split
 from aarm.data.datasets import VideoDataset
-from aarm.errors import ConfigError, DataError
+from aarm.errors import BackendUnavailable, ConfigError, DataError
 from aarm.fileio import atomic_path
 from aarm.training.config import check_number
 from aarm.training.metrics import classification_summary
@@ -56,6 +56,19 @@ def checkpoint_scores(
     return scores, labels, records.classes, [r.path for r in records.records]
 
 
+def check_device(device: str) -> torch.device:
+    """`device` as a torch.device; an unknown name or a CUDA device this machine lacks is a one-line error."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda" and (not torch.cuda.is_available() or (parsed.index or 0) >= torch.cuda.device_count()):
+        raise BackendUnavailable(f"device {device!r} is not available here ({torch.cuda.device_count()} CUDA devices)")
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unknown device {device!r}; use cpu, cuda or cuda:N")
+    return parsed
+
+
 def fusion_weights(count: int, weights: Sequence[float] | None) -> list[float]:
     """The late-fusion weights of `count` checkpoints: none for one, DEFAULT_FUSION_WEIGHTS or `weights` (one
     finite, non-negative number per checkpoint, not all zero) for two."""
@@ -95,6 +108,7 @@ def evaluate(
     check_number("--batch-size", batch_size, 1, integer=True)
     check_number("--workers", workers, 0, integer=True)
     check_number("--clips", num_clips, 1, integer=True)
+    check_device(device)
     options = dict(split=split, subset=subset, dataset_format=dataset_format, annotations=annotations,
                    allow_overlap=allow_overlap, num_clips=num_clips, batch_size=batch_size, workers=workers,
                    device=device, progress=progress)

@@ -122,6 +122,8 @@ def test_two_stream_weights_and_their_default(dataset, checkpoints, tmp_path, ca
     (1, ["--clips", "0"], "--clips must be >= 1, got 0"),
     (1, ["--split", "0"], "--split must be >= 1, got 0"),
     (2, ["--videos", "x"], "give one --videos folder per checkpoint (2), got 1"),
+    (1, ["--device", "gpu"], "unknown device 'gpu'; use cpu, cuda or cuda:N"),
+    (1, ["--device", "cuda:99"], "device 'cuda:99' is not available here"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_evaluate_refuses_bad_options_before_evaluating(count, extra, message, dataset, checkpoints, tmp_path,
                                                          capsys, monkeypatch, no_evaluation):
