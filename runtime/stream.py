@@ -22,11 +22,12 @@ decoding work), `preprocess` sampling, crop, resize and normalisation, `inferenc
 (host-to-device copies included on a GPU), `post` softmax, smoothing and top-k.
 """
 
+import math
 import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,12 +56,12 @@ class Span:
     unit: str
 
     def frames(self, fps: float | None, what: str) -> int:
-        """The span in whole frames (seconds are rounded at `fps`)."""
+        """The span in whole frames (seconds times `fps`, rounded to the nearest frame, halves up)."""
         if self.unit == "f":
             return int(self.value)
         if not fps:
             raise ConfigError(f"the source has no known frame rate; give --{what} in frames (e.g. 64f)")
-        return max(1, round(self.value * fps))
+        return max(1, math.floor(self.value * fps + 0.5))
 
     def __str__(self) -> str:
         return f"{self.value:g}{self.unit}"
@@ -84,14 +85,15 @@ def min_window_frames(preprocessing: Preprocessing) -> int:
     return (preprocessing.frames - 1) * preprocessing.stride + 1
 
 
-def window_input(frames: np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+def window_input(frames: Sequence[np.ndarray] | np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
     """The evaluation input of one window, as `load_video_input(file of these frames, p, num_clips=1)` gives it.
 
-    frames: uint8 (N, H, W, 3) RGB. Returns float32 (1, K, 3, S, S) for NKCHW or (1, 3, T, S, S) for NCTHW.
+    frames: N uint8 (H, W, 3) RGB frames (a list or an (N, H, W, 3) array); only the sampled ones are copied.
+    Returns float32 (1, K, 3, S, S) for NKCHW or (1, 3, T, S, S) for NCTHW.
     """
     p = preprocessing
     indices = sample_indices(len(frames), p, train=False, num_clips=1)  # (1, K, 1) or (1, T)
-    picked = frames[indices.reshape(-1)]  # RGB: one frame per TSN snippet or per clip step
+    picked = np.stack([frames[i] for i in indices.reshape(-1).tolist()])  # one frame per snippet or clip step
     x = eval_transform(picked, p.size, p.scale_size, mean=p.mean, std=p.std)  # (K or T, 3, S, S)
     x = x.reshape(1, picked.shape[0], *x.shape[1:])
     if p.layout == "NCTHW":
@@ -195,7 +197,7 @@ class WindowResult:
 
 
 def _percentile(values: list[float], q: float) -> float | None:
-    return float(np.percentile(values, q)) if values else None
+    return round(float(np.percentile(values, q)), 3) if values else None
 
 
 @dataclass
@@ -229,7 +231,7 @@ class StreamSummary:
             "lag_ms": {"p50": _percentile(self.lag_ms, 50), "p99": _percentile(self.lag_ms, 99),
                        "max": max(self.lag_ms) if self.lag_ms else None},
             "stages_ms": {s: {"p50": _percentile(v, 50), "p99": _percentile(v, 99),
-                              "share": totals[s] / grand if grand > 0 else None}
+                              "share": round(totals[s] / grand, 4) if grand > 0 else None}
                           for s, v in self.stages.items()},
         }
 
@@ -422,7 +424,7 @@ class VideoStream:
         """Sample, preprocess, infer and post-process one window; `recent` holds the last softmax vectors."""
         spec = self.runner.input_specs[0]
         t1 = time.perf_counter()
-        x = np.ascontiguousarray(window_input(np.stack(w.frames), self.prep), dtype=spec.dtype)
+        x = np.ascontiguousarray(window_input(w.frames, self.prep), dtype=spec.dtype)
         t2 = time.perf_counter()
         scores = _scores(self.runner, {spec.name: x})
         t3 = time.perf_counter()
@@ -439,7 +441,7 @@ class VideoStream:
             window=w.index, start_s=round(w.start_s, 6), end_s=round(w.end_s, 6), first_frame=w.first_frame,
             last_frame=w.first_frame + len(w.frames) - 1,
             labels=[classes[i] if i < len(classes) else str(i) for i in order], indices=[int(i) for i in order],
-            scores=[float(probs[i]) for i in order], dropped=0, lag_ms=(done - w.arrived) * 1e3,
+            scores=[float(probs[i]) for i in order], dropped=0, lag_ms=round((done - w.arrived) * 1e3, 3),
             latency_ms={k: round(v, 3) for k, v in ms.items()}, probs=probs, raw=raw,
         )
 

@@ -74,6 +74,9 @@ def stream(
         callback=at_least(0, strict=True))] = 10.0,
     listen: Annotated[bool, typer.Option(
         "--listen", help="rtsp:// SOURCE: wait (up to --timeout s) for a publisher to push the stream here.")] = False,
+    prep_threads: Annotated[int, typer.Option(
+        help="PyTorch threads for crop, resize and normalisation (ONNX graphs and engines; a .pt model's "
+             "preprocessing shares its --threads).", callback=at_least(1))] = 1,
     provider: ProviderOpt = None,
     device: DeviceOpt = None,
     threads: ThreadsOpt = None,
@@ -97,6 +100,10 @@ def stream(
     if jsonl:
         check_writable(jsonl, force)
     runner = open_cli_runner(artifact, provider, device, threads, torch_options(precision, channels_last, cuda_graphs))
+    if runner.backend != "torch":
+        import torch
+
+        torch.set_num_threads(prep_threads)  # a few small frames per window: more threads only contend
     terminal = console.is_terminal
     with ExitStack() as stack:
         out: TextIO | None = None
