@@ -22,6 +22,9 @@ def explain(
     """Show where (STAM) and on which channels (CAM) the model attends, with its predicted class."""
     if out.suffix.lower() not in (".png", ".gif"):
         raise ConfigError(f"{out}: output must end in .png or .gif")
+    if checkpoint.suffix.lower() in (".onnx", ".engine"):
+        raise ConfigError(f"{checkpoint}: explain reads the attention maps of the PyTorch checkpoint (.pt) it was "
+                          "exported from; an ONNX graph or engine returns scores only")
     check_writable(out, force)
     ckpt = load_checkpoint(checkpoint)
     x = load_video_input(video, ckpt.preprocessing)[:1]

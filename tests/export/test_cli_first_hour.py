@@ -276,6 +276,9 @@ def test_lint_groups_findings_by_rule_and_op(tmp_path, capsys, monkeypatch):
     (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--threads", "0"], "--threads must be >= 1, got 0"),
     (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--config", "{d}/p.toml"],
      "pipeline option bench_batches must be integers >= 1, got [0]"),
+    (["explain", "{d}/clip.mp4", "-c", "{m}", "-o", "{d}/a.png"], "explain reads the attention maps of the PyTorch"),
+    (["explain", "{d}/clip.mp4", "-c", "{d}/best.pt", "-o", "{d}/a.jpg"], "output must end in .png or .gif"),
+    (["triton", "{d}/best.pt", "--repo", "{d}/repo"], "Triton serves an ONNX graph (.onnx) or a TensorRT engine"),
     (["demo", "-o", "{d}/demo", "--epochs", "0"], "--epochs must be >= 1, got 0"),
     (["demo", "-o", "{m}"], "is not a folder"),
 ], ids=lambda v: v[0] if isinstance(v, list) else "")
