@@ -279,7 +279,7 @@ def session_graph(model: Path, *, threads: int = 0) -> onnx.ModelProto:
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph types
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ArtifactError(f"{model}: onnxruntime cannot open the INT8 graph ({first})") from None
-        return onnx.load(str(Path(tmp) / "session.onnx"))
+        return load_onnx(Path(tmp) / "session.onnx")
 
 
 def session_precisions(qmodel: onnx.ModelProto, session: onnx.ModelProto, nodes: Collection[str]) -> dict[str, str]:
