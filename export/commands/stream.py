@@ -85,7 +85,7 @@ def stream(
     cuda_graphs: CudaGraphsOpt = False,
     jsonl: Annotated[Path | None, typer.Option(
         help="Write the JSON lines here (atomically, when the stream ends) instead of stdout.")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite the --jsonl file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --jsonl file.")] = False,
 ) -> None:
     """Classify a video stream window by window: one JSON line per window, a live table on a terminal.
 

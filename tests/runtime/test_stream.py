@@ -92,6 +92,22 @@ def test_stream_equals_predict_on_each_windows_frames(tiny, clip, tmp_path):
             np.testing.assert_allclose(r.scores, offline.scores, rtol=0, atol=1e-6)
 
 
+def test_smoothing_is_the_mean_of_the_last_n_windows_softmax(tiny, clip):
+    path, _ = clip
+    runner = open_runner(tiny.onnx, threads=1)
+    k = len(tiny.classes)
+    with runner, VideoStream(runner, str(path), window=parse_span("8f"), stride=parse_span("4f"), top_k=k,
+                             smooth=3) as s:
+        results = list(s)
+    raw = np.stack([r.raw for r in results])
+    assert not np.allclose(raw[0], raw[-1], atol=1e-4)  # windows differ, so smoothing has something to do
+    for i, r in enumerate(results):
+        want = raw[max(0, i - 2):i + 1].mean(axis=0)
+        np.testing.assert_allclose(r.probs, want, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(r.scores, want[r.indices], rtol=0, atol=1e-12)
+        assert r.indices == list(np.argsort(-want, kind="stable"))
+
+
 def test_file_without_realtime_classifies_every_window_of_a_slow_model(tiny, clip):
     path, _ = clip
     slow = SlowedRunner(open_runner(tiny.onnx, threads=1), 0.03)
