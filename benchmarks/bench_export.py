@@ -206,10 +206,11 @@ def ratios_and_targets(t: dict[str, list[list[float]]]) -> tuple[dict[str, Any],
             for extra in ("kernels", "optimised-opset18", "optimised-static"):
                 if f"{a}/{extra}" in t:
                     r[f"{a}: {extra} over naive"] = paired_ratio(t[f"{a}/naive"], t[f"{a}/{extra}"])
-        if f"{a}/eager" in t:
+        if f"{a}/eager" in t and f"{a}/optimised" in t:
             r[f"{a}: optimised over eager"] = paired_ratio(t[f"{a}/eager"], t[f"{a}/optimised"])
-        if f"{a}/compile" in t and f"{a}/eager" in t:
+        if f"{a}/compile" in t and f"{a}/optimised" in t:
             r[f"{a}: optimised over torch.compile"] = paired_ratio(t[f"{a}/compile"], t[f"{a}/optimised"])
+        if f"{a}/compile" in t and f"{a}/eager" in t:
             r[f"{a}: torch.compile over eager"] = paired_ratio(t[f"{a}/eager"], t[f"{a}/compile"])
     overheads = {"optimised": ("optimised", 0.15), "kernels": ("kernels", 0.08), "eager": ("eager", 0.30),
                  "eager-train": ("eager-train", 0.30), "naive": ("naive", None), "exported": ("exported", None),
@@ -243,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-kernels", action="store_true", help="skip the fused-kernel graph")
     parser.add_argument("--investigate", action="store_true", help="add opset-18 and static-batch graphs")
     parser.add_argument("--only-onnx", action="store_true", help="onnxruntime graphs only (no PyTorch variants)")
+    parser.add_argument("--only-pytorch", action="store_true", help="PyTorch variants only (no ONNX graphs)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 64x64, batch 2, 3 rounds, no waiting")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the graphs here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None,
@@ -276,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="aarm-bench-export-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        graphs = build_graphs(workdir, models, torch.from_numpy(x), args.size, kernels, args.investigate)
+        graphs = ({a: {} for a in models} if args.only_pytorch else
+                  build_graphs(workdir, models, torch.from_numpy(x), args.size, kernels, args.investigate))
         checks = parity(graphs, models, x)
         graph_info = {a: {k: graph_facts(p) for k, p in v.items()} for a, v in graphs.items()}
         if not args.no_compile:
@@ -331,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
                    "classes": CLASSES, "threads": thread_counts, "rounds": args.rounds, "warmup": args.warmup,
                    "quick": args.quick, "kernels": kernels, "compile": not args.no_compile,
                    "train": not args.no_train, "investigate": args.investigate, "only_onnx": args.only_onnx,
+                   "only_pytorch": args.only_pytorch,
                    "naive": "torch.onnx.export(model, (x,), path), default settings; onnxruntime default options"},
         "graphs": graph_info,
         "results": results, "targets": all_rows, "parity_vs_eager": checks,
