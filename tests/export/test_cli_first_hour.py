@@ -291,3 +291,18 @@ def test_bad_option_is_one_line_and_changes_nothing(command, message, tmp_path, 
     line = one_line_error(*run_cli(args, capsys, monkeypatch)[::2])
     assert message in line
     assert tree_digest(tmp_path) == before
+
+
+@pytest.mark.slow
+def test_export_writes_the_opset_asked_for(tmp_path, capsys, monkeypatch):
+    """The dynamo exporter writes opset 18; a higher --opset used to be dropped silently."""
+    from runtime.artifact import read_sidecar
+    from runtime.onnx_file import load_onnx
+
+    out = tmp_path / "m.onnx"
+    code, _, err = run_cli(["export", "--model", "resnet18", "--num-classes", "2", "--input-size", "32",
+                            "--segments", "2", "--opset", "21", "-o", out, "--verify-samples", "2"],
+                           capsys, monkeypatch)
+    assert code == 0, err
+    graph_opset = next(o.version for o in load_onnx(out).opset_import if o.domain in ("", "ai.onnx"))
+    assert graph_opset == read_sidecar(out).opset == 21
