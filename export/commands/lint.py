@@ -7,6 +7,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from aarm.errors import ConfigError
 from aarm.fileio import check_writable, write_json
 from export.console import console, err_console
 
@@ -37,6 +38,8 @@ def lint(
     from export.lint import group_findings, lint_onnx
 
     if json_out:
+        if json_out.resolve() == model.resolve():
+            raise ConfigError(f"--json {json_out} is the graph being checked; give the findings their own file")
         check_writable(json_out, force)
     findings = lint_onnx(model)
     errors = sum(f.severity == "error" for f in findings)

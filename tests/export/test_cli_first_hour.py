@@ -271,6 +271,7 @@ def test_lint_groups_findings_by_rule_and_op(tmp_path, capsys, monkeypatch):
     (["optimize", "{m}", "-o", "{d}/o.onnx", "--json", "{d}/o.onnx"], "is the output graph"),
     (["convert", "{m}", "-o", "{d}/o.onnx", "--verify-samples", "-2"], "--verify-samples must be >= 0, got -2"),
     (["models", "--num-classes", "0"], "--num-classes must be >= 1, got 0"),
+    (["lint", "{m}", "--json", "{m}", "--force"], "is the graph being checked"),
     (["pipeline", "-c", "{d}/best.pt", "-o", "{m}"], "is a file; the pipeline writes into a folder"),
     (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--data", "{d}/nothere"], "dataset folder not found"),
     (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--threads", "0"], "--threads must be >= 1, got 0"),
