@@ -366,6 +366,7 @@ def write_video(path: Path, frames: np.ndarray, codec: str, fps: int = FPS) -> N
             # mbtree=0: x264's macroblock-tree rate control reads uninitialised memory (valgrind memcheck,
             # x264 core 165 in PyAV 18's wheels), so with it the same frames encode to different bytes
             # from run to run (about half the videos of a dataset); without it the bytes are reproducible.
+            # Cost, 8 videos of 32 frames at 112 px: 69 KB instead of 40 KB each, PSNR 32.6 instead of 32.1 dB.
             stream.options = {"crf": "17", "preset": "veryfast", "x264-params": "mbtree=0"}
         else:
             stream.bit_rate = 4_000_000
