@@ -17,7 +17,7 @@ def explain(
     video: Annotated[Path, typer.Argument(help="A video file (or frame folder) to explain.")],
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="A trained AARM checkpoint.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="out.png (grid) or out.gif (animation).")],
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output.")] = False,
 ) -> None:
     """Show where (STAM) and on which channels (CAM) the model attends, with its predicted class."""
     if out.suffix.lower() not in (".png", ".gif"):

@@ -41,7 +41,7 @@ def export_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
     checkpoint: Annotated[Path | None, typer.Argument(help="Checkpoint to export (from aarm training).")] = None,
     opset: Annotated[int, typer.Option(help="ONNX opset (>= 17).")] = 17,
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output and --json file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output and --json file.")] = False,
     model: Annotated[str | None, typer.Option("--model", help="Export a freshly initialised registered model.")] = None,
     attention: Annotated[str, typer.Option(help="With --model: none | se | cbam | aarm.")] = "aarm",
     num_classes: Annotated[int | None, typer.Option(help="With --model: number of classes.",
@@ -107,7 +107,7 @@ def export_command(
 def optimize_command(
     model: Annotated[Path, typer.Argument(help="Exported fp32 ONNX graph.")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Optimised ONNX file to write.")],
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output and --json file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output and --json file.")] = False,
     kernels: Annotated[bool, typer.Option(
         help="Fuse AARM blocks into the compiled CPU custom ops (onnxruntime CPU only; runners load this "
              "installation's own recorded build of them). Default: standard ONNX ops, portable.")] = False,
@@ -142,7 +142,7 @@ def convert_command(
     model: Annotated[Path, typer.Argument(help="fp32 ONNX graph (exported or optimised).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
     precision: Annotated[str, typer.Option(help="Target precision: fp16.")] = "fp16",
-    force: Annotated[bool, typer.Option(help="Overwrite an existing output and --json file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing output and --json file.")] = False,
     verify_samples: Annotated[int, typer.Option(help="Random inputs for the parity check (0: skip).",
                                                 callback=at_least(0))] = 32,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the parity result as JSON.")] = None,

@@ -15,7 +15,7 @@ def models(
     num_classes: Annotated[int, typer.Option(help="Classes of the classifier (UCF101: 101).",
                                              callback=at_least(1))] = 101,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the table as JSON.")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --json file.")] = False,
 ) -> None:
     """List every model in every attention variant with its parameter count, RGB and flow stream."""
     if json_out:

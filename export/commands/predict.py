@@ -36,7 +36,7 @@ def predict(
     channels_last: ChannelsLastOpt = False,
     cuda_graphs: CudaGraphsOpt = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the predictions as JSON.")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --json file.")] = False,
 ) -> None:
     """Top-k action labels with probabilities for video files.
 

@@ -38,7 +38,7 @@ def regress(
     threads: Annotated[int, typer.Option(help="Intra-op threads (1 is the least disturbed by other work).",
                                          callback=at_least(1))] = 1,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the outcome as JSON.")] = None,
-    force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --json file.")] = False,
 ) -> None:
     """Latency-regression check against a recorded baseline (or, with --against, another artifact).
 

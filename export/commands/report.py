@@ -12,7 +12,7 @@ def report(
     results: Annotated[list[Path], typer.Argument(help="Result JSONs from bench, parity or regress, in any mix.")],
     out: Annotated[Path, typer.Option("-o", "--out", help="HTML file to write; the .md goes beside it.")] = Path(
         "report.html"),
-    force: Annotated[bool, typer.Option(help="Overwrite an existing report.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing report.")] = False,
 ) -> None:
     """HTML and Markdown report from bench, parity and regress results.
 
