@@ -7,6 +7,7 @@ it and a file that needs arbitrary code to unpickle is refused:
      "preprocessing": Preprocessing.to_dict(), "state_dict": {...}, "trained": bool, "meta": {...}}
 """
 
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,9 +79,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError for code-carrying pickles, RuntimeError/EOFError for broken files
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: refused, not a weights-only checkpoint ({first[:160]})") from None
+    except pickle.UnpicklingError:  # a pickle carrying code or objects a weights-only load refuses
+        raise CheckpointError(f"{path}: refused, it holds code or objects a weights-only load does not allow "
+                              "(aarm checkpoints hold tensors, numbers and strings only)") from None
+    except Exception:  # KeyError/RuntimeError/EOFError: bytes that are no torch.save file at all
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an aarm checkpoint (no format tag {FORMAT!r})")
     if payload.get("version") != VERSION:
