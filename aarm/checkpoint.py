@@ -79,10 +79,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # a pickle carrying code or objects a weights-only load refuses
-        raise CheckpointError(f"{path}: refused, it holds code or objects a weights-only load does not allow "
-                              "(aarm checkpoints hold tensors, numbers and strings only)") from None
-    except Exception:  # KeyError/RuntimeError/EOFError: bytes that are no torch.save file at all
+    except Exception as exc:  # UnpicklingError, KeyError, RuntimeError, EOFError: torch.load's many ways to fail
+        if isinstance(exc, pickle.UnpicklingError) and str(exc).startswith("Weights only load failed"):
+            raise CheckpointError(f"{path}: refused, it holds code or objects a weights-only load does not "
+                                  "allow (aarm checkpoints hold tensors, numbers and strings only)") from None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an aarm checkpoint (no format tag {FORMAT!r})")
