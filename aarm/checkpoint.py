@@ -80,9 +80,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, KeyError, RuntimeError, EOFError: torch.load's many ways to fail
-        if isinstance(exc, pickle.UnpicklingError) and str(exc).startswith("Weights only load failed"):
-            raise CheckpointError(f"{path}: refused, it holds code or objects a weights-only load does not "
-                                  "allow (aarm checkpoints hold tensors, numbers and strings only)") from None
+        if isinstance(exc, pickle.UnpicklingError):  # a pickle, but not one of tensors, numbers and strings
+            text = str(exc)
+            reason = text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines()[0] if text.strip() else ""
+            raise CheckpointError(f"{path}: refused, not a weights-only PyTorch checkpoint ({reason[:120]})") from None
         raise CheckpointError(f"{path} is not a PyTorch checkpoint") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an aarm checkpoint (no format tag {FORMAT!r})")
