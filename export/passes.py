@@ -549,7 +549,8 @@ def optimize_onnx(
 
     passes: default `DEFAULT_PASSES` (standard ops only: runs on any ONNX runtime), or `KERNEL_PASSES`
     with kernels=True: the AARM blocks become `export.kernels`' fused CPU ops; the library is built first
-    and recorded in the sidecar (`extra["custom_ops"]`), and sessions over the graph must register it.
+    and recorded in the kernel cache's manifest (runtime.kernel_library), which is what runners load it from;
+    the sidecar's `extra["custom_ops"]` only describes it.
     """
     src, out = Path(src), Path(out)
     check_writable(out, force)
