@@ -7,37 +7,12 @@ part of what is tested.
 
 import hashlib
 import re
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import one_line_error, run_cli
 
-from export.cli import main
 from runtime.artifact import Sidecar, TensorSpec, file_sha256, write_sidecar
-
-
-def run_cli(args: list[str | Path], capsys: pytest.CaptureFixture[str],
-            monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `aarm-export ARGS`."""
-    monkeypatch.setattr(sys, "argv", ["aarm-export", *map(str, args)])
-    monkeypatch.delenv("AARM_DEBUG", raising=False)
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code: int, err: str) -> str:
-    """The error line of a failed command: exit code 1, exactly one line, no traceback."""
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def tree_digest(root: Path) -> dict[str, str]:

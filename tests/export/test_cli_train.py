@@ -10,39 +10,15 @@ import hashlib
 import importlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from cli_runner import one_line_error, run_cli
 
 from aarm.data.synthetic import make_synthetic
-from export.cli import main
 
 CLASSES = ["MoveLeft", "MoveRight"]
 evaluate_module = importlib.import_module("aarm.training.evaluate")  # aarm.training.evaluate is also a function
-
-
-def run_cli(args: list[str | Path], capsys: pytest.CaptureFixture[str],
-            monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `aarm-export ARGS`."""
-    monkeypatch.setattr(sys, "argv", ["aarm-export", *map(str, args)])
-    monkeypatch.delenv("AARM_DEBUG", raising=False)
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code: int, err: str) -> str:
-    """The error line of a failed command: exit code 1, exactly one line, no traceback."""
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert code == 1, err
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    return lines[0]
 
 
 def digest(path: Path) -> str:

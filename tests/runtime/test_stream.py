@@ -10,13 +10,13 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from cli_runner import run_cli
 from sleepy import SlowedRunner
 
 from aarm.data.clips import load_video_input
 from aarm.data.preprocessing import Preprocessing
 from aarm.data.synthetic import synthesize
 from aarm.data.video import read_frames
-from export.cli import main
 from runtime.predict import predict_video
 from runtime.runner import open_runner
 from runtime.stream import VideoStream, parse_span, window_input
@@ -44,21 +44,6 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
     path = write_lossless(tmp_path_factory.mktemp("stream") / "clip.mkv", frames)
     assert np.array_equal(read_frames(path, range(40)), frames)
     return path, frames
-
-
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-            ) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `aarm-export ARGS` through the real entry point."""
-    monkeypatch.setattr(sys, "argv", ["aarm-export", *args])
-    monkeypatch.delenv("AARM_DEBUG", raising=False)
-    capsys.readouterr()
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize("prep", [
