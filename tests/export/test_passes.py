@@ -1,5 +1,7 @@
 """Graph passes: each on a small graph (parity on onnxruntime CPU), then all of them on an exported model."""
 
+from unittest import mock
+
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
@@ -61,6 +63,12 @@ def export_module(module: torch.nn.Module, *inputs: torch.Tensor) -> onnx.ModelP
                                 output_names=["y"], dynamic_shapes=tuple({0: batch} for _ in inputs),
                                 external_data=False)
     return program.model_proto
+
+
+def legacy_forward(self: AARMBlock, x: torch.Tensor) -> torch.Tensor:
+    """AARM's fusion as graphs exported before it became weighted sums: an interleaving stack, a grouped conv."""
+    m_ch, m_st = self.cam(x) * x, self.stam(x) * x
+    return self.fuse.conv(torch.stack((m_ch, m_st), dim=2).flatten(1, 2))
 
 
 def randomized_block(channels: int, dims: int) -> AARMBlock:
@@ -141,7 +149,8 @@ def test_global_pools_rewrites_spatial_reductions_only():
 def test_channel_fusion_becomes_m_times_weighted_gates_plus_bias(dims):
     block = randomized_block(16, dims)
     x = torch.randn(2, 16, *([4] * (dims - 2)), 6, 6)
-    model = export_module(block, x)
+    with mock.patch.object(AARMBlock, "forward", legacy_forward):
+        model = export_module(block, x)
     graph = gs.import_onnx(onnx.shape_inference.infer_shapes(model))
     assert len(find_channel_fusions(graph)) == 1
     rewritten = apply(model, rewrite_channel_fusion, global_pools)
@@ -195,9 +204,10 @@ def test_optimized_model_matches_exported_in_fp32(optimized):
 def test_optimized_model_has_no_interleaved_fusion_and_uses_global_pools(optimized):
     exported, out = optimized
     before, after = onnx.load(str(exported)), onnx.load(str(out))
-    assert ops(before).count("Concat") == 8 and "Concat" not in ops(after)
+    assert "Concat" not in ops(before) and "Concat" not in ops(after)  # the fusion exports as weighted sums
     assert ops(after).count("GlobalAveragePool") >= 8 and ops(after).count("GlobalMaxPool") == 8
-    assert len(after.graph.node) < len(before.graph.node)
+    # the fusion now exports as weighted sums, so the passes only swap reductions for global pools: 239 -> 239 nodes
+    assert len(after.graph.node) <= len(before.graph.node)
     assert after.metadata_props == before.metadata_props
     assert [i.name for i in after.graph.input] == ["input"] and [o.name for o in after.graph.output] == ["scores"]
 
