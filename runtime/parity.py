@@ -14,6 +14,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -199,21 +200,24 @@ def compare(
 
 def labelled_batches(
     root: str, preprocessing: Any, input_names: list[str], *, classes: list[str] | None = None, split: int = 1,
-    samples: int = 32, batch: int = 8, seed: int = 0, fmt: str = "auto",
+    samples: int = 32, batch: int = 8, seed: int = 0, fmt: str = "auto", videos: str | None = None,
+    annotations: str | None = None,
 ) -> Iterable[tuple[dict[str, np.ndarray], np.ndarray]]:
     """Labelled test clips of a dataset as (feed, labels) batches for `compare(data=...)`.
 
     Reads the split with aarm.data.annotations.load_split and decodes with aarm.data.datasets.VideoDataset
     (one centre clip per video, evaluation transforms); `samples` videos picked at random (seeded) so every
     class can appear; 0 takes all of them. classes: the model's class names, which must be the dataset's
-    (label i means the same class to both). Single-input models only.
+    (label i means the same class to both). videos / annotations: where the videos and split files are when
+    `root` does not hold them (as for `train`). Single-input models only.
     """
     from aarm.data.annotations import load_split
     from aarm.data.datasets import VideoDataset
 
     if len(input_names) != 1:
         raise ConfigError("labelled parity reads one video stream; two-stream artifacts take random inputs only")
-    data = load_split(root, format=fmt, split=split, subset="test")
+    data = load_split(root, format=fmt, split=split, subset="test", videos=videos and Path(videos),
+                      annotations=annotations and Path(annotations))
     if classes and data.classes and list(data.classes) != list(classes):
         raise DataError(f"{root}: its {len(data.classes)} classes are not the model's {len(classes)} "
                         f"(first differing: {_first_difference(data.classes, classes)}); labels would not match")

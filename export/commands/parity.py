@@ -84,6 +84,10 @@ def parity(
     reference: Annotated[Path, typer.Option(help="PyTorch checkpoint it was exported from.")],
     data: Annotated[Path | None, typer.Option(help="Dataset root: also compare on its labelled test clips.")] = None,
     split: Annotated[int, typer.Option(help="Split of --data (1..3).")] = 1,
+    videos: Annotated[Path | None, typer.Option(
+        help="Folder of <class>/<video> if not in --data (DATA/videos, DATA/hmdb51 and such are found).")] = None,
+    annotations: Annotated[Path | None, typer.Option(
+        help="Folder of the split files if not in --data.")] = None,
     data_format: Annotated[
         str, typer.Option("--format", help="Layout of --data: auto, ucf101, hmdb51, folder.")
     ] = "auto",
@@ -145,7 +149,8 @@ def parity(
     if data is not None:
         labelled = labelled_batches(str(data), runner.preprocessing[0], [s.name for s in runner.input_specs],
                                     classes=runner.classes, split=split, samples=samples, batch=batch, seed=seed,
-                                    fmt=data_format)
+                                    fmt=data_format, videos=videos and str(videos),
+                                    annotations=annotations and str(annotations))
     with progress_bar() as bar:
         task = bar.add_task("comparing", total=None)
         result = compare(runner, ref, samples=samples, batch=batch, seed=seed, data=labelled, tolerances=tol,

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import numpy as np
 import onnx
@@ -203,3 +204,19 @@ def test_an_artifact_whose_scores_are_all_nan_fails_parity(tiny, tmp_path):
     result = compare(open_runner(path, threads=1), open_runner(tiny.checkpoint), samples=4, batch=4)
     assert not result
     assert result.failures == ["random: artifact_nonfinite 20 > 0 (NaN/Inf values in the artifact's scores)"]
+
+
+def test_labelled_parity_reads_videos_and_split_files_from_where_the_user_unpacked_them(tiny, videos, tmp_path):
+    """parity --videos/--annotations, as train and evaluate take them: a dataset whose videos and split files sit
+    outside the root it names."""
+    moved_videos, moved_splits = tmp_path / "clips", tmp_path / "splits"
+    shutil.copytree(videos / "videos", moved_videos)
+    shutil.copytree(videos / "ucfTrainTestlist", moved_splits)
+    empty = tmp_path / "root"
+    empty.mkdir()
+    with pytest.raises(DataError):
+        next(iter(labelled_batches(str(empty), tiny.preprocessing, ["input"], classes=tiny.classes)))
+    feed, labels = next(iter(labelled_batches(
+        str(empty), tiny.preprocessing, ["input"], classes=tiny.classes, samples=4, batch=4,
+        videos=str(moved_videos), annotations=str(moved_splits))))
+    assert feed["input"].shape[0] == 4 and labels.shape == (4,)
