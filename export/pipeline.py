@@ -224,12 +224,15 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
     targets = {**artifacts, **{f"trt-{k}": v for k, v in engines.items()}}
 
     def run_parity() -> dict[str, Any]:
+        from export.verify import compare_with_rebuild
+        from runtime.lineage import check_lineage
         from runtime.parity import compare, default_tolerances, labelled_batches
         from runtime.runner import open_runner
 
         results, summary = [], {}
         with open_runner(ckpt, threads=cfg.threads) as reference:
             for label, path in targets.items():
+                check_lineage(path, ckpt)  # as `aarm-export parity` does: the artifact descends from the checkpoint
                 with open_runner(path, threads=cfg.threads) as runner:
                     data = None
                     if cfg.data:
@@ -237,6 +240,8 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
                                                 classes=runner.classes, split=cfg.split, samples=0)
                     res = compare(runner, reference, samples=cfg.parity_samples, data=data,
                                   tolerances=default_tolerances(runner.precision))
+                    if runner.precision == "fp16" and Path(path).suffix == ".onnx":
+                        res.add_rebuild(compare_with_rebuild(path, threads=cfg.threads))
                 results.append(res.to_dict())
                 summary[label] = {"passed": bool(res), "failures": res.failures, "metrics": res.metrics}
                 log(f"  {label}: parity {'holds' if res else 'FAILED: ' + '; '.join(res.failures)}")

@@ -38,6 +38,8 @@ def test_pipeline_makes_every_artifact_and_resumes(trained):
     assert {p["precision"] for p in parity} == {"fp32", "fp16", "int8"}
     fp32 = next(p for p in parity if p["artifact"]["name"] == "model.onnx")
     assert fp32["passed"] and "data" in fp32["metrics"]
+    fp16 = next(p for p in parity if p["precision"] == "fp16")  # checked against its parent converted again
+    assert fp16["rebuild"]["metrics"]["max_abs"] == 0.0 and fp16["passed"]
     rows = summary_rows(out / "parity.json", out / "bench.json")
     assert rows[0]["backend"] == "torch" and len(rows) == 5
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 2
