@@ -14,7 +14,8 @@ Vocabulary (every metric a fraction, never a percent):
   rel_rms              RMS of (scores - reference) over the RMS of the reference
   rel_mse              rel_rms squared (calibration's per-layer "score error")
   min_cosine, mean_cosine   per-clip cosine similarity of the two score vectors
-  top1, top5           share of clips whose top-1 class / top-5 set is the reference's
+  top1, top5           share of clips whose top-1 class / top-5 set is the reference's (top5: None for
+                       5 classes or fewer, where the set is every class)
 and with labels (N,): accuracy, reference_accuracy, accuracy_drop (reference minus artifact) and lost
 (share of clips the reference gets right and the artifact wrong; flips the other way do not offset it).
 
@@ -173,7 +174,9 @@ def score_metrics(scores: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
         "min_cosine": float(cosine.min()),
         "mean_cosine": float(cosine.mean()),
         "top1": float(np.mean(top_a[:, 0] == top_b[:, 0])),
-        "top5": float(np.mean([set(x) == set(y) for x, y in zip(top_a, top_b, strict=True)])),
+        # with 5 classes or fewer the top-5 set is every class: agreement would be 100 % by construction
+        "top5": float(np.mean([set(x) == set(y) for x, y in zip(top_a, top_b, strict=True)]))
+        if a.shape[1] > 5 else None,
     }
 
 

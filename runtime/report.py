@@ -189,9 +189,11 @@ def parity_figures(results: list[dict[str, Any]]) -> list[Figure]:
     ax.set_title("Max relative error on the judged inputs (dashed: limit)")
     ax.set_xticks(x, labels, fontsize=7)
     ax = axes[1]
-    ax.bar(x - 0.2, [m["top1"] or 0.0 for m in first], 0.4, label="top-1")
-    ax.bar(x + 0.2, [m["top5"] or 0.0 for m in first], 0.4, label="top-5")
-    low = min([m["top1"] or 0.0 for m in first] + [m["top5"] or 0.0 for m in first])
+    shown = ["top1"] + (["top5"] if any(m.get("top5") is not None for m in first) else [])  # None: <= 5 classes
+    for j, key in enumerate(shown):
+        ax.bar(x + (j - (len(shown) - 1) / 2) * 0.4, [m[key] or 0.0 for m in first], 0.4,
+               label=key.replace("top", "top-"))
+    low = min(m[key] or 0.0 for m in first for key in shown)
     ax.set_ylim(max(0.0, low - 0.05), 1.01)
     ax.set_title("Agreement with the reference")
     ax.set_xticks(x, labels, fontsize=7)

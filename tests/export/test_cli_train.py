@@ -73,6 +73,7 @@ def test_readme_evaluate_example_runs(dataset, checkpoints, tmp_path, capsys, mo
     assert png.read_bytes()[:4] == b"\x89PNG"
     # Not a terminal here: plain progress lines instead of a live bar that shows nothing in a log.
     assert "eval: 1/1 (100 %" in stdout
+    assert "- (<= 5 classes)" in stdout  # two classes: a top-5 accuracy of 100 % would say nothing
 
 
 def test_two_stream_weights_and_their_default(dataset, checkpoints, tmp_path, capsys, monkeypatch):

@@ -42,9 +42,15 @@ def test_score_metrics_of_known_scores():
     ref = np.array([[1.0, 2.0, 3.0], [3.0, 1.0, 0.0]])
     m = score_metrics(ref + [[0.0, 0.0, 0.3], [0.0, 0.0, 0.0]], ref)
     assert m["max_abs"] == pytest.approx(0.3) and m["max_rel"] == pytest.approx(0.1)
-    assert m["top1"] == 1.0 and m["top5"] == 1.0 and m["min_cosine"] < 1.0
+    assert m["top1"] == 1.0 and m["min_cosine"] < 1.0
+    assert m["top5"] is None  # 3 classes: the top-5 set is every class, agreement would be 100 % by construction
     m = score_metrics(ref[:, ::-1].copy(), ref)
-    assert m["top1"] == 0.0 and m["top5"] == 1.0  # the same three classes, reversed
+    assert m["top1"] == 0.0 and m["top5"] is None  # the same three classes, reversed
+    seven = np.arange(14.0).reshape(2, 7)
+    swapped = seven.copy()
+    swapped[0, [1, 6]] = swapped[0, [6, 1]]  # clip 0: class 1 enters the top 5, class 6 leaves it (top-1 too)
+    m7 = score_metrics(swapped, seven)
+    assert m7["top5"] == 0.5 and m7["top1"] == 0.5
     fails = judge(m, Tolerances(min_top1=0.5, max_abs=10.0), "random")
     assert fails == [Failure("top1", 0.0, 0.5, "random", "min")] and str(fails[0]) == "random: top1 0 < 0.5"
 
