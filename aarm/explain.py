@@ -7,6 +7,7 @@ STAM maps come from each stage's last AARM block, CAM weights likewise; the pred
 the same forward pass. Models without AARM blocks have nothing to show and raise ConfigError.
 """
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,8 +160,9 @@ def render_png(
     top = int(maps.scores.argmax())
     probs = torch.softmax(torch.from_numpy(maps.scores), 0)
     heading = f"{title}  predicted: {classes[top]} ({probs[top]:.1%}); STAM maps stretched to [0, 1] per stage"
-    fig.suptitle(heading.strip(), fontsize=9)
-    fig.tight_layout()
+    # wrapped to the figure's width (about 12 characters of 9 pt text per inch), so no end is cut off
+    text = fig.suptitle(textwrap.fill(heading.strip(), width=int(fig.get_figwidth() * 12)), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 1 - (text.get_text().count("\n") + 1) * 0.16 / fig.get_figheight()))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)

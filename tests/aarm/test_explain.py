@@ -51,3 +51,28 @@ def test_explain_command_writes_png_and_gif(tmp_path):
     assert Image.open(tmp_path / "maps.gif").n_frames == 3  # one per sampled snippet
     again = CliRunner().invoke(app, ["explain", str(video), "-c", str(ckpt), "-o", str(tmp_path / "maps.png")])
     assert again.exit_code != 0 and "--force" in str(again.exception)
+
+
+def test_png_heading_is_not_cut_off(tmp_path, monkeypatch):
+    """The demo's picture (K=3, so a narrow figure) once had its heading cut off at both ends."""
+    import matplotlib.figure
+
+    from aarm.explain import render_png
+
+    saved = []
+    original = matplotlib.figure.Figure.savefig
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig",
+                        lambda fig, *a, **k: (saved.append(fig), original(fig, *a, **k))[1])
+    model = aarm.create_model("resnet18", num_classes=2, segments=3).eval()
+    x = torch.randn(1, 3, 3, 48, 48)
+    preprocessing = Preprocessing.for_model(model.aarm_config, size=48)
+    render_png(capture_attention(model, x), x, preprocessing, ["MoveLeftAndThenRightAgain", "MoveRight"],
+               tmp_path / "maps.png", title="v_MoveLeftAndThenRightAgain_g01_c01.mp4")
+    fig = saved[0]
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # the figure is closed after saving
+    box, page = fig._suptitle.get_window_extent(renderer), fig.bbox
+    assert page.x0 <= box.x0 and box.x1 <= page.x1 and box.y1 <= page.y1, (box, page)
+    for ax in fig.axes:  # and the heading does not run into the top row's titles
+        assert not ax.get_title() or ax.title.get_window_extent(renderer).y1 <= box.y0
