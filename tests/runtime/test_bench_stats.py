@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from sleepy import SleepRunner
+from sleepy import RepeatRunner, SleepRunner
 from typer.testing import CliRunner
 
 from aarm.errors import AarmError, ConfigError
@@ -23,7 +23,7 @@ from runtime.bench import (
     runner_flops,
     speedup_interval,
 )
-from runtime.runner import Runner, open_runner
+from runtime.runner import open_runner
 
 
 def test_latency_stats_of_known_samples():
@@ -49,31 +49,6 @@ class SwitchPenaltyRunner(SleepRunner):
             time.sleep(self.penalty)
             self.last[0] = self.name
         return super().infer_impl(feed)
-
-
-class RepeatRunner(Runner):
-    """Runs another runner's graph `times` times per call: `RepeatRunner(r, 4)` costs exactly twice
-    `RepeatRunner(r, 2)` (plus one feed check of a few microseconds), a known true speed-up of 0.5."""
-
-    def __init__(self, inner: Runner, times: int) -> None:
-        super().__init__(name=f"{inner.name} x{times}", inputs=inner.input_specs, outputs=inner.output_names,
-                         preprocessing=inner.preprocessing, precision=inner.precision)
-        self.inner, self.times, self.backend = inner, times, inner.backend
-
-    @property
-    def provider(self) -> str:
-        return self.inner.provider
-
-    def activate_impl(self) -> None:
-        self.inner.activate()
-
-    def deactivate_impl(self) -> None:
-        self.inner.deactivate()
-
-    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        for _ in range(self.times):
-            out = self.inner.infer_impl(feed)
-        return out
 
 
 def test_speedup_interval_of_known_samples():
