@@ -483,7 +483,7 @@ def benchmark(
     rounds = min(rounds, iterations) if iterations is not None else rounds
     rng = np.random.default_rng(seed)
 
-    memory_of: list[dict[str, Any]] = [{"method": None, "reason": "not measured"}] * len(runners)
+    memory_of: list[dict[str, Any]] = [{"method": None, "reason": "not asked for"}] * len(runners)
     if memory:  # before any timing; the probes' processes run side by side, one per usable core
         with ThreadPoolExecutor(max_workers=max(1, min(len(runners), len(usable_cores())))) as pool:
             futures = {pool.submit(_MemoryProbe(r, batches, warmup).measure): k for k, r in enumerate(runners)}
@@ -700,7 +700,8 @@ def bench_notes(result: dict[str, Any]) -> list[str]:
     memory = {r["memory"].get("method") for r in rows}
     if None in memory:
         reasons = sorted({r["memory"].get("reason", "") for r in rows if r["memory"].get("method") is None})
-        lines.append(f"Peak memory not measured for some artifacts: {'; '.join(reasons)}.")
+        which = "any artifact" if all(r["memory"].get("method") is None for r in rows) else "some artifacts"
+        lines.append(f"Peak memory not measured for {which}: {'; '.join(reasons)}.")
     if memory - {None}:
         lines.append("Peak MB: the artifact's resident-set high-water mark in a fresh process over that process's "
                      "footprint before opening it (weights, session and the largest call's working set); "

@@ -73,6 +73,7 @@ def test_benchmark_excludes_the_switch_cost():
     medians are the warm cost, the speed-up is 1 within its interval, and the switch cost is reported."""
     a, b = SwitchPenaltyRunner("a", 0.004, 0.012), SwitchPenaltyRunner("b", 0.004, 0.012)
     result = benchmark([a, b], iterations=12, rounds=6, warmup=1, flops=False, reference=False, memory=False)
+    assert "Peak memory not measured for any artifact: not asked for." in bench_notes(result)
     for r in result["results"]:
         assert 4.0 <= r["latency_ms"]["p50"] < 4.0 + 3, r["latency_ms"]  # warm: no 16 ms switch call in it
         assert r["switch_cost_ms"] > 8.0 and len(r["rounds_ms"]) == 6
