@@ -13,6 +13,7 @@ from export.commands.bench import (
     PrecisionOpt,
     ProviderOpt,
     ThreadsOpt,
+    at_least,
     open_cli_runner,
     progress_bar,
     torch_options,
@@ -93,8 +94,8 @@ def parity(
     ] = "auto",
     samples: Annotated[int, typer.Option(
         help="Random clips, and labelled clips with --data (0: no random clips and every labelled clip; "
-             "needs --data).")] = 32,
-    batch: Annotated[int, typer.Option(help="Clips per inference call.")] = 8,
+             "needs --data).", callback=at_least(0))] = 32,
+    batch: Annotated[int, typer.Option(help="Clips per inference call.", callback=at_least(1))] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs and of the clip choice.")] = 0,
     atol: Annotated[float | None, typer.Option(help="Max absolute score error (default: by precision).")] = None,
     rtol: Annotated[float | None, typer.Option(help="Max error relative to the largest reference score.")] = None,
@@ -125,10 +126,6 @@ def parity(
     from aarm.errors import ConfigError
     from runtime.parity import ParityFailure, Tolerances, compare, default_tolerances, labelled_batches
 
-    if batch < 1:
-        raise ConfigError(f"--batch must be >= 1, got {batch}")
-    if samples < 0:
-        raise ConfigError(f"--samples must be >= 0, got {samples}")
     if samples == 0 and data is None:
         raise ConfigError("--samples 0 without --data compares nothing; give --data or a positive --samples")
     limits = {"max_abs": atol, "max_rel": rtol, "max_rel_rms": max_rel_rms, "min_cosine": min_cosine,
