@@ -33,7 +33,8 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -333,6 +334,23 @@ def interleaved(calls: dict[str, Callable[[], Any]], device: str, n: int, rounds
 
 
 # -- 3. the PyTorch runner ---------------------------------------------------------------------------------
+@contextmanager
+def recorded(row: dict[str, Any], runners: dict[str, Any]) -> Iterator[None]:
+    """One row's work: status "ran" when it finishes, "skipped" with the reason for a configuration the device
+    refuses (AarmError, e.g. CUDA graphs on the CPU), "failed" with the error for a RuntimeError; the row's
+    runners are deactivated either way."""
+    try:
+        yield
+        row["status"] = "ran"
+    except AarmError as exc:
+        row.update(status="skipped", reason=str(exc))
+    except RuntimeError as exc:
+        row.update(status="failed", error=" ".join(str(exc).split())[:500])
+    finally:
+        for r in runners.values():
+            r.deactivate()
+
+
 def torch_section(check: Check, models: dict[str, tuple[torch.nn.Module, Preprocessing]],
                   refs: dict[str, np.ndarray], x: np.ndarray) -> dict[str, Any]:
     setup = check.setup
@@ -346,7 +364,7 @@ def torch_section(check: Check, models: dict[str, tuple[torch.nn.Module, Preproc
                 continue
             row: dict[str, Any] = {"variant": variant, "batch": batch, **options}
             runners: dict[str, TorchRunner] = {}
-            try:
+            with recorded(row, runners):
                 for name, (model, prep) in models.items():
                     runners[name] = TorchRunner(model, preprocessing=prep, name=name, device=setup.device, **options)
                     runners[name].activate()
@@ -360,14 +378,6 @@ def torch_section(check: Check, models: dict[str, tuple[torch.nn.Module, Preproc
                 row["device_ms"] = interleaved(
                     {name: (lambda r=r, t=on_device[name]: r.forward(t)) for name, r in runners.items()},
                     setup.device, setup.timed_calls, setup.rounds)
-                row["status"] = "ran"
-            except AarmError as exc:  # a configuration this device refuses (e.g. CUDA graphs on the CPU)
-                row.update(status="skipped", reason=str(exc))
-            except RuntimeError as exc:
-                row.update(status="failed", error=" ".join(str(exc).split())[:500])
-            finally:
-                for r in runners.values():
-                    r.deactivate()
             rows.append(row)
             print(f"    torch {variant} batch {batch}: {row['status']}", flush=True)
     return {"device": setup.device, "cudnn_benchmark": setup.device.startswith("cuda"), "rows": rows}
@@ -401,7 +411,7 @@ def artifact_rows(check: Check, opened: Callable[[str, str], Runner], names: Seq
     for kind in what:
         row: dict[str, Any] = {"artifact": kind, "batch": batch}
         runners: dict[str, Runner] = {}
-        try:
+        with recorded(row, runners):
             for name in names:
                 runners[name] = opened(name, kind)
                 runners[name].activate()
@@ -411,14 +421,6 @@ def artifact_rows(check: Check, opened: Callable[[str, str], Runner], names: Seq
             device = next(iter(runners.values())).device
             row["infer_ms"] = interleaved({n: (lambda r=r, f=feed[n]: r.infer(f)) for n, r in runners.items()},
                                           device, check.setup.timed_calls, check.setup.rounds)
-            row["status"] = "ran"
-        except AarmError as exc:
-            row.update(status="skipped", reason=str(exc))
-        except RuntimeError as exc:
-            row.update(status="failed", error=" ".join(str(exc).split())[:500])
-        finally:
-            for r in runners.values():
-                r.deactivate()
         rows.append(row)
     return rows
 
