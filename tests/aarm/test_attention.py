@@ -168,3 +168,36 @@ def test_factory_rejects_unknown_kind_and_option():
     with pytest.raises(ConfigError, match="chi"):
         STAM(4, chi=1.5)
     assert isinstance(attention_factory("none", dims=2)(64), torch.nn.Identity)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_pools_fast_inference_path_equals_training_path(dims):
+    """Inference pools with amax (fast forward), training with the argmax forms (fast backward): the values
+    must be bit-identical, and the training path must still give the argmax's one-channel gradient."""
+    x = torch.randn(2, 8, *([5] * dims))
+    with torch.inference_mode():
+        fast_g, fast_c = mixed_global_pool(x, 0.3), mixed_channel_pool(x, 0.3)
+    leaf = x.clone().requires_grad_(True)
+    slow_g, slow_c = mixed_global_pool(leaf, 0.3), mixed_channel_pool(leaf, 0.3)
+    assert torch.equal(fast_g, slow_g.detach()) and torch.equal(fast_c, slow_c.detach())
+    tied = torch.zeros(1, 3, *([2] * dims), requires_grad=True)  # every channel ties: amax would split 1/3 each
+    mixed_channel_pool(tied, 0.0).sum().backward()
+    assert tied.grad.sum(dim=1).eq(1).all() and tied.grad.eq(1).sum() == tied.grad.sum()  # one channel each
+
+
+def test_pools_trace_the_same_graph_under_onnx_export(tmp_path, monkeypatch):
+    """ONNX export traces the training forms (adaptive pools, max(dim)), even under inference_mode (the
+    TorchScript exporter writes GlobalMaxPool for one, ReduceMax for amax): the graph
+    is node for node the one traced with the fast path switched off."""
+    import onnx
+
+    import aarm.attention.pooling as pooling
+
+    def ops(path):
+        with torch.inference_mode():
+            torch.onnx.export(AARMBlock(16).eval(), (torch.randn(1, 16, 6, 6),), str(path), dynamo=False)
+        return [n.op_type for n in onnx.load(str(path)).graph.node]
+
+    default = ops(tmp_path / "default.onnx")
+    monkeypatch.setattr(pooling, "_inference", lambda x: False)
+    assert default == ops(tmp_path / "training_forms.onnx")
