@@ -355,12 +355,15 @@ def pick_codec(codec: str = "auto") -> tuple[str, str]:
     raise DataError(f"this PyAV build cannot encode {' or '.join(candidates)}")
 
 
-def write_video(path: Path, frames: np.ndarray, codec: str, fps: int = FPS) -> None:
-    """Encode uint8 (T, H, W, 3) RGB frames (H, W even) as yuv420p video."""
+def write_video(path: Path, frames: np.ndarray, codec: str, fps: int = FPS, gop: int | None = None) -> None:
+    """Encode uint8 (T, H, W, 3) RGB frames (H, W even) as yuv420p video; `gop`: at most this many frames
+    between keyframes (default: the encoder's, 250 for libx264 and 12 for mpeg4)."""
     with av.open(str(path), mode="w") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
+        if gop is not None:
+            stream.codec_context.gop_size = gop
         stream.thread_count = 1  # x264's output depends on its thread count, hence on the machine's cores
         if codec in ("libx264", "h264"):
             # mbtree=0: x264's macroblock-tree rate control reads uninitialised memory (valgrind memcheck,

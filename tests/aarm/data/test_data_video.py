@@ -98,3 +98,88 @@ def test_mpeg4_avi_fallback_codec(tmp_path: Path) -> None:
     write_video(path, frames, "mpeg4")
     assert frame_count(path) == 3
     np.testing.assert_allclose(read_frames(path, [2, 0]).reshape(2, -1).mean(axis=1), [200, 40], atol=3)
+
+
+# ------------------------------------------------------------------------------ seeking to the sampled frames
+
+
+def _sampled(n: int) -> list[list[int]]:
+    """Index sets a model reads from an n-frame video: TSN evaluation at K = 3 and 8 (1 and 2 views), a 3D
+    centre clip, and an unordered set with repeats and indices past the end."""
+    from aarm.data.sampling import clip_eval_indices, tsn_eval_indices
+
+    sets = [tsn_eval_indices(n, k, 1, v).reshape(-1).tolist() for k, v in ((3, 1), (8, 1), (3, 2))]
+    sets.append(clip_eval_indices(n, 4, 4).reshape(-1).tolist())
+    sets.append([n - 1, 0, n // 2, n // 2, n + 7, 1])
+    return sets
+
+
+def _gop_video(path: Path, codec: str, gop: int, frames: int = 60, size: int = 48) -> Path:
+    from aarm.data.synthetic import synthesize, write_video
+
+    write_video(path, synthesize(1, 0, 0, seed=4, frames=frames, size=size, trails=True), codec, gop=gop)
+    return path
+
+
+@pytest.mark.parametrize(("codec", "suffix"), [("libx264", "mp4"), ("mpeg4", "avi")])
+def test_seeking_reads_the_frames_a_full_decode_reads(codec: str, suffix: str, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keyframes every 8 frames (x264 with B-frames, or MPEG-4 Part 2): the sampled frames come from seeks,
+    never from the sequential read, and equal the sequential read's frames bit for bit."""
+    import aarm.data.video as video
+
+    path = _gop_video(tmp_path / f"gop8.{suffix}", codec, gop=8)
+    n = frame_count(path)
+    assert n == 60
+    packets = video._scan(path)
+    assert len(packets.keyframes) >= 60 // 8 and packets.keyframes[0][0] == 0
+    full = {tuple(ix): read_frames(path, ix, seek=False) for ix in _sampled(n)}
+
+    def no_sequential(*args: object) -> None:
+        raise AssertionError("fell back to the sequential read")
+
+    monkeypatch.setattr(video, "_read_sequentially", no_sequential)
+    for ix, want in full.items():
+        if video._plan_seeks(packets, sorted({min(i, n - 1) for i in ix})) is None:
+            continue  # too dense to gain (the 8-segment set): the sequential read is the right one
+        got = read_frames(path, list(ix))
+        assert got.shape == want.shape and np.array_equal(got, want), ix
+    assert video._plan_seeks(packets, [0, 30, 59]) is not None
+
+
+def test_synthetic_dataset_videos_read_the_same_with_and_without_seeking(tiny_synthetic: Path) -> None:
+    """make_synthetic's own videos (libx264's default keyframe interval of 250 frames, so one keyframe in a
+    12-frame clip): nothing to skip, the plan is the sequential read, and the frames match."""
+    import aarm.data.video as video
+
+    clips = sorted((tiny_synthetic / "videos").rglob("*.mp4")) or sorted(tiny_synthetic.rglob("*.avi"))
+    assert clips
+    for path in clips[:3]:
+        n = frame_count(path)
+        packets = video._scan(path)
+        for ix in _sampled(n):
+            assert video._plan_seeks(packets, sorted({min(i, n - 1) for i in ix})) is None
+            assert np.array_equal(read_frames(path, ix), read_frames(path, ix, seek=False))
+
+
+def test_seeking_falls_back_where_it_cannot_vouch_for_the_frames(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """A seek that lands on a later keyframe than the run needs (simulated by seeking to the next keyframe's
+    timestamp) is not trusted: the sequential read answers, with the same frames."""
+    import aarm.data.video as video
+
+    path = _gop_video(tmp_path / "gop8.mp4", "libx264", gop=8)
+    want = read_frames(path, [5, 50], seek=False)
+    stamps = [ts for _, ts in video._scan(path).keyframes]
+    real = video._decode_run
+    calls = []
+
+    def misplaced(container, frame_of, run, targets, kept):  # noqa: ANN001, ANN202 - mirrors _decode_run
+        first, ts, last = run
+        calls.append(run)
+        later = stamps[min(stamps.index(ts) + 1, len(stamps) - 1)]
+        return real(container, frame_of, (first, later, last), targets, kept)
+
+    monkeypatch.setattr(video, "_decode_run", misplaced)
+    assert video._read_by_seeking(path, frozenset([5, 50])) is None and calls
+    assert np.array_equal(read_frames(path, [5, 50]), want)
