@@ -8,6 +8,7 @@ several threads: `predict_video` holds no state of its own.
 
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,16 +44,19 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def load_inputs(runner: Runner, path: str | Path, num_clips: int = 1) -> dict[str, np.ndarray]:
-    """Every model input of one video: {input name: (V, ...)} with V = num_clips views, in the runner's dtypes."""
+def load_inputs(runner: Runner, path: str | Path, num_clips: int = 1, *,
+                stage: Callable[[str], AbstractContextManager[Any]] | None = None) -> dict[str, np.ndarray]:
+    """Every model input of one video: {input name: (V, ...)} with V = num_clips views, in the runner's dtypes.
+    `stage(name)` wraps each step (decode, sampling, preprocess), as `runtime.timings.StageTimes.stage` does."""
     from aarm.data.clips import load_video_input
 
     if not runner.preprocessing or len(runner.preprocessing) != len(runner.input_specs):
         raise ConfigError(f"{runner.name}: no preprocessing recorded for its inputs; cannot decode video for it")
     feed = {}
     for spec, prep in zip(runner.input_specs, runner.preprocessing, strict=True):
-        x = load_video_input(path, prep, num_clips=num_clips)
-        feed[spec.name] = np.ascontiguousarray(np.asarray(x), dtype=spec.dtype)
+        x = load_video_input(path, prep, num_clips=num_clips, stage=stage)
+        with stage("preprocess") if stage else nullcontext():
+            feed[spec.name] = np.ascontiguousarray(np.asarray(x), dtype=spec.dtype)
     return feed
 
 

@@ -16,12 +16,15 @@ stays within about one window's processing time plus one stride.
 Smoothing (`smooth` = N > 1): a window's reported scores are the mean of the softmax scores of the last N
 classified windows, itself included (dropped windows have none); `raw` keeps its own.
 
-Stage split per window, in milliseconds: `decode` is the time spent decoding and converting the frames that
-arrived since the previous classified window (so the decode figures of all windows add up to the stream's
-decoding work), `preprocess` sampling, crop, resize and normalisation, `inference` the runner's call
-(host-to-device copies included on a GPU), `post` softmax, smoothing and top-k.
+Stage split per window, in milliseconds, with the stages of `runtime.timings` (as `predict --timings` and
+`bench --videos`): `decode` is the time spent decoding and converting the frames that arrived since the
+previous classified window (so the decode figures of all windows add up to the stream's decoding work),
+`sampling` picking the window's frames, `preprocess` crop, resize and normalisation, `h2d` the input's
+host-to-device copy where the runner exposes it (None on a CPU), `inference` the runner's call, `post`
+softmax, smoothing and top-k.
 """
 
+import contextlib
 import math
 import re
 import threading
@@ -36,15 +39,15 @@ from typing import Any
 import av
 import numpy as np
 
-from aarm.data.clips import sample_indices
+from aarm.data.clips import StageFn, sample_indices
 from aarm.data.preprocessing import Preprocessing
 from aarm.data.transforms import eval_transform
 from aarm.errors import ConfigError, DataError
-from runtime.predict import _scores, softmax
+from runtime.predict import softmax
 from runtime.runner import Runner
+from runtime.timings import StageTimes, infer_staged, summarise
 
 STREAM_VERSION = 1
-STAGES = ("decode", "preprocess", "inference", "post")
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([sf])\s*$")
 
 
@@ -85,20 +88,25 @@ def min_window_frames(preprocessing: Preprocessing) -> int:
     return (preprocessing.frames - 1) * preprocessing.stride + 1
 
 
-def window_input(frames: Sequence[np.ndarray] | np.ndarray, preprocessing: Preprocessing) -> np.ndarray:
+def window_input(frames: Sequence[np.ndarray] | np.ndarray, preprocessing: Preprocessing,
+                 stage: StageFn | None = None) -> np.ndarray:
     """The evaluation input of one window, as `load_video_input(file of these frames, p, num_clips=1)` gives it.
 
     frames: N uint8 (H, W, 3) RGB frames (a list or an (N, H, W, 3) array); only the sampled ones are copied.
-    Returns float32 (1, K, 3, S, S) for NKCHW or (1, 3, T, S, S) for NCTHW.
+    Returns float32 (1, K, 3, S, S) for NKCHW or (1, 3, T, S, S) for NCTHW. `stage(name)` wraps the
+    "sampling" and "preprocess" steps (`runtime.timings.StageTimes.stage`).
     """
     p = preprocessing
-    indices = sample_indices(len(frames), p, train=False, num_clips=1)  # (1, K, 1) or (1, T)
-    picked = np.stack([frames[i] for i in indices.reshape(-1).tolist()])  # one frame per snippet or clip step
-    x = eval_transform(picked, p.size, p.scale_size, mean=p.mean, std=p.std)  # (K or T, 3, S, S)
-    x = x.reshape(1, picked.shape[0], *x.shape[1:])
-    if p.layout == "NCTHW":
-        x = x.permute(0, 2, 1, 3, 4)
-    return x.contiguous().numpy()
+    stage = stage or (lambda name: contextlib.nullcontext())
+    with stage("sampling"):
+        indices = sample_indices(len(frames), p, train=False, num_clips=1)  # (1, K, 1) or (1, T)
+        picked = np.stack([frames[i] for i in indices.reshape(-1).tolist()])  # one frame per snippet or clip step
+    with stage("preprocess"):
+        x = eval_transform(picked, p.size, p.scale_size, mean=p.mean, std=p.std)  # (K or T, 3, S, S)
+        x = x.reshape(1, picked.shape[0], *x.shape[1:])
+        if p.layout == "NCTHW":
+            x = x.permute(0, 2, 1, 3, 4)
+        return x.contiguous().numpy()
 
 
 # ---------------------------------------------------------------------------------------------- source
@@ -183,7 +191,7 @@ class WindowResult:
     scores: list[float]
     dropped: int  # windows dropped since the previous result
     lag_ms: float
-    latency_ms: dict[str, float]
+    latency_ms: dict[str, float | None]  # per stage of runtime.timings.STAGES (None: not measured), and total
     probs: np.ndarray = field(repr=False)
     raw: np.ndarray = field(repr=False)
 
@@ -209,18 +217,15 @@ class StreamSummary:
     frames: int = 0
     wall_s: float = 0.0
     lag_ms: list[float] = field(default_factory=list)
-    stages: dict[str, list[float]] = field(default_factory=lambda: {s: [] for s in STAGES})
+    stages: list[StageTimes] = field(default_factory=list)
     dropped_windows: list[int] = field(default_factory=list)
 
-    def add(self, result: WindowResult) -> None:
+    def add(self, result: WindowResult, times: StageTimes) -> None:
         self.windows += 1
         self.lag_ms.append(result.lag_ms)
-        for s in STAGES:
-            self.stages[s].append(result.latency_ms[s])
+        self.stages.append(times)
 
     def to_json(self) -> dict[str, Any]:
-        totals = {s: float(sum(v)) for s, v in self.stages.items()}
-        grand = sum(totals.values())
         return {
             "kind": "summary",
             "windows": self.windows,
@@ -230,9 +235,7 @@ class StreamSummary:
             "wall_s": round(self.wall_s, 3),
             "lag_ms": {"p50": _percentile(self.lag_ms, 50), "p99": _percentile(self.lag_ms, 99),
                        "max": max(self.lag_ms) if self.lag_ms else None},
-            "stages_ms": {s: {"p50": _percentile(v, 50), "p99": _percentile(v, 99),
-                              "share": round(totals[s] / grand, 4) if grand > 0 else None}
-                          for s, v in self.stages.items()},
+            **{k: v for k, v in summarise(self.stages).items() if k in ("stages_ms", "total_ms")},
         }
 
 
@@ -420,29 +423,29 @@ class VideoStream:
             self._thread = None
         self.container.close()
 
-    def classify(self, w: Window, recent: deque[np.ndarray]) -> WindowResult:
-        """Sample, preprocess, infer and post-process one window; `recent` holds the last softmax vectors."""
+    def classify(self, w: Window, recent: deque[np.ndarray], times: StageTimes | None = None) -> WindowResult:
+        """Sample, preprocess, infer and post-process one window; `recent` holds the last softmax vectors.
+        Its stage split goes into `times` (and the result's latency_ms)."""
         spec = self.runner.input_specs[0]
-        t1 = time.perf_counter()
-        x = np.ascontiguousarray(window_input(w.frames, self.prep), dtype=spec.dtype)
-        t2 = time.perf_counter()
-        scores = _scores(self.runner, {spec.name: x})
-        t3 = time.perf_counter()
-        raw = softmax(scores)[0]
-        recent.append(raw)
-        probs = np.mean(recent, axis=0) if self.smooth > 1 else raw
-        order = np.argsort(-probs, kind="stable")[: min(self.top_k, probs.shape[-1])]
+        times = times if times is not None else StageTimes()
+        times.add("decode", w.decode_s * 1e3)
+        x = window_input(w.frames, self.prep, times.stage)
+        with times.stage("preprocess"):
+            x = np.ascontiguousarray(x, dtype=spec.dtype)
+        scores = infer_staged(self.runner, {spec.name: x}, times)
+        with times.stage("post"):
+            raw = softmax(scores)[0]
+            recent.append(raw)
+            probs = np.mean(recent, axis=0) if self.smooth > 1 else raw
+            order = np.argsort(-probs, kind="stable")[: min(self.top_k, probs.shape[-1])]
         classes = self.runner.classes
         done = time.perf_counter()
-        ms = {"decode": w.decode_s * 1e3, "preprocess": (t2 - t1) * 1e3, "inference": (t3 - t2) * 1e3,
-              "post": (done - t3) * 1e3}
-        ms["total"] = sum(ms.values())
         return WindowResult(
             window=w.index, start_s=round(w.start_s, 6), end_s=round(w.end_s, 6), first_frame=w.first_frame,
             last_frame=w.first_frame + len(w.frames) - 1,
             labels=[classes[i] if i < len(classes) else str(i) for i in order], indices=[int(i) for i in order],
             scores=[float(probs[i]) for i in order], dropped=0, lag_ms=round((done - w.arrived) * 1e3, 3),
-            latency_ms={k: round(v, 3) for k, v in ms.items()}, probs=probs, raw=raw,
+            latency_ms=times.to_json(), probs=probs, raw=raw,
         )
 
     def __iter__(self) -> Iterator[WindowResult]:
@@ -461,9 +464,10 @@ class VideoStream:
                 self.summary.dropped_windows.extend(dropped)
                 if w is None:
                     break
-                result = self.classify(w, recent)
+                times = StageTimes()
+                result = self.classify(w, recent, times)
                 result.dropped = len(dropped)
-                self.summary.add(result)
+                self.summary.add(result, times)
                 self.summary.wall_s = time.perf_counter() - start
                 yield result
                 if self.max_windows is not None and self.summary.windows >= self.max_windows:

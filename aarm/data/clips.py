@@ -3,10 +3,17 @@ share this code, so a video gives bit-identical evaluation tensors whichever of 
 
     x = load_video_input(Path("v_x.avi"), preprocessing, num_clips=1)   # (V, K, C, H, W) or (V, C, T, H, W)
 
+`stage`, where given, is entered around each step under its stage name (`runtime.timings` times them):
+"decode" (counting and decoding frames), "sampling" (choosing the indices, arranging the frames per view)
+and "preprocess" (crop, resize, normalisation, layout).
+
 A path is a video file (RGB only) or a TSN frame folder (RGB `img_*.jpg` or flow `flow_x/y_*.jpg`).
 """
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,35 +70,51 @@ def read_indices(path: Path, indices: np.ndarray, modality: str) -> np.ndarray:
     return frames.reshape(*indices.shape, *frames.shape[1:])
 
 
+StageFn = Callable[[str], AbstractContextManager[Any]]
+
+
+def _untimed(name: str) -> AbstractContextManager[Any]:
+    return nullcontext()
+
+
 def load_views(
     path: Path, preprocessing: Preprocessing, *, train: bool, num_clips: int = 1,
     rng: np.random.Generator | None = None, num_frames: int | None = None, flip: bool = True,
+    stage: StageFn | None = None,
 ) -> torch.Tensor:
     """The sample of one video: float32 (V, K, C, H, W) for NKCHW or (V, C, T, H, W) for NCTHW.
 
     Training (V = 1) draws indices, crop and (if `flip`) a horizontal flip from `rng`; evaluation is
-    deterministic.
+    deterministic. `stage(name)` wraps each step (see the module's docstring).
     """
     p = preprocessing
+    stage = stage or _untimed
     flow = p.modality == "flow"
-    n = num_frames if num_frames is not None else count_frames(path, p.modality)
-    indices = sample_indices(n, p, train=train, num_clips=num_clips, rng=rng)
-    frames = read_indices(path, indices, p.modality)
-    if p.layout == "NKCHW":
-        # (V, K, L, H, W, c) -> (V, K, H, W, L * c): one RGB frame, or an interleaved flow stack.
-        frames = interleave_flow(frames) if flow else frames[:, :, 0]
-    views, steps = frames.shape[:2]
-    flat = frames.reshape(views * steps, *frames.shape[2:])  # every frame of every view: one crop for all
-    if train:
-        x = train_transform(flat, p.size, rng, mean=p.mean, std=p.std, flow=flow, flip=flip)
-    else:
-        x = eval_transform(flat, p.size, p.scale_size, mean=p.mean, std=p.std)
-    x = x.reshape(views, steps, *x.shape[1:])  # (V, K or T, C, H, W)
-    if p.layout == "NCTHW":
-        x = x.permute(0, 2, 1, 3, 4)
-    return x.contiguous()
+    with stage("decode"):
+        n = num_frames if num_frames is not None else count_frames(path, p.modality)
+    with stage("sampling"):
+        indices = sample_indices(n, p, train=train, num_clips=num_clips, rng=rng)
+    with stage("decode"):
+        frames = read_indices(path, indices, p.modality)
+    with stage("sampling"):
+        if p.layout == "NKCHW":
+            # (V, K, L, H, W, c) -> (V, K, H, W, L * c): one RGB frame, or an interleaved flow stack.
+            frames = interleave_flow(frames) if flow else frames[:, :, 0]
+        views, steps = frames.shape[:2]
+        flat = frames.reshape(views * steps, *frames.shape[2:])  # every frame of every view: one crop for all
+    with stage("preprocess"):
+        if train:
+            x = train_transform(flat, p.size, rng, mean=p.mean, std=p.std, flow=flow, flip=flip)
+        else:
+            x = eval_transform(flat, p.size, p.scale_size, mean=p.mean, std=p.std)
+        x = x.reshape(views, steps, *x.shape[1:])  # (V, K or T, C, H, W)
+        if p.layout == "NCTHW":
+            x = x.permute(0, 2, 1, 3, 4)
+        return x.contiguous()
 
 
-def load_video_input(path: Path, preprocessing: Preprocessing, num_clips: int = 1) -> torch.Tensor:
+def load_video_input(
+    path: Path, preprocessing: Preprocessing, num_clips: int = 1, *, stage: StageFn | None = None
+) -> torch.Tensor:
     """The evaluation input of one video, exactly as VideoDataset(train=False) gives it: (V, ...) float32."""
-    return load_views(Path(path), preprocessing, train=False, num_clips=num_clips)
+    return load_views(Path(path), preprocessing, train=False, num_clips=num_clips, stage=stage)

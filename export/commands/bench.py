@@ -128,6 +128,9 @@ def bench(
     cuda_graphs: CudaGraphsOpt = False,
     flops: Annotated[bool, typer.Option(help="Count FLOPs and time a matmul for the efficiency column.")] = True,
     memory: Annotated[bool, typer.Option(help="Measure each artifact's peak memory in a fresh process.")] = True,
+    videos: Annotated[Path | None, typer.Option(
+        help="Video file or folder (any depth): also time the whole pipeline on each video, per stage (decode, "
+             "sampling, preprocessing, host-to-device copy, inference, post-processing), --rounds times.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the random inputs and of the bootstrap.")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the full result (raw samples too).")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
@@ -145,6 +148,7 @@ def bench(
     if json_out:
         check_writable(json_out, force)
     batches = parse_batches(batch)
+    video_files = find_video_files(videos) if videos is not None else []
     opts = torch_options(precision, channels_last, cuda_graphs)
     runners = [open_cli_runner(p, provider, device, threads, opts) for p in artifacts]
     if iterations is None and duration is None:
@@ -163,9 +167,38 @@ def bench(
     for ref in result["reference"]:
         console.print(f"matmul reference on {ref['device']} ({ref['dtype']}): "
                       f"{ref['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s", highlight=False)
+    if video_files:
+        from runtime.timings import video_stage_bench
+
+        with progress_bar() as bar:
+            task = bar.add_task("videos", total=rounds * len(runners))
+            result["video_stages"] = video_stage_bench(
+                runners, video_files, rounds=rounds,
+                progress=lambda what: bar.update(task, advance=1, description=what))
+        for split in result["video_stages"]:
+            print_stage_split(f"{split['name']} ({split['provider']}) on {split['videos']} video(s) x "
+                              f"{split['rounds']} rounds: end-to-end per video, batch = its views", split)
     if json_out:
         write_json(json_out, result)
         console.print(f"wrote {json_out}", highlight=False, markup=False)
+
+
+def find_video_files(path: Path) -> list[Path]:
+    """The video files of --videos: one file, or every video under a folder; none found is a DataError."""
+    from aarm.data.flow import find_videos
+    from aarm.errors import DataError
+
+    found = find_videos(path)
+    if not found:
+        raise DataError(f"--videos {path}: no video files found")
+    return found
+
+
+def print_stage_split(title: str, summary: dict[str, Any]) -> None:
+    """A `runtime.timings.summarise` result as a table: p50 / p99 ms and share of each stage."""
+    from runtime.timings import STAGE_COLUMNS, stage_rows
+
+    print_table(title, STAGE_COLUMNS, stage_rows(summary))
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from export.commands.bench import (
     ThreadsOpt,
     at_least,
     open_cli_runner,
+    print_stage_split,
     progress_bar,
     torch_options,
 )
@@ -35,6 +36,9 @@ def predict(
     precision: PrecisionOpt = "fp32",
     channels_last: ChannelsLastOpt = False,
     cuda_graphs: CudaGraphsOpt = False,
+    timings: Annotated[bool, typer.Option(
+        "--timings", help="Time each stage (decode, sampling, preprocessing, host-to-device copy, inference, "
+                          "post-processing) and print p50/p99 and shares; videos then run one at a time.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the predictions as JSON.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite the --json file.")] = False,
 ) -> None:
@@ -49,10 +53,18 @@ def predict(
         check_writable(json_out, force)
     runner = open_cli_runner(artifact, provider, device, threads,
                              torch_options(precision, channels_last, cuda_graphs))
+    split = None
     with progress_bar() as bar:
         task = bar.add_task("predicting", total=len(videos))
-        predictions = predict_videos(runner, videos, top_k=top_k, batch=batch, num_clips=clips, workers=workers,
-                                     progress=lambda n: bar.advance(task, n))
+        if timings:
+            from runtime.timings import predict_videos_timed, summarise
+
+            predictions, times = predict_videos_timed(runner, videos, top_k=top_k, num_clips=clips,
+                                                      progress=lambda n: bar.advance(task, n))
+            split = summarise(times)
+        else:
+            predictions = predict_videos(runner, videos, top_k=top_k, batch=batch, num_clips=clips,
+                                         workers=workers, progress=lambda n: bar.advance(task, n))
     k = max((len(p.labels) for p in predictions), default=0)
     print_table(
         f"Predictions of {artifact.name} ({runner.provider})",
@@ -60,8 +72,13 @@ def predict(
         [(Path(p.path).name, *[f"{lab} {s:.3f}" for lab, s in zip(p.labels, p.scores, strict=True)])
          for p in predictions],
     )
+    if split is not None:
+        print_stage_split(f"Stage split over {len(videos)} video(s), one at a time (ms per video)", split)
     if json_out:
-        write_json(json_out, predictions_to_json(runner, predictions))
+        out = predictions_to_json(runner, predictions)
+        if split is not None:
+            out["timings"] = {**split, "per_video": [t.to_json() for t in times]}
+        write_json(json_out, out)
         console.print(f"wrote {json_out}", highlight=False, markup=False)
 
 

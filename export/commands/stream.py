@@ -34,13 +34,13 @@ def _fmt(value: float | None, digits: int = 1) -> str:
 
 def print_summary(summary: dict[str, Any]) -> None:
     """The closing table: stage split p50/p99 and share, then windows, drops and lag."""
-    rows = [(name, _fmt(s["p50"], 2), _fmt(s["p99"], 2), _fmt(None if s["share"] is None else 100 * s["share"]))
-            for name, s in summary["stages_ms"].items()]
+    from runtime.timings import STAGE_COLUMNS, stage_rows
+
+    rows = stage_rows(summary) if summary["windows"] else []
     lag = summary["lag_ms"]
-    rows.append(("lag", _fmt(lag["p50"], 2), _fmt(lag["p99"], 2), ""))
+    rows.append(("lag", _fmt(lag["p50"], 2), _fmt(lag["p99"], 2), "", "last frame in to result out"))
     print_table(f"Stream: {summary['windows']} windows classified, {summary['dropped']} dropped, "
-                f"{summary['frames']} frames in {summary['wall_s']:.1f} s",
-                ["stage", "p50 ms", "p99 ms", "share %"], rows)
+                f"{summary['frames']} frames in {summary['wall_s']:.1f} s", STAGE_COLUMNS, rows)
 
 
 def _live_table(rows: deque[tuple[str, ...]], title: str) -> Any:

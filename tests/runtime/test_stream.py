@@ -20,6 +20,7 @@ from aarm.data.video import read_frames
 from runtime.predict import predict_video
 from runtime.runner import open_runner
 from runtime.stream import VideoStream, parse_span, window_input
+from runtime.timings import STAGES
 
 FPS = 25
 
@@ -137,14 +138,20 @@ def test_json_lines(tiny, clip, tmp_path, capsys, monkeypatch):
         assert set(w) == {"kind", "window", "start_s", "end_s", "first_frame", "last_frame", "top_k", "dropped",
                           "lag_ms", "latency_ms"}
         assert w["kind"] == "window" and w["dropped"] == 0 and w["last_frame"] - w["first_frame"] == 9
-        assert set(w["latency_ms"]) == {"decode", "preprocess", "inference", "post", "total"}
-        assert w["latency_ms"]["total"] == pytest.approx(sum(w["latency_ms"][s] for s in
-                                                             ("decode", "preprocess", "inference", "post")), abs=1e-2)
+        # The stages of predict --timings and bench --videos; no host-to-device copy on a CPU runner.
+        assert set(w["latency_ms"]) == {*STAGES, "total"} and w["latency_ms"]["h2d"] is None
+        measured = [s for s in STAGES if s != "h2d"]
+        assert all(w["latency_ms"][s] >= 0 for s in measured)
+        assert w["latency_ms"]["total"] == pytest.approx(sum(w["latency_ms"][s] for s in measured), abs=1e-2)
         assert len(w["top_k"]) == 2 and w["top_k"][0]["score"] >= w["top_k"][1]["score"]
         assert all(t["label"] == tiny.classes[t["index"]] for t in w["top_k"])
     assert summary["kind"] == "summary" and summary["windows"] == 7 and summary["dropped"] == 0
-    assert summary["frames"] == 40 and set(summary["stages_ms"]) == {"decode", "preprocess", "inference", "post"}
-    assert sum(s["share"] for s in summary["stages_ms"].values()) == pytest.approx(1.0, abs=1e-3)  # 4 decimals each
+    assert summary["frames"] == 40 and list(summary["stages_ms"]) == list(STAGES)
+    h2d = summary["stages_ms"]["h2d"]
+    assert h2d["p50"] is None and h2d["share"] is None and "CPU" in h2d["note"]
+    shares = [s["share"] for s in summary["stages_ms"].values() if s["share"] is not None]
+    assert len(shares) == 5 and sum(shares) == pytest.approx(1.0, abs=1e-3)  # 4 decimals each
+    assert "n/a" in stdout and "host-to-device copy" in stdout
     assert "p99" in summary["lag_ms"] and "stage" in stdout  # the closing table
     before = out.read_bytes()
     code, _, err = run_cli(args, capsys, monkeypatch)

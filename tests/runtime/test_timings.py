@@ -1,0 +1,103 @@
+"""Stage-split latency on generated video files: the timed pipeline predicts what the untimed one predicts,
+every stage is measured (the host-to-device copy is "n/a" on a CPU), and `predict --timings` and
+`bench --videos` report the split in their tables and JSON."""
+
+import json
+
+import numpy as np
+import pytest
+from cli_runner import run_cli
+
+from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
+from runtime.predict import load_inputs, predict_video
+from runtime.timings import STAGES, StageTimes, predict_timed, stage_rows, summarise
+
+
+@pytest.fixture(scope="module")
+def files(videos):
+    return sorted((videos / "videos").rglob("*.mp4"))[:3]
+
+
+def test_timed_prediction_is_the_prediction_and_times_every_stage(tiny, files):
+    runner = OnnxRuntimeRunner.from_artifact(tiny.onnx, threads=1)
+    with runner:
+        for f in files:
+            times = StageTimes()
+            timed = predict_timed(runner, f, times, top_k=3, num_clips=2)
+            plain = predict_video(runner, f, top_k=3, num_clips=2)
+            assert timed.labels == plain.labels and timed.views == 2
+            np.testing.assert_array_equal(timed.scores, plain.scores)
+            assert set(times.ms) == set(STAGES) - {"h2d"} and all(v > 0 for v in times.ms.values())
+            assert "CPU" in times.not_measured["h2d"]
+            row = times.to_json()
+            assert row["h2d"] is None and row["total"] == pytest.approx(sum(times.ms.values()), abs=1e-2)
+
+
+def test_timed_inputs_are_the_untimed_inputs(tiny, files):
+    runner = OnnxRuntimeRunner.from_artifact(tiny.onnx)
+    times = StageTimes()
+    timed = load_inputs(runner, files[0], num_clips=2, stage=times.stage)
+    np.testing.assert_array_equal(timed["input"], load_inputs(runner, files[0], num_clips=2)["input"])
+    assert set(times.ms) == {"decode", "sampling", "preprocess"}
+
+
+def test_summary_percentiles_and_shares():
+    items = []
+    for decode, infer in ((1.0, 3.0), (2.0, 6.0), (3.0, 9.0)):
+        t = StageTimes()
+        t.add("decode", decode)
+        t.add("inference", infer)
+        t.skip("h2d", "CPU runner: no host-to-device copy")
+        items.append(t)
+    s = summarise(items)
+    assert s["items"] == 3 and list(s["stages_ms"]) == list(STAGES)
+    assert s["stages_ms"]["decode"] == {"p50": 2.0, "p99": pytest.approx(2.98), "share": 0.25}
+    assert s["stages_ms"]["inference"]["share"] == 0.75 and s["total_ms"]["p50"] == 8.0
+    assert s["stages_ms"]["h2d"]["p50"] is None and s["stages_ms"]["h2d"]["note"].startswith("CPU runner")
+    assert s["stages_ms"]["post"]["note"] == "not measured"
+    rows = {r[0]: r for r in stage_rows(s)}
+    assert rows["host-to-device copy"][1:4] == ("n/a", "n/a", "n/a") and rows["decode"][3] == "25.0"
+    with pytest.raises(Exception, match="unknown stage"):
+        StageTimes().add("decoding", 1.0)
+
+
+def test_predict_timings_command(tiny, files, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "pred.json"
+    code, stdout, err = run_cli(["predict", *files, "--artifact", tiny.onnx, "--threads", "1", "--timings",
+                                 "--json", out], capsys, monkeypatch)
+    assert code == 0, err
+    for label in ("decode", "sampling", "preprocessing", "host-to-device copy", "inference", "post-processing"):
+        assert label in stdout
+    assert "n/a" in stdout and files[0].name in stdout
+    data = json.loads(out.read_text())
+    timings = data["timings"]
+    assert timings["items"] == len(files) and len(timings["per_video"]) == len(files)
+    assert timings["stages_ms"]["decode"]["p50"] > 0 and timings["stages_ms"]["h2d"]["p50"] is None
+    assert [p["path"] for p in data["predictions"]] == [str(f) for f in files]
+
+
+def test_bench_videos_reports_the_split_beside_the_model_numbers(tiny, videos, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "bench.json"
+    folder = files_dir = sorted((videos / "videos").iterdir())[0]  # one class folder: two videos
+    code, stdout, err = run_cli(["bench", tiny.onnx, "--iterations", "2", "--rounds", "2", "--warmup", "1",
+                                 "--threads", "1", "--no-memory", "--no-flops", "--videos", folder, "--json", out],
+                                capsys, monkeypatch)
+    assert code == 0, err
+    assert "Benchmark" in stdout and "host-to-device copy" in stdout and "preprocessing" in stdout
+    result = json.loads(out.read_text())
+    assert result["results"][0]["latency_ms"]["p50"] > 0  # the model-only numbers are still there
+    (split,) = result["video_stages"]
+    assert split["videos"] == len(list(files_dir.glob("*.mp4"))) == 2 and split["rounds"] == 2
+    assert split["items"] == 4 and split["stages_ms"]["inference"]["p50"] > 0
+    shares = [s["share"] for s in split["stages_ms"].values() if s["share"] is not None]
+    assert len(shares) == 5 and sum(shares) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_bench_videos_without_videos_is_one_line(tiny, tmp_path, capsys, monkeypatch):
+    from cli_runner import one_line_error
+
+    empty = tmp_path / "none"
+    empty.mkdir()
+    line = one_line_error(*run_cli(["bench", tiny.onnx, "--no-memory", "--videos", empty], capsys,
+                                   monkeypatch)[::2])
+    assert "no video files" in line
