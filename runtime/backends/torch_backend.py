@@ -215,6 +215,28 @@ class TorchRunner(Runner):
         with self.lock, torch.inference_mode(), self._device_scope(), strict_fp32(strict):
             return self._replay(x) if self.cuda_graphs else self._module(x)
 
+    def enable_attention_outputs(self) -> list[str]:
+        """From now on also return each stage's STAM maps and CAM weights after "scores", named and shaped as a
+        graph exported with --attention-outputs returns them (`aarm.explain.record_attention`: forward hooks).
+        Returns their names; ConfigError for a model without AARM blocks or with cuda_graphs (a replayed graph
+        runs no hooks)."""
+        from aarm.explain import attention_output_names
+
+        if self.cuda_graphs:
+            raise ConfigError("attention outputs come from forward hooks, which a replayed CUDA graph does not run")
+        names = attention_output_names(self.model)
+        self.output_names = ["scores", *names]
+        return names
+
     def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         with self.lock, torch.inference_mode():
-            return {"scores": self.forward(self.to_device(feed["input"])).float().cpu().numpy()}
+            x = self.to_device(feed["input"])
+            if len(self.output_names) == 1:
+                return {"scores": self.forward(x).float().cpu().numpy()}
+            from aarm.explain import record_attention
+
+            views = x.shape[1] if self.preprocessing[0].layout == "NKCHW" else 1
+            with record_attention(self._module, views) as found:
+                scores = self.forward(x)
+            return {"scores": scores.float().cpu().numpy(),
+                    **{n: found[n].float().cpu().numpy() for n in self.output_names[1:]}}
