@@ -54,11 +54,13 @@ from aarm.checkpoint import load_checkpoint  # noqa: E402
 from aarm.data.preprocessing import Preprocessing  # noqa: E402
 from aarm.data.synthetic import make_synthetic  # noqa: E402
 from aarm.fileio import write_json  # noqa: E402
+from aarm.progress import plain_progress  # noqa: E402
 from aarm.training import TrainConfig, train  # noqa: E402
 from calibration.cache import load_ranges, ranges_from_json, ranges_to_json  # noqa: E402
 from calibration.quantize import (  # noqa: E402
     METHODS,
     TARGETS,
+    CalibrationConfig,
     calibrate,
     compute_ranges,
     prepare_graph,
@@ -124,7 +126,7 @@ def get_model(args: argparse.Namespace, work: Path) -> tuple[Path, Path, dict[st
     data = Path(args.data) if args.data else work / "synthetic"
     if not args.data and not (data / "dataset.json").is_file():
         console.print(f"making the synthetic dataset {data} ({dataset})")
-        make_synthetic(data, **{"seed": 0, **dataset}, workers=args.workers, progress=True, force=True)
+        make_synthetic(data, **{"seed": 0, **dataset}, workers=args.workers, progress=plain_progress(), force=True)
     if args.checkpoint:
         return Path(args.checkpoint), data, {"checkpoint": args.checkpoint, "data": str(data)}
     ckpt = work / "train" / "best.pt"
@@ -162,7 +164,7 @@ def report_set(work: Path, data: Path, args: argparse.Namespace) -> Path:
         params = {k: v for k, v in meta["params"].items() if k in ("frames", "size", "trails")}
         console.print(f"making the report dataset {root} (seed 1)")
         make_synthetic(root, classes=len(meta["classes"]), videos_per_class=args.report_videos, seed=1,
-                       workers=args.workers, progress=True, force=True, **params)
+                       workers=args.workers, progress=plain_progress(), force=True, **params)
     return root
 
 
@@ -266,7 +268,7 @@ def users_path(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="aarm-bench-int8-") as tmp:
         work = Path(tmp)
         clips = work / "clips"
-        make_synthetic(clips, classes=2, videos_per_class=4, frames=8, size=96, seed=0, progress=False, force=True)
+        make_synthetic(clips, classes=2, videos_per_class=4, frames=8, size=96, seed=0, force=True)
         folder = work / "unlabelled"
         folder.mkdir()
         for i, video in enumerate(sorted((clips / "videos").rglob("*.*"))):
@@ -280,11 +282,11 @@ def users_path(args: argparse.Namespace) -> None:
             console.print(f"{label}: export, optimise, calibrate the exported graph")
             export_onnx(model, exported, classes=[f"c{i}" for i in range(101)], preprocessing=prep, trained=False)
             optimize_onnx(exported, work / f"{attention}.opt.onnx")
-            result = calibrate(exported, work / f"{attention}.int8.onnx", data=folder, clips=8, target="cpu",
-                               max_drop=1.0, require_labels=False, graph_passes=run_passes)
+            result = calibrate(exported, work / f"{attention}.int8.onnx", CalibrationConfig(
+                data=folder, clips=8, target="cpu", max_drop=1.0, require_labels=False), graph_passes=run_passes)
             graphs[f"{attention}/fp32"] = work / f"{attention}.opt.onnx"
             graphs[f"{attention}/int8"] = result.output
-            r = result.report
+            r = result.report.to_json()
             reports[attention] = {"graph_passes": r["quantization"]["graph_passes"], "session": r["session"],
                                   "float_nodes": [{"node": e["node"], "in_session": e.get("in_session"),
                                                    "reason": e["reason"]} for e in r["excluded"]],
@@ -420,10 +422,11 @@ def main() -> None:
             out = work / f"model.{target}.{method}.int8.onnx"
             console.print(f"[bold]{name}[/]: calibrating")
             t0 = time.perf_counter()
-            result = calibrate(fp32, out, data=data, clips=args.clips, method=method, target=target,
-                               max_drop=args.max_drop, cache=cache, force=True)
+            config = CalibrationConfig(data=data, clips=args.clips, method=method, target=target,
+                                       max_drop=args.max_drop, cache=cache)
+            result = calibrate(fp32, out, config, force=True)
             seconds = time.perf_counter() - t0
-            r = result.report
+            r = result.report.to_json()
             scores = graph_scores(out, x)
             top1 = float(100 * np.mean(scores.argmax(1) == labels))
             excluded = [e["node"] for e in r["excluded"]]

@@ -1,8 +1,8 @@
 """INT8 post-training quantization of exported AARM graphs: calibration clips, Q/DQ quantization per target,
 calibration caches and per-layer sensitivity.
 
-    from calibration import calibrate
-    result = calibrate(Path("model.onnx"), Path("model.int8.onnx"), data=Path("UCF101"), target="tensorrt")
+    from calibration import CalibrationConfig, calibrate
+    result = calibrate(Path("model.onnx"), Path("model.int8.onnx"), CalibrationConfig(data=Path("UCF101")))
 
 Names are imported on first use, so `import calibration` stays light.
 """
@@ -18,6 +18,8 @@ _EXPORTS = {
     "clips_identity": "calibration.reader",
     "sidecar_preprocessing": "calibration.reader",
     "calibrate": "calibration.quantize",
+    "CalibrationConfig": "calibration.quantize",
+    "CalibrationReport": "calibration.quantize",
     "CalibrationResult": "calibration.quantize",
     "compute_ranges": "calibration.quantize",
     "quantize_graph": "calibration.quantize",

@@ -1,7 +1,8 @@
 """INT8 post-training quantization: a Q/DQ graph from onnxruntime's `quantize_static`, calibrated on real clips,
 shaped for where it runs, with the layers that cost accuracy kept in float.
 
-    result = calibrate(Path("model.onnx"), Path("model.int8.onnx"), data=Path("UCF101"), target="tensorrt")
+    config = CalibrationConfig(data=Path("UCF101"), target="tensorrt")
+    result = calibrate(Path("model.onnx"), Path("model.int8.onnx"), config)   # result.report.to_json(): the report file
 
 Targets (DESIGN, "TensorRT as it is today"):
 - `tensorrt`: symmetric int8 activations and weights (zero points 0, as TensorRT's explicit quantization
@@ -38,13 +39,15 @@ import logging
 import shutil
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import (
@@ -57,7 +60,8 @@ from onnxruntime.quantization.calibrate import (
 from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from aarm.errors import ArtifactError, ConfigError, DataError
+from aarm.data.preprocessing import Preprocessing
+from aarm.errors import ConfigError, DataError
 from aarm.fileio import atomic_path, check_writable, write_json
 from calibration.cache import cache_key, load_ranges, save_ranges, write_tensorrt_table
 from calibration.reader import (
@@ -69,8 +73,17 @@ from calibration.reader import (
     graph_input,
     sidecar_preprocessing,
 )
-from calibration.sensitivity import QDQ_OPS, float_variant, graph_scores, quantized_nodes, search_float_groups
-from runtime.artifact import Sidecar, file_sha256, read_sidecar, write_sidecar
+from calibration.sensitivity import (
+    QDQ_OPS,
+    Search,
+    Sensitivity,
+    float_variant,
+    graph_scores,
+    quantized_nodes,
+    search_float_groups,
+)
+from runtime.artifact import Sidecar, read_sidecar, write_sidecar
+from runtime.errors import ArtifactError
 from runtime.onnx_file import load_onnx
 
 ProgressFn = Callable[[str, int, int], None]
@@ -220,12 +233,13 @@ def compute_ranges(
 
 def quantize_graph(
     graph: Path, out: Path, ranges: TensorsData, *, target: str, method: str, exclude: Collection[str] = (),
-    per_channel: bool = True, reduce_range: bool = False,
+    per_channel: bool = True, reduce_range: bool = False, float_model: onnx.ModelProto | None = None,
 ) -> Path:
     """A QDQ graph of `graph` (pre-processed) from precomputed ranges: quantize_static reads them from a
     calibration cache file, so it runs no calibration itself. `exclude`: node names kept in float; where
     quantize_static still feeds one of them from a DequantizeLinear (a tensor that a quantized Reshape or
-    Concat passes on), it is rewired to the float tensor, so excluded nodes read and compute float only."""
+    Concat passes on), it is rewired to the float tensor, so excluded nodes read and compute float only.
+    float_model: `graph` already loaded (else it is read when needed)."""
     _check_choice(target, TARGETS, "target")
     _check_choice(method, METHODS, "calibration method")
     t = TARGETS[target]
@@ -243,7 +257,7 @@ def quantize_graph(
         qmodel = load_onnx(out)
         fed = {n.name for n in quantized_nodes(qmodel)} & set(exclude)
         if fed:
-            onnx.save(float_variant(qmodel, load_onnx(graph), fed), str(out))
+            onnx.save(float_variant(qmodel, float_model or load_onnx(graph), fed), str(out))
     return out
 
 
@@ -288,28 +302,27 @@ def session_precisions(qmodel: onnx.ModelProto, session: onnx.ModelProto, nodes:
     DequantizeLinear, or only quantized kernels read its input), "float" (a float kernel makes its output
     or, where onnxruntime fused it with a float neighbour, reads its input), or "unknown" (neither tensor
     survives). Layout ops (NCHWc reorders, transposes) are looked through."""
-    producer = {o: n for n in session.graph.node for o in n.output if o}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in session.graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    initializers = {t.name for t in qmodel.graph.initializer} | {t.name for t in session.graph.initializer}
+    graph = gs.import_onnx(session)
+    tensors = graph.tensors()
+    initializers = {t.name for t in qmodel.graph.initializer} | {
+        name for name, t in tensors.items() if isinstance(t, gs.Constant)}
     by_name = {n.name: n for n in qmodel.graph.node}
 
-    def compute_producer(tensor: str) -> onnx.NodeProto | None:
-        node = producer.get(tensor)
-        while node is not None and node.op_type in _SESSION_LAYOUT_OPS and node.input:
-            node = producer.get(node.input[0])
+    def made_by(name: str) -> gs.Node | None:
+        tensor = tensors.get(name) if name else None
+        node = tensor.inputs[0] if tensor is not None and tensor.inputs else None
+        while node is not None and node.op in _SESSION_LAYOUT_OPS and node.inputs:
+            node = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
         return node
 
-    def compute_readers(tensor: str) -> list[onnx.NodeProto]:
-        found, frontier = [], [tensor]
+    def read_by(name: str) -> list[gs.Node]:
+        found, frontier = [], [tensors[name]] if name in tensors else []
         for _ in range(4):
             nxt = []
-            for t in frontier:
-                for n in readers.get(t, []):
-                    if n.op_type in _SESSION_LAYOUT_OPS:
-                        nxt.extend(n.output)
+            for tensor in frontier:
+                for n in tensor.outputs:
+                    if n.op in _SESSION_LAYOUT_OPS:
+                        nxt.extend(n.outputs)
                     else:
                         found.append(n)
             frontier = nxt
@@ -322,19 +335,19 @@ def session_precisions(qmodel: onnx.ModelProto, session: onnx.ModelProto, nodes:
             verdicts[name] = "unknown"
             continue
         # onnxruntime names the kernel that replaces a node after it (QDQ fusions append "_token_<n>")
-        named = [n for n in session.graph.node if n.name == name or n.name.startswith(name + "_token_")]
-        if any(n.op_type in SESSION_INT8_OPS for n in named):
+        named = [n for n in graph.nodes if n.name == name or n.name.startswith(name + "_token_")]
+        if any(n.op in SESSION_INT8_OPS for n in named):
             verdicts[name] = "int8"
             continue
-        made = compute_producer(node.output[0]) if node.output else None
+        made = made_by(node.output[0]) if node.output else None
         if made is not None:
-            verdicts[name] = "int8" if made.op_type in SESSION_INT8_OPS else "float"
+            verdicts[name] = "int8" if made.op in SESSION_INT8_OPS else "float"
             continue
         data = [i for i in node.input if i and i not in initializers]
-        found = [r for i in data for r in compute_readers(i)]
+        found = [r for i in data for r in read_by(i)]
         if not found:
             verdicts[name] = "unknown"
-        elif all(r.op_type in SESSION_INT8_OPS for r in found):
+        elif all(r.op in SESSION_INT8_OPS for r in found):
             verdicts[name] = "int8"
         else:
             verdicts[name] = "float"
@@ -364,6 +377,167 @@ def match_nodes(model: onnx.ModelProto, patterns: Sequence[str]) -> dict[str, st
 # ---------------------------------------------------------------------------------------------- calibrate
 
 
+@dataclass(frozen=True)
+class CalibrationConfig:
+    """How `calibrate` quantizes (each field is an `aarm-export calibrate` option of the same name).
+
+    data: a dataset (its `split` train subset calibrates) or a folder of videos; videos / annotations: where the
+    dataset's videos and split files are when `data` does not hold them (as `aarm.data.annotations.load_split`
+    takes them); clips: how many calibrate (seed picks which); eval_data: labelled held-out clips (default: the
+    dataset's test subset), eval_clips of them; max_drop: top-1 points the INT8 graph may lose against the float
+    graph on them, counting only clips the float graph gets right and INT8 wrong (None: no search, just report);
+    require_labels: False lets a folder without labelled held-out clips calibrate with no accuracy budget
+    (reported as such) instead of refusing max_drop; exclude: node names / globs / module paths kept in float;
+    cache: JSON calibration cache; per_channel / reduce_range: quantize_static's; preprocess: onnxruntime's
+    quant_pre_process first; threads: onnxruntime threads for scoring (0: its default).
+    """
+
+    data: Path
+    split: int = 1
+    clips: int | None = 64
+    method: str = "percentile"
+    target: str = "cpu"
+    max_drop: float | None = DEFAULT_MAX_DROP
+    require_labels: bool = True
+    eval_data: Path | None = None
+    eval_clips: int | None = 256
+    videos: Path | None = None
+    annotations: Path | None = None
+    exclude: tuple[str, ...] = ()
+    cache: Path | None = None
+    seed: int = 0
+    batch_size: int = 8
+    per_channel: bool = True
+    reduce_range: bool = False
+    preprocess: bool = True
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice(self.method, METHODS, "calibration method")
+        _check_choice(self.target, TARGETS, "target")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+
+@dataclass
+class KeptInFloat:
+    """A node the INT8 graph keeps in float, the module group the search chose it with (None: forced by the
+    target or `exclude`), why, and how onnxruntime's optimised session runs it (None: not checked)."""
+
+    node: str
+    group: str | None
+    reason: str
+    in_session: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"node": self.node, "group": self.group, "reason": self.reason}
+        return out if self.in_session is None else {**out, "in_session": self.in_session}
+
+
+@dataclass
+class SessionCheck:
+    """Where kept-in-float nodes run in onnxruntime's optimised CPU session (`checked` False: the target runs
+    elsewhere, `reason` says so): op counts of the session graph, the float and the untraceable node names."""
+
+    checked: bool
+    reason: str | None = None
+    float_nodes: list[str] = field(default_factory=list)
+    unknown: list[str] = field(default_factory=list)
+    int8_kernels: int = 0
+    ops: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        if not self.checked:
+            return {"checked": False, "reason": self.reason}
+        return {"checked": True, "optimization": "all", "float": self.float_nodes, "unknown": self.unknown,
+                "int8_kernels": self.int8_kernels, "ops": self.ops}
+
+
+@dataclass
+class HeldOutAccuracy:
+    """The INT8 graph against the float graph on labelled held-out clips (top-1 in %, drop and lost in points)."""
+
+    clips: int
+    data: str
+    fp32_top1: float
+    int8_top1: float
+    drop: float
+    lost: float
+    agreement: float
+    error: float
+    max_drop: float | None
+    points_per_clip: float
+    within_budget: bool | None
+    overlap_with_calibration: int
+
+
+@dataclass
+class QuantizationSummary:
+    """How the Q/DQ graph was made and how many nodes it quantizes."""
+
+    format: str
+    activation_type: str
+    weight_type: str
+    per_channel: bool
+    reduce_range: bool
+    extra_options: dict[str, Any]
+    preprocessed: bool
+    graph_passes: list[str]
+    quantized_nodes: int
+    qdq_nodes: int
+
+
+@dataclass
+class CacheUse:
+    path: str | None
+    key: str
+    hit: bool
+
+
+@dataclass
+class CalibrationData:
+    """The clips the ranges come from, and the cache entry they were read from or written to."""
+
+    data: str
+    clips: int
+    seed: int
+    batch_size: int
+    cache: CacheUse
+    calibrator_options: dict[str, Any]
+
+
+@dataclass
+class CalibrationReport:
+    """What `calibrate` did; `to_json()` is the `<stem>.calibration.json` file."""
+
+    model: str
+    output: str
+    target: str
+    target_description: str
+    method: str
+    quantization: QuantizationSummary
+    calibration: CalibrationData
+    accuracy: HeldOutAccuracy | None
+    budget_note: str | None
+    excluded: list[KeptInFloat]
+    session: SessionCheck
+    float_groups: list[str]
+    sensitivity: list[Sensitivity]
+    search: list[dict[str, Any]]
+    table: str
+    seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "output": self.output, "target": self.target,
+            "target_description": self.target_description, "method": self.method,
+            "quantization": asdict(self.quantization), "calibration": asdict(self.calibration),
+            "accuracy": None if self.accuracy is None else asdict(self.accuracy), "budget_note": self.budget_note,
+            "excluded": [e.to_json() for e in self.excluded], "session": self.session.to_json(),
+            "float_groups": self.float_groups, "sensitivity": [s.to_dict() for s in self.sensitivity],
+            "search": self.search, "table": self.table, "seconds": self.seconds,
+        }
+
+
 @dataclass
 class CalibrationResult:
     """What `calibrate` wrote, and its report (also saved as JSON beside the graph)."""
@@ -372,7 +546,7 @@ class CalibrationResult:
     sidecar: Sidecar
     report_path: Path
     table_path: Path
-    report: dict[str, Any] = field(default_factory=dict)
+    report: CalibrationReport
 
 
 def report_paths(out: Path) -> tuple[Path, Path]:
@@ -382,19 +556,40 @@ def report_paths(out: Path) -> tuple[Path, Path]:
     return out.with_name(f"{stem}.calibration.json"), out.with_name(f"{stem}.calibration.cache")
 
 
-def _held_out(
-    data: Path, eval_data: Path | None, calib: ClipSet, *, split: int, count: int | None, seed: int,
-) -> ClipSet | None:
-    """Labelled held-out clips: the test subset of `eval_data`, else of the calibration dataset."""
-    if eval_data is not None:
-        found = find_clips(eval_data, split=split, subset="test")
-    elif calib.labelled:
-        found = find_clips(data, split=split, subset="test")
-    else:
-        return None
-    if not found.labelled:
-        return None
-    return choose_clips(found, count, seed=seed)
+@dataclass
+class _FloatArtifact:
+    """The float graph to quantize, read (and hashed, by read_sidecar) once."""
+
+    path: Path
+    sidecar: Sidecar
+    model: onnx.ModelProto
+    preprocessing: Preprocessing
+    input_name: str
+
+
+@dataclass
+class _Clips:
+    """The calibration clips, the labelled held-out clips (None: none) and the budget that applies."""
+
+    calib: ClipSet
+    held: ClipSet | None
+    max_drop: float | None
+    budget_note: str | None
+
+
+def _read_float_artifact(model: Path) -> _FloatArtifact:
+    """The fp32 ONNX artifact with its sidecar and preprocessing; custom ops are refused."""
+    sidecar = read_sidecar(model)
+    if sidecar.kind != "onnx" or sidecar.precision != "fp32":
+        raise ArtifactError(f"{model}: INT8 calibration takes a float32 ONNX graph, this is {sidecar.kind} "
+                            f"{sidecar.precision}")
+    proto = load_onnx(model)
+    custom = next((n for n in proto.graph.node if n.domain not in ("", "ai.onnx")), None)
+    if custom is not None:
+        raise ArtifactError(f"{model}: node {custom.name or custom.op_type} is a custom op ({custom.domain}); "
+                            "quantize the standard-op graph (optimized without kernels)")
+    prep = sidecar_preprocessing(sidecar, proto)
+    return _FloatArtifact(model, sidecar, proto, prep, graph_input(proto)[0])
 
 
 def _classes_match(clips: ClipSet, sidecar: Sidecar, what: str) -> None:
@@ -403,195 +598,211 @@ def _classes_match(clips: ClipSet, sidecar: Sidecar, what: str) -> None:
                         f"{len(sidecar.classes)} ({clips.classes[:3]}... vs {sidecar.classes[:3]}...)")
 
 
-def calibrate(
-    model: Path, out: Path, *, data: Path, split: int = 1, clips: int | None = 64, method: str = "percentile",
-    target: str = "cpu", max_drop: float | None = DEFAULT_MAX_DROP, eval_data: Path | None = None,
-    eval_clips: int | None = 256, exclude: Sequence[str] = (), cache: Path | None = None, seed: int = 0,
-    batch_size: int = 8, per_channel: bool = True, reduce_range: bool = False, preprocess: bool = True,
-    threads: int = 0, graph_passes: GraphPasses | None = None, require_labels: bool = True, force: bool = False,
-    progress: ProgressFn | None = None,
-) -> CalibrationResult:
-    """Quantize the float ONNX artifact `model` to an INT8 Q/DQ graph `out` (see the module docstring).
+def _choose_clips(config: CalibrationConfig, sidecar: Sidecar) -> _Clips:
+    """Calibration clips from the train subset of `data`; labelled held-out clips from the test subset of
+    `eval_data`, else of `data`; the accuracy budget, or why there is none."""
+    where = {"split": config.split, "videos": config.videos, "annotations": config.annotations}
+    calib = choose_clips(find_clips(config.data, subset="train", **where), config.clips, seed=config.seed)
+    _classes_match(calib, sidecar, "calibration data")
+    held = None
+    if config.eval_data is not None:
+        held = find_clips(config.eval_data, split=config.split, subset="test")
+    elif calib.labelled:
+        held = find_clips(config.data, subset="test", **where)
+    if held is not None and held.labelled:
+        held = choose_clips(held, config.eval_clips, seed=config.seed)
+        _classes_match(held, sidecar, "held-out data")
+    else:
+        held = None
+    max_drop, note = config.max_drop, None
+    if max_drop is not None and held is None and not config.require_labels:
+        note = (f"no accuracy budget: {calib.source} has no labelled held-out clips, so INT8 accuracy is not "
+                "checked (pass --eval-data with labelled clips to check it)")
+        max_drop = None
+    elif max_drop is not None and held is None:
+        raise DataError(f"an accuracy budget (--max-drop) needs labelled held-out clips; {calib.source} has "
+                        "no test subset with labels: pass --eval-data")
+    return _Clips(calib, held, max_drop, note)
 
-    data: a dataset (its `split` train subset calibrates) or a folder of videos; clips: how many (seed picks
-    which); eval_data: labelled held-out clips (default: the dataset's test subset), eval_clips of them;
-    max_drop: top-1 points the INT8 graph may lose against the float graph on them, counting only clips the
-    float graph gets right and INT8 wrong (None: no search, just report); exclude: node names / globs /
-    module paths kept in float; cache: JSON calibration cache; graph_passes: applied to the float graph before
-    everything else (e.g. `export.passes.run_passes`: the INT8 graph is then calibrated and quantized on the
-    standard-op graph); require_labels: False lets calibration without labelled held-out clips run with no
-    accuracy budget (reported as such) instead of refusing max_drop.
+
+def _float_graph(
+    source: _FloatArtifact, config: CalibrationConfig, graph_passes: GraphPasses | None, work: Path,
+) -> tuple[Path, onnx.ModelProto, list[str]]:
+    """The float graph calibration and quantization work on (the caller's passes, then onnxruntime's
+    pre-processing): its file, its model and the passes that ran."""
+    graph, fmodel, passes_run = source.path, source.model, []
+    if graph_passes is not None:
+        fmodel, rows = graph_passes(source.model)
+        passes_run = [r["pass"] for r in rows[1:]]
+        graph = work / "passes.onnx"
+        onnx.save_model(fmodel, str(graph))
+    if config.preprocess:
+        graph = prepare_graph(graph, work / "prepared.onnx")
+        fmodel = load_onnx(graph)
+    return graph, fmodel, passes_run
+
+
+def _ranges(
+    graph: Path, source: _FloatArtifact, calib: ClipSet, config: CalibrationConfig, passes_run: list[str],
+    work: Path, progress: ProgressFn | None,
+) -> tuple[TensorsData, CacheUse]:
+    """Tensor ranges from the cache, else from the calibrator over the calibration clips (then cached)."""
+    options = {"calibrator": CALIBRATOR_OPTIONS[config.method], "preprocess": config.preprocess,
+               **({"graph_passes": passes_run} if passes_run else {})}
+    key = cache_key(source.sidecar.sha256, clips_identity(calib, source.preprocessing), config.method, options)
+    cache = config.cache
+    ranges = load_ranges(cache, key) if cache is not None else None
+    use = CacheUse(str(cache) if cache else None, key, ranges is not None)
+    if ranges is None:
+        reader = ClipReader(calib, source.preprocessing, source.input_name, batch_size=config.batch_size,
+                            progress=progress)
+        reader.arrays()
+        ranges = compute_ranges(graph, reader, config.method, workdir=work, progress=progress)
+        if cache is not None:
+            save_ranges(cache, key, ranges, meta={
+                "model": str(source.path), "graph_sha256": source.sidecar.sha256, "data": calib.source,
+                "clips": len(calib), "seed": config.seed, "method": config.method, "options": options,
+            })
+    return ranges, use
+
+
+def _quantize_within_budget(
+    quantize: Callable[[Collection[str]], Path], fmodel: onnx.ModelProto, source: _FloatArtifact, clips: _Clips,
+    config: CalibrationConfig, progress: ProgressFn | None,
+) -> tuple[Path, Search | None, HeldOutAccuracy | None]:
+    """The INT8 graph: everything quantizable quantized when there are no held-out clips, else the exclusion
+    search's graph (calibration.sensitivity) with its accuracy on them."""
+    held = clips.held
+    if held is None:
+        return quantize([]), None, None
+    reader = ClipReader(held, source.preprocessing, source.input_name, batch_size=config.batch_size,
+                        progress=progress)
+    x, labels = reader.arrays(), reader.labels
+    reference = graph_scores(fmodel, x, threads=config.threads)
+    search = search_float_groups(quantize, fmodel, x, reference, labels, max_drop=clips.max_drop,
+                                 threads=config.threads, progress=progress)
+    result, fp32, max_drop = search.result, search.fp32, clips.max_drop
+    accuracy = HeldOutAccuracy(
+        clips=len(held), data=held.source, fp32_top1=fp32.top1, int8_top1=result.top1,
+        drop=fp32.top1 - result.top1, lost=result.lost, agreement=result.agreement, error=result.error,
+        max_drop=max_drop, points_per_clip=100.0 / len(held),
+        within_budget=None if max_drop is None else bool(result.lost <= max_drop),
+        overlap_with_calibration=len({r.path for r in held.records} & {r.path for r in clips.calib.records}),
+    )
+    return search.graph, search, accuracy
+
+
+def _kept_in_float(forced: dict[str, str], search: Search | None, max_drop: float | None) -> list[KeptInFloat]:
+    """Every node left in float: those the target or `exclude` force, then those of the groups the search chose,
+    each with the reason."""
+    excluded = [KeptInFloat(n, None, r) for n, r in sorted(forced.items())]
+    if search is None:
+        return excluded
+    rank = {s.group: (i + 1, s) for i, s in enumerate(search.sensitivity)}
+    for g in search.float_groups:
+        k, sens = rank[g.name]
+        reason = (f"sensitivity rank {k} ({g.role}): quantized alone it gives score error {sens.error:.4f}, "
+                  f"top-1 {sens.top1:.1f}%; kept in float to hold the {max_drop}-point budget")
+        excluded += [KeptInFloat(n, g.name, reason) for n in g.nodes if n not in forced]
+    return excluded
+
+
+def calibrate(
+    model: Path, out: Path, config: CalibrationConfig, *, graph_passes: GraphPasses | None = None,
+    force: bool = False, progress: ProgressFn | None = None,
+) -> CalibrationResult:
+    """Quantize the float ONNX artifact `model` to an INT8 Q/DQ graph `out` as `config` says (see the module
+    docstring); writes its sidecar, the JSON report and the TensorRT calibration table beside it.
+
+    graph_passes: applied to the float graph before everything else (e.g. `export.passes.run_passes`: the INT8
+    graph is then calibrated and quantized on the standard-op graph). force: overwrite the three outputs.
     """
     started = time.perf_counter()
-    _check_choice(method, METHODS, "calibration method")
-    _check_choice(target, TARGETS, "target")
     model, out = Path(model), Path(out)
     report_path, table_path = report_paths(out)
     for path in (out, report_path, table_path):
         check_writable(path, force)
     if out.resolve() == model.resolve():
         raise ArtifactError(f"{out}: the INT8 graph cannot overwrite its float parent")
-    sidecar = read_sidecar(model)
-    if sidecar.kind != "onnx" or sidecar.precision != "fp32":
-        raise ArtifactError(f"{model}: INT8 calibration takes a float32 ONNX graph, this is {sidecar.kind} "
-                            f"{sidecar.precision}")
-    fmodel_raw = load_onnx(model)
-    custom = next((n for n in fmodel_raw.graph.node if n.domain not in ("", "ai.onnx")), None)
-    if custom is not None:
-        raise ArtifactError(f"{model}: node {custom.name or custom.op_type} is a custom op ({custom.domain}); "
-                            "quantize the standard-op graph (optimized without kernels)")
-    prep = sidecar_preprocessing(sidecar, fmodel_raw)
-    input_name, _ = graph_input(fmodel_raw)
-
-    calib = choose_clips(find_clips(data, split=split, subset="train"), clips, seed=seed)
-    _classes_match(calib, sidecar, "calibration data")
-    held = _held_out(data, eval_data, calib, split=split, count=eval_clips, seed=seed)
-    if held is not None:
-        _classes_match(held, sidecar, "held-out data")
-    budget_note = None
-    if max_drop is not None and held is None and not require_labels:
-        budget_note = (f"no accuracy budget: {calib.source} has no labelled held-out clips, so INT8 accuracy is not "
-                       "checked (pass --eval-data with labelled clips to check it)")
-        max_drop = None
-    elif max_drop is not None and held is None:
-        raise DataError(f"an accuracy budget (--max-drop) needs labelled held-out clips; {calib.source} has "
-                        "no test subset with labels: pass --eval-data")
-
+    source = _read_float_artifact(model)
+    clips = _choose_clips(config, source.sidecar)
+    target = TARGETS[config.target]
     with tempfile.TemporaryDirectory(prefix="aarm-calibrate-") as tmp:
         work = Path(tmp)
-        source, passes_run = model, []
-        if graph_passes is not None:
-            passed, rows = graph_passes(fmodel_raw)
-            passes_run = [r["pass"] for r in rows[1:]]
-            source = work / "passes.onnx"
-            onnx.save_model(passed, str(source))
-        graph = prepare_graph(source, work / "prepared.onnx") if preprocess else source
-        fmodel = load_onnx(graph)
-
-        # Ranges: from the cache, else from the calibrator (then cached).
-        reader = ClipReader(calib, prep, input_name, batch_size=batch_size, progress=progress)
-        identity = clips_identity(calib, prep)
-        options = {"calibrator": CALIBRATOR_OPTIONS[method], "preprocess": preprocess,
-                   **({"graph_passes": passes_run} if passes_run else {})}
-        key = cache_key(file_sha256(model), identity, method, options)
-        ranges = load_ranges(cache, key) if cache is not None else None
-        cache_hit = ranges is not None
-        if ranges is None:
-            reader.arrays()
-            ranges = compute_ranges(graph, reader, method, workdir=work, progress=progress)
-            if cache is not None:
-                save_ranges(cache, key, ranges, meta={
-                    "model": str(model), "graph_sha256": file_sha256(model), "data": calib.source,
-                    "clips": len(calib), "seed": seed, "method": method, "options": options,
-                })
-
-        forced = {**match_nodes(fmodel, exclude), **slow_int8_nodes(fmodel, target)}
-
+        graph, fmodel, passes_run = _float_graph(source, config, graph_passes, work)
+        ranges, cache_use = _ranges(graph, source, clips.calib, config, passes_run, work, progress)
+        forced = {**match_nodes(fmodel, config.exclude), **slow_int8_nodes(fmodel, config.target)}
         count = itertools.count()
 
         def quantize(extra: Collection[str]) -> Path:
-            path = work / f"int8-{next(count)}.onnx"
-            quantize_graph(graph, path, ranges, target=target, method=method, exclude=set(forced) | set(extra),
-                           per_channel=per_channel, reduce_range=reduce_range)
-            return path
+            return quantize_graph(graph, work / f"int8-{next(count)}.onnx", ranges, target=config.target,
+                                  method=config.method, exclude=set(forced) | set(extra),
+                                  per_channel=config.per_channel, reduce_range=config.reduce_range, float_model=fmodel)
 
-        accuracy: dict[str, Any] | None = None
-        if held is None:
-            search = None
-            qpath = quantize([])
-        else:
-            hreader = ClipReader(held, prep, input_name, batch_size=batch_size, progress=progress)
-            x, labels = hreader.arrays(), hreader.labels
-            reference = graph_scores(fmodel, x, threads=threads)
-            search = search_float_groups(quantize, fmodel, x, reference, labels, max_drop=max_drop, threads=threads,
-                                         progress=progress)
-            qpath, result, fp32 = search.graph, search.result, search.fp32
-            accuracy = {
-                "clips": len(held), "data": held.source, "fp32_top1": fp32.top1, "int8_top1": result.top1,
-                "drop": fp32.top1 - result.top1, "lost": result.lost, "agreement": result.agreement,
-                "error": result.error, "max_drop": max_drop, "points_per_clip": 100.0 / len(held),
-                "within_budget": None if max_drop is None else bool(result.lost <= max_drop),
-                "overlap_with_calibration": len({r.path for r in held.records} & {r.path for r in calib.records}),
-            }
-        chosen = search.float_groups if search else []
-        sensitivity = [s.to_dict() for s in search.sensitivity] if search else []
-
+        qpath, search, accuracy = _quantize_within_budget(quantize, fmodel, source, clips, config, progress)
         qmodel = load_onnx(qpath)
-        rank = {s["group"]: (i + 1, s) for i, s in enumerate(sensitivity)}
-        excluded = [{"node": n, "group": None, "reason": r} for n, r in sorted(forced.items())]
-        for g in chosen:
-            k, sens = rank[g.name]
-            reason = (f"sensitivity rank {k} ({g.role}): quantized alone it gives score error {sens['error']:.4f}, "
-                      f"top-1 {sens['top1']:.1f}%; kept in float to hold the {max_drop}-point budget")
-            excluded += [{"node": n, "group": g.name, "reason": reason} for n in g.nodes if n not in forced]
-        session_check = _check_session(qpath, qmodel, excluded, target=target, threads=threads)
-        t = TARGETS[target]
-        report = {
-            "model": str(model), "output": str(out), "target": target, "target_description": t.description,
-            "method": method,
-            "quantization": {
-                "format": "QDQ", "activation_type": _TYPE_NAMES[t.activation_type],
-                "weight_type": _TYPE_NAMES[t.weight_type], "per_channel": per_channel, "reduce_range": reduce_range,
-                "extra_options": t.extra_options, "preprocessed": preprocess, "graph_passes": passes_run,
-                "quantized_nodes": len(quantized_nodes(qmodel)),
-                "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in qmodel.graph.node),
-            },
-            "calibration": {
-                "data": calib.source, "clips": len(calib), "seed": seed, "batch_size": batch_size,
-                "cache": {"path": str(cache) if cache else None, "key": key, "hit": cache_hit},
-                "calibrator_options": CALIBRATOR_OPTIONS[method],
-            },
-            "accuracy": accuracy, "budget_note": budget_note, "excluded": excluded, "session": session_check,
-            "float_groups": [g.name for g in chosen],
-            "sensitivity": sensitivity, "search": search.steps if search else [],
-            "table": str(table_path), "seconds": round(time.perf_counter() - started, 2),
-        }
+        excluded = _kept_in_float(forced, search, clips.max_drop)
+        report = CalibrationReport(
+            model=str(model), output=str(out), target=config.target, target_description=target.description,
+            method=config.method,
+            quantization=QuantizationSummary(
+                format="QDQ", activation_type=_TYPE_NAMES[target.activation_type],
+                weight_type=_TYPE_NAMES[target.weight_type], per_channel=config.per_channel,
+                reduce_range=config.reduce_range, extra_options=target.extra_options, preprocessed=config.preprocess,
+                graph_passes=passes_run, quantized_nodes=len(quantized_nodes(qmodel)),
+                qdq_nodes=sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in qmodel.graph.node),
+            ),
+            calibration=CalibrationData(clips.calib.source, len(clips.calib), config.seed, config.batch_size,
+                                        cache_use, CALIBRATOR_OPTIONS[config.method]),
+            accuracy=accuracy, budget_note=clips.budget_note, excluded=excluded,
+            session=_check_session(qpath, qmodel, excluded, target=config.target, threads=config.threads),
+            float_groups=[g.name for g in search.float_groups] if search else [],
+            sensitivity=search.sensitivity if search else [], search=search.steps if search else [],
+            table=str(table_path), seconds=round(time.perf_counter() - started, 2),
+        )
         with atomic_path(out) as dst:
             shutil.copyfile(qpath, dst)
-    child = sidecar.derive(
-        stage="calibrate", precision="int8",
-        extra={**sidecar.extra, "int8": {
-            "target": target, "method": method, "clips": len(calib), "seed": seed, "calibration_data": calib.source,
-            "activation_type": report["quantization"]["activation_type"],
-            "weight_type": report["quantization"]["weight_type"], "per_channel": per_channel,
-            "excluded": excluded, "accuracy": accuracy, "budget_note": budget_note, "graph_passes": passes_run,
-            "report": report_path.name,
+    report_json = report.to_json()
+    child = source.sidecar.derive(
+        stage="calibrate", precision="int8", parent=str(model), parent_sha256=source.sidecar.sha256,
+        extra={**source.sidecar.extra, "int8": {
+            "target": config.target, "method": config.method, "clips": len(clips.calib), "seed": config.seed,
+            "calibration_data": clips.calib.source, "activation_type": report.quantization.activation_type,
+            "weight_type": report.quantization.weight_type, "per_channel": config.per_channel,
+            "excluded": report_json["excluded"], "accuracy": report_json["accuracy"],
+            "budget_note": clips.budget_note, "graph_passes": passes_run, "report": report_path.name,
         }},
     )
-    write_sidecar(out, child, parent=model)
+    write_sidecar(out, child)  # the parent's sha256 is the one read_sidecar verified: the file is hashed once
     write_tensorrt_table(ranges, table_path)
-    write_json(report_path, report)
+    write_json(report_path, report_json)
     return CalibrationResult(out, child, report_path, table_path, report)
 
 
 def _check_session(
-    qpath: Path, qmodel: onnx.ModelProto, excluded: list[dict[str, Any]], *, target: str, threads: int
-) -> dict[str, Any]:
+    qpath: Path, qmodel: onnx.ModelProto, excluded: list[KeptInFloat], *, target: str, threads: int
+) -> SessionCheck:
     """For the cpu target: trace every kept-in-float node in the optimised onnxruntime session (each entry of
-    `excluded` gets "in_session"); a node the session runs quantized is an ArtifactError. Returns the summary
+    `excluded` gets `in_session`); a node the session runs quantized is an ArtifactError. Returns the summary
     for the report: op counts of the session graph and the float / unknown node names."""
     if target != "cpu":
-        return {"checked": False, "reason": f"the {target} target runs elsewhere than onnxruntime CPU"}
+        return SessionCheck(False, reason=f"the {target} target runs elsewhere than onnxruntime CPU")
     session = session_graph(qpath, threads=threads)
-    verdicts = session_precisions(qmodel, session, [e["node"] for e in excluded])
+    verdicts = session_precisions(qmodel, session, [e.node for e in excluded])
     for e in excluded:
-        e["in_session"] = verdicts[e["node"]]
-    quantized = [e for e in excluded if e["in_session"] == "int8"]
+        e.in_session = verdicts[e.node]
+    quantized = [e for e in excluded if e.in_session == "int8"]
     if quantized:
-        names = ", ".join(e["node"] for e in quantized[:5])
+        names = ", ".join(e.node for e in quantized[:5])
         raise ArtifactError(
             f"{len(quantized)} node(s) kept in float run quantized in onnxruntime's optimised session ({names}); "
             "quantize the standard-op graph (aarm-export optimize, or calibrate with the graph passes)")
-    ops: dict[str, int] = {}
-    for n in session.graph.node:
-        ops[n.op_type] = ops.get(n.op_type, 0) + 1
-    return {
-        "checked": True, "optimization": "all",
-        "float": [e["node"] for e in excluded if e["in_session"] == "float"],
-        "unknown": [e["node"] for e in excluded if e["in_session"] == "unknown"],
-        "int8_kernels": sum(v for k, v in ops.items() if k in SESSION_INT8_OPS - QDQ_OPS),
-        "ops": dict(sorted(ops.items())),
-    }
+    ops = Counter(n.op_type for n in session.graph.node)
+    return SessionCheck(
+        True, float_nodes=[e.node for e in excluded if e.in_session == "float"],
+        unknown=[e.node for e in excluded if e.in_session == "unknown"],
+        int8_kernels=sum(v for k, v in ops.items() if k in SESSION_INT8_OPS - QDQ_OPS), ops=dict(sorted(ops.items())),
+    )
 
 
 def zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:

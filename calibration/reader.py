@@ -12,7 +12,7 @@ the first clips of a small count cover every class.
 
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,11 @@ from aarm.data.annotations import VIDEO_SUFFIXES, VideoRecord, load_split
 from aarm.data.datasets import VideoDataset
 from aarm.data.frames import is_frame_folder
 from aarm.data.preprocessing import Preprocessing
-from aarm.errors import ArtifactError, DataError
+from aarm.errors import DataError
+from aarm.progress import Progress
 from runtime.artifact import Sidecar
+from runtime.errors import ArtifactError
 from runtime.onnx_file import load_onnx
-
-ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 @dataclass(frozen=True)
@@ -61,17 +61,22 @@ def _plain_videos(root: Path) -> list[Path]:
     return found
 
 
-def find_clips(data: Path, *, split: int = 1, subset: str = "train", format: str = "auto") -> ClipSet:
+def find_clips(
+    data: Path, *, split: int = 1, subset: str = "train", format: str = "auto", videos: Path | None = None,
+    annotations: Path | None = None,
+) -> ClipSet:
     """The videos of one subset of a dataset split (UCF101, HMDB51, class folders; labelled), or every video
-    of a plain folder of videos (unlabelled). A folder with neither is a DataError."""
+    of a plain folder of videos (unlabelled). A folder with neither is a DataError. videos / annotations:
+    where the dataset keeps its videos and split files when `data` does not (as `load_split` takes them)."""
     data = Path(data)
     if not data.is_dir():
         raise DataError(f"calibration data {data} is not a folder")
-    plain = _plain_videos(data) if format in ("auto", "folder") else []
+    dataset = videos is not None or annotations is not None
+    plain = _plain_videos(data) if format in ("auto", "folder") and not dataset else []
     if plain:
         records = [VideoRecord(p, -1) for p in plain]
         return ClipSet(records, [], labelled=False, source=f"{data} (folder of {len(records)} videos)")
-    found = load_split(data, format=format, split=split, subset=subset)
+    found = load_split(data, format=format, split=split, subset=subset, videos=videos, annotations=annotations)
     return ClipSet(found.records, found.classes, labelled=True, source=f"{data} split {split} {subset}")
 
 
@@ -116,7 +121,8 @@ def sidecar_preprocessing(sidecar: Sidecar, graph: str | Path | onnx.ModelProto)
     prep = preps[0]
     name, shape = graph_input(graph)
     expected = list(prep.input_shape(1)[1:])
-    if list(shape[1:]) != expected:
+    ranged = sidecar.inputs[0].ranges or {}  # a dynamic K / T is calibrated at the size the preprocessing samples
+    if [e if isinstance(d, str) and d in ranged else d for d, e in zip(shape[1:], expected, strict=False)] != expected:
         raise ArtifactError(
             f"graph input {name!r} has shape {shape} but the sidecar's preprocessing ({prep.layout}, size {prep.size}) "
             f"gives (N, {', '.join(map(str, expected))}); the sidecar does not describe this graph"
@@ -152,7 +158,7 @@ class ClipReader(CalibrationDataReader):
 
     def __init__(
         self, clips: ClipSet, preprocessing: Preprocessing, input_name: str, *, batch_size: int = 8,
-        progress: ProgressFn | None = None,
+        progress: Progress | None = None,
     ) -> None:
         if not clips.records:
             raise DataError(f"no clips in {clips.source or 'the calibration set'} (empty calibration set)")

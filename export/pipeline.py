@@ -39,9 +39,19 @@ class Stage:
 
 
 @dataclass
+class StageRun:
+    """What one stage did in a run: skipped (up to date), its seconds, and its summary (as `pipeline.json`
+    records it)."""
+
+    skipped: bool
+    seconds: float
+    result: dict[str, Any]
+
+
+@dataclass
 class PipelineResult:
     out: Path
-    stages: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {"skipped", "seconds", "result"}
+    stages: dict[str, StageRun] = field(default_factory=dict)
     artifacts: dict[str, Path] = field(default_factory=dict)  # fp32, fp32-opt, fp16, int8 -> ONNX graph
 
 
@@ -133,7 +143,7 @@ def _dataset_files(data: str | None) -> list[Path]:
 
 def build_stages(cfg: PipelineConfig, log: Log) -> list[Stage]:
     """The stages this configuration asks for, in order."""
-    from calibration.quantize import calibrate
+    from calibration.quantize import CalibrationConfig, calibrate
     from export.fp16 import convert_onnx
     from export.onnx_export import export_loaded_checkpoint
     from export.passes import optimize_onnx
@@ -162,12 +172,12 @@ def build_stages(cfg: PipelineConfig, log: Log) -> list[Stage]:
         return {"source": str(opt)}
 
     def run_int8() -> dict[str, Any]:
-        result = calibrate(
-            fp32, int8, data=Path(cfg.data), split=cfg.split, clips=cfg.calibration_clips,
-            method=cfg.calibration_method, target=cfg.calibration_target, max_drop=cfg.max_drop,
-            eval_clips=cfg.eval_clips, cache=out / "calibration.cache.json", force=True,
+        config = CalibrationConfig(
+            data=Path(cfg.data), split=cfg.split, clips=cfg.calibration_clips, method=cfg.calibration_method,
+            target=cfg.calibration_target, max_drop=cfg.max_drop, eval_clips=cfg.eval_clips,
+            cache=out / "calibration.cache.json",
         )
-        return result.report
+        return calibrate(fp32, int8, config, force=True).report.to_json()
 
     stages = [
         Stage("export", [ckpt], {"opset": cfg.opset}, [fp32, sidecar(fp32)], run_export),
@@ -225,9 +235,9 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
 
     def run_parity() -> dict[str, Any]:
         from export.verify import compare_with_rebuild
+        from runtime.backends import open_runner
         from runtime.lineage import check_lineage
-        from runtime.parity import compare, default_tolerances, labelled_batches
-        from runtime.runner import open_runner
+        from runtime.parity import check_parent, compare, labelled_batches, runner_tolerances
 
         results, summary = [], {}
         with open_runner(ckpt, threads=cfg.threads) as reference:
@@ -239,9 +249,10 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
                         data = labelled_batches(cfg.data, runner.preprocessing[0], [s.name for s in runner.input_specs],
                                                 classes=runner.classes, split=cfg.split, samples=0)
                     res = compare(runner, reference, samples=cfg.parity_samples, data=data,
-                                  tolerances=default_tolerances(runner.precision))
+                                  tolerances=runner_tolerances(runner, reference))
                     if runner.precision == "fp16" and Path(path).suffix == ".onnx":
                         res.add_rebuild(compare_with_rebuild(path, threads=cfg.threads))
+                        check_parent(res, reference, threads=cfg.threads)
                 results.append(res.to_dict())
                 summary[label] = {"passed": bool(res), "failures": res.failures, "metrics": res.metrics}
                 log(f"  {label}: parity {'holds' if res else 'FAILED: ' + '; '.join(res.failures)}")
@@ -249,14 +260,14 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
         return summary
 
     def run_bench() -> dict[str, Any]:
+        from runtime.backends import open_runner
         from runtime.bench import benchmark
-        from runtime.runner import open_runner
 
         runners = [open_runner(ckpt, threads=cfg.threads)] + [open_runner(p, threads=cfg.threads)
                                                                for p in targets.values()]
         result = benchmark(runners, batches=cfg.bench_batches, iterations=cfg.bench_iterations)
         write_json(bench_json, result)
-        return {"rows": len(result.get("rows", result.get("results", [])))}
+        return {"rows": len(result["results"])}
 
     stages.append(Stage("parity", [ckpt, *targets.values(), *_dataset_files(cfg.data)],
                         {"samples": cfg.parity_samples, "data": cfg.data}, [parity_json], run_parity))
@@ -315,7 +326,7 @@ def run_pipeline(cfg: PipelineConfig, *, log: Log = print, force: bool = False) 
         key = stage_key(stage)
         if manifest.up_to_date(stage, key):
             log(f"{stage.name}: unchanged, skipped")
-            result.stages[stage.name] = {"skipped": True, "seconds": 0.0, "result": manifest.result(stage.name)}
+            result.stages[stage.name] = StageRun(True, 0.0, manifest.result(stage.name))
             return
         why = None if force else manifest.conflict(stage, made_now)
         if why:
@@ -330,7 +341,7 @@ def run_pipeline(cfg: PipelineConfig, *, log: Log = print, force: bool = False) 
         seconds = time.perf_counter() - started
         manifest.record(stage, key, summary, seconds)
         made_now.update(str(p.resolve()) for p in stage.outputs)
-        result.stages[stage.name] = {"skipped": False, "seconds": seconds, "result": summary}
+        result.stages[stage.name] = StageRun(False, seconds, summary)
         log(f"{stage.name}: done in {seconds:.1f} s")
 
     for stage in build_stages(cfg, log):

@@ -20,6 +20,10 @@ def calibrate_command(
                                                       "videos.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="INT8 Q/DQ graph to write.")],
     split: Annotated[int, typer.Option(help="Dataset split 1-3.")] = 1,
+    videos: Annotated[Path | None, typer.Option(
+        help="Folder of <class>/<video> if not in --data (DATA/videos, DATA/hmdb51 and such are found).")] = None,
+    annotations: Annotated[Path | None, typer.Option(
+        help="Folder of the split files (classInd.txt and trainlist0N.txt, or HMDB51's *_test_splitN.txt).")] = None,
     clips: Annotated[int, typer.Option(help="Calibration clips (chosen by --seed).")] = 64,
     method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "percentile",
     target: Annotated[str, typer.Option(help="cpu (onnxruntime, uint8 activations) | tensorrt (symmetric "
@@ -45,63 +49,60 @@ def calibrate_command(
     force: Annotated[bool, typer.Option(help="Overwrite the output, its report and its table.")] = False,
 ) -> None:
     """Quantize MODEL to an INT8 Q/DQ graph for --target, within --max-drop top-1 points on held-out clips."""
-    from calibration.quantize import DEFAULT_MAX_DROP, calibrate
+    from calibration.quantize import DEFAULT_MAX_DROP, CalibrationConfig, calibrate
     from export.passes import run_passes
 
-    with progress_callback() as report:
-        result = calibrate(
-            model, out, data=data, split=split, clips=clips, method=method, target=target,
-            max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop, require_labels=max_drop is not None,
-            eval_data=eval_data, eval_clips=eval_clips, exclude=exclude or [], cache=cache, seed=seed,
-            batch_size=batch_size, reduce_range=reduce_range, preprocess=preprocess,
-            graph_passes=run_passes if passes else None, force=force, progress=report,
-        )
-    r = result.report
-    cal = r["calibration"]
-    console.print(
-        f"{r['method']} calibration on {cal['clips']} clips of {cal['data']}"
-        f"{' (ranges from the cache)' if cal['cache']['hit'] else ''}; target {r['target']}: "
-        f"{r['quantization']['activation_type']} activations, {r['quantization']['weight_type']} weights",
-        highlight=False,
+    config = CalibrationConfig(
+        data=data, split=split, videos=videos, annotations=annotations, clips=clips, method=method, target=target,
+        max_drop=DEFAULT_MAX_DROP if max_drop is None else max_drop, require_labels=max_drop is not None,
+        eval_data=eval_data, eval_clips=eval_clips, exclude=tuple(exclude or ()), cache=cache, seed=seed,
+        batch_size=batch_size, reduce_range=reduce_range, preprocess=preprocess,
     )
-    if r["quantization"]["graph_passes"]:
-        console.print(f"graph passes first: {', '.join(r['quantization']['graph_passes'])}", highlight=False)
-    if r["budget_note"]:
-        err_console.print(f"[bold yellow]note:[/] {r['budget_note']}", highlight=False)
-    if r["sensitivity"]:
+    with progress_callback() as report:
+        result = calibrate(model, out, config, graph_passes=run_passes if passes else None, force=force,
+                           progress=report)
+    r = result.report
+    cal, q = r.calibration, r.quantization
+    cached = " (ranges from the cache)" if cal.cache.hit else ""
+    console.print(f"{r.method} calibration on {cal.clips} clips of {cal.data}{cached}; target {r.target}: "
+                  f"{q.activation_type} activations, {q.weight_type} weights", highlight=False)
+    if q.graph_passes:
+        console.print(f"graph passes first: {', '.join(q.graph_passes)}", highlight=False)
+    if r.budget_note:
+        err_console.print(f"[bold yellow]note:[/] {r.budget_note}", highlight=False)
+    if r.sensitivity:
         print_table(
             "Layer sensitivity (only that module quantized, the rest float)",
             ["module", "role", "nodes", "top-1 %", "agreement %", "score error"],
-            [(s["group"], s["role"], s["nodes"], _fmt(s["top1"]), _fmt(s["agreement"]), f"{s['error']:.4f}")
-             for s in r["sensitivity"][:15]],
+            [(s.group, s.role, s.nodes, _fmt(s.top1), _fmt(s.agreement), f"{s.error:.4f}") for s in r.sensitivity[:15]],
         )
-    session = r["session"]
-    if r["excluded"]:
-        where = "in onnxruntime's optimised session" if session["checked"] else "not checked"
+    session = r.session
+    if r.excluded:
+        where = "in onnxruntime's optimised session" if session.checked else "not checked"
         print_table(
-            f"Kept in float ({len(r['excluded'])} nodes)", ["node", "module", f"runs ({where})", "reason"],
-            [(e["node"], e["group"] or "-", e.get("in_session", "-"), e["reason"]) for e in r["excluded"]],
+            f"Kept in float ({len(r.excluded)} nodes)", ["node", "module", f"runs ({where})", "reason"],
+            [(e.node, e.group or "-", e.in_session or "-", e.reason) for e in r.excluded],
         )
-    if session["checked"]:
-        console.print(f"onnxruntime session: {session['int8_kernels']} int8 kernels, {len(session['float'])} kept-"
-                      f"in-float nodes run in float, {len(session['unknown'])} not traceable", highlight=False)
-    acc = r["accuracy"]
+    if session.checked:
+        console.print(f"onnxruntime session: {session.int8_kernels} int8 kernels, {len(session.float_nodes)} kept-"
+                      f"in-float nodes run in float, {len(session.unknown)} not traceable", highlight=False)
+    acc = r.accuracy
     if acc is not None:
         print_table(
-            f"Held-out accuracy ({acc['clips']} clips of {acc['data']})",
+            f"Held-out accuracy ({acc.clips} clips of {acc.data})",
             ["graph", "top-1 %", "drop (points)", "lost (points)", "agreement %", "score error"],
-            [("fp32", _fmt(acc["fp32_top1"]), "-", "-", "100.0", "0"),
-             ("int8", _fmt(acc["int8_top1"]), _fmt(acc["drop"], ".2f"), _fmt(acc["lost"], ".2f"),
-              _fmt(acc["agreement"]), f"{acc['error']:.4f}")],
+            [("fp32", _fmt(acc.fp32_top1), "-", "-", "100.0", "0"),
+             ("int8", _fmt(acc.int8_top1), _fmt(acc.drop, ".2f"), _fmt(acc.lost, ".2f"), _fmt(acc.agreement),
+              f"{acc.error:.4f}")],
         )
-        if acc["max_drop"] is not None and acc["points_per_clip"] > acc["max_drop"]:
+        if acc.max_drop is not None and acc.points_per_clip > acc.max_drop:
             err_console.print(
-                f"[bold yellow]warning:[/] one held-out clip is {acc['points_per_clip']:.2f} top-1 points, more than "
-                f"the {acc['max_drop']}-point budget: the search keeps layers in float until not one clip is lost; "
+                f"[bold yellow]warning:[/] one held-out clip is {acc.points_per_clip:.2f} top-1 points, more than "
+                f"the {acc.max_drop}-point budget: the search keeps layers in float until not one clip is lost; "
                 "give more held-out clips (--eval-data, --eval-clips)", highlight=False)
-        if acc["within_budget"] is False:
-            err_console.print(f"[bold yellow]warning:[/] top-1 loss {acc['lost']:.2f} points is over the "
-                              f"{acc['max_drop']}-point budget even with every layer in float", highlight=False)
+        if acc.within_budget is False:
+            err_console.print(f"[bold yellow]warning:[/] top-1 loss {acc.lost:.2f} points is over the "
+                              f"{acc.max_drop}-point budget even with every layer in float", highlight=False)
     if target == "tensorrt":
         from export.lint import lint_onnx
 
@@ -113,7 +114,7 @@ def calibrate_command(
                               highlight=False, soft_wrap=True)
             raise typer.Exit(1)
     console.print(f"wrote {out} (+ sidecar), {result.report_path.name}, {result.table_path.name} "
-                  f"in {r['seconds']:.0f} s", highlight=False)
+                  f"in {r.seconds:.0f} s", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

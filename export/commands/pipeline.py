@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 
-from export.commands.bench import at_least
 from export.console import console, print_table
 from export.demo import DemoSettings, demo_state, run_demo
+from export.options import at_least
 from export.pipeline import PipelineResult, run_pipeline
 from export.pipeline_config import PipelineConfig
 from export.progress import progress_callback
@@ -25,7 +25,7 @@ def show_summary(result: PipelineResult) -> None:
         rows = summary_rows(out / "parity.json", out / "bench.json")
         print_table(f"Deployment summary ({out}; batch {rows[0]['batch']}, median latency)",
                     summary_columns(rows), format_rows(rows))
-    report = result.stages.get("report", {}).get("result", {}).get("html")
+    report = result.stages["report"].result.get("html") if "report" in result.stages else None
     if report:
         console.print(f"report: {report}", highlight=False)
     if (out / "triton").is_dir():

@@ -88,3 +88,26 @@ def test_unlabelled_folder_of_videos_calibrates_without_a_budget_and_says_so(tin
     result = CliRunner().invoke(app, ["calibrate", str(tiny.onnx), "--data", str(folder), "--max-drop", "1",
                                       "-o", str(tmp_path / "other.onnx")])
     assert result.exit_code != 0 and "needs labelled held-out clips" in str(result.exception)
+
+
+def test_videos_and_annotations_elsewhere_are_found_as_train_takes_them(tiny, videos, tmp_path, capsys, monkeypatch):
+    """A dataset unpacked with its videos and split files away from --data: --videos and --annotations say where
+    (as for train, evaluate and parity); without them it is a one-line error."""
+    from cli_runner import one_line_error, run_cli
+
+    root, clips, splits = tmp_path / "root", tmp_path / "unpacked" / "clips", tmp_path / "unpacked" / "splits"
+    root.mkdir()
+    shutil.copytree(videos / "videos", clips)
+    shutil.copytree(videos / "ucfTrainTestlist", splits)
+    out = tmp_path / "model.int8.onnx"
+    args = ["calibrate", tiny.onnx, "--data", root, "--clips", "5", "--method", "minmax", "--eval-clips", "5",
+            "--max-drop", "100", "-o", out]
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    line = one_line_error(code, err)
+    assert str(root) in line and not out.exists()
+    code, stdout, err = run_cli([*args, "--videos", clips, "--annotations", splits], capsys, monkeypatch)
+    assert code == 0, err
+    report = json.loads(out.with_name("model.int8.calibration.json").read_text())
+    assert report["calibration"]["clips"] == 5 and report["calibration"]["data"] == f"{root} split 1 train"
+    assert report["accuracy"]["clips"] == 5 and report["accuracy"]["data"] == f"{root} split 1 test"
+    assert report["accuracy"]["overlap_with_calibration"] == 0  # the split files' train and test subsets

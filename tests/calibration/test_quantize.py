@@ -12,11 +12,12 @@ from onnx import TensorProto, numpy_helper
 
 import calibration.quantize as quantize_module
 from aarm.attention import AARMBlock
-from aarm.errors import AarmError, ArtifactError, DataError
+from aarm.errors import AarmError, DataError
 from calibration.cache import cache_key, load_ranges, read_tensorrt_table, save_ranges, write_tensorrt_table
-from calibration.quantize import calibrate
+from calibration.quantize import CalibrationConfig, calibrate
 from calibration.sensitivity import QDQ_OPS, float_variant, graph_scores, layer_groups
 from runtime.artifact import read_sidecar, write_sidecar
+from runtime.errors import ArtifactError
 
 
 def _dequantized_inputs(model: onnx.ModelProto, node_name: str) -> list[str]:
@@ -26,11 +27,16 @@ def _dequantized_inputs(model: onnx.ModelProto, node_name: str) -> list[str]:
     return [i for i in node.input if i in dq]
 
 
+def calibrate_with(model, out, *, graph_passes=None, force=False, **options):
+    """`calibrate` with `options` as its CalibrationConfig."""
+    return calibrate(model, out, CalibrationConfig(**options), graph_passes=graph_passes, force=force)
+
+
 @pytest.fixture(scope="module")
 def cpu_int8(tiny, videos, tmp_path_factory):
     """The tiny AARM graph for onnxruntime CPU, with the classifier kept in float on request."""
     out = tmp_path_factory.mktemp("cpu") / "model.int8.onnx"
-    return calibrate(tiny.onnx, out, data=videos, clips=5, method="minmax", target="cpu", max_drop=None,
+    return calibrate_with(tiny.onnx, out, data=videos, clips=5, method="minmax", target="cpu", max_drop=None,
                      exclude=["backbone.fc"], preprocess=False, eval_clips=5)
 
 
@@ -56,7 +62,7 @@ def test_cpu_target_has_uint8_activations_and_int8_weights(cpu_int8, tiny):
 
 def test_exclusions_stay_float(cpu_int8):
     model = onnx.load(str(cpu_int8.output))
-    excluded = {e["node"]: e["reason"] for e in cpu_int8.report["excluded"]}
+    excluded = {e["node"]: e["reason"] for e in cpu_int8.report.to_json()["excluded"]}
     by_op = {n.name: n.op_type for n in model.graph.node}
     requested = [n for n, r in excluded.items() if r.startswith("requested")]
     assert [by_op[n] for n in requested] == ["Gemm"]  # backbone.fc, not the VCM's fc
@@ -65,9 +71,9 @@ def test_exclusions_stay_float(cpu_int8):
     for node in excluded:
         assert _dequantized_inputs(model, node) == [], f"{node} was excluded but reads a DequantizeLinear"
     # ... and they run in float in the session onnxruntime optimises (its QDQ fusions could quantize them)
-    session = cpu_int8.report["session"]
+    session = cpu_int8.report.to_json()["session"]
     assert session["checked"] and session["int8_kernels"] > 0
-    assert {e["in_session"] for e in cpu_int8.report["excluded"]} == {"float"}
+    assert {e["in_session"] for e in cpu_int8.report.to_json()["excluded"]} == {"float"}
     assert sorted(session["float"]) == sorted(excluded)
     vcm = next(n for n in model.graph.node if n.op_type == "Gemm" and n.name not in excluded)
     assert _dequantized_inputs(model, vcm.name)  # the rest is quantized
@@ -99,9 +105,9 @@ def test_kept_in_float_is_checked_in_the_optimised_session(legacy, tiny, videos,
     assert len(grouped) == 8
     common = dict(data=videos, clips=4, method="minmax", target="cpu", max_drop=None)
     with pytest.raises(ArtifactError, match="run quantized in onnxruntime's optimised session"):
-        calibrate(legacy, tmp_path / "a.onnx", **common)
-    result = calibrate(legacy, tmp_path / "b.onnx", graph_passes=run_passes, **common)
-    report = result.report
+        calibrate_with(legacy, tmp_path / "a.onnx", **common)
+    result = calibrate_with(legacy, tmp_path / "b.onnx", graph_passes=run_passes, **common)
+    report = result.report.to_json()
     assert "rewrite_channel_fusion" in report["quantization"]["graph_passes"]
     assert not any(a.name == "group" and a.i > 1 for n in onnx.load(str(result.output)).graph.node
                    for a in n.attribute)
@@ -113,7 +119,7 @@ def test_kept_in_float_is_checked_in_the_optimised_session(legacy, tiny, videos,
 
 def test_unknown_exclusion_is_an_error(probe, tmp_path):
     with pytest.raises(ArtifactError, match="matches no node"):
-        calibrate(probe.onnx, tmp_path / "x.onnx", data=probe.data, clips=2, max_drop=None, exclude=["/nowhere"],
+        calibrate_with(probe.onnx, tmp_path / "x.onnx", data=probe.data, clips=2, max_drop=None, exclude=["/nowhere"],
                   preprocess=False)
 
 
@@ -134,13 +140,13 @@ def test_second_run_reads_the_cache_instead_of_calibrating(probe, tmp_path, monk
     monkeypatch.setattr(quantize_module, "create_calibrator", lambda *a, **k: calls.append(a) or real(*a, **k))
     cache = tmp_path / "calibration.json"
     common = dict(data=probe.data, clips=4, max_drop=None, cache=cache, preprocess=False, target="tensorrt")
-    first = calibrate(probe.onnx, tmp_path / "a.onnx", method="entropy", **common)
-    assert len(calls) == 1 and first.report["calibration"]["cache"]["hit"] is False
-    second = calibrate(probe.onnx, tmp_path / "b.onnx", method="entropy", **common)
-    assert len(calls) == 1 and second.report["calibration"]["cache"]["hit"] is True
+    first = calibrate_with(probe.onnx, tmp_path / "a.onnx", method="entropy", **common)
+    assert len(calls) == 1 and first.report.to_json()["calibration"]["cache"]["hit"] is False
+    second = calibrate_with(probe.onnx, tmp_path / "b.onnx", method="entropy", **common)
+    assert len(calls) == 1 and second.report.to_json()["calibration"]["cache"]["hit"] is True
     assert onnx.load(str(tmp_path / "a.onnx")).graph == onnx.load(str(tmp_path / "b.onnx")).graph  # same ranges
     assert (tmp_path / "a.calibration.cache").read_text() == (tmp_path / "b.calibration.cache").read_text()
-    calibrate(probe.onnx, tmp_path / "c.onnx", method="minmax", **common)  # another method: another entry
+    calibrate_with(probe.onnx, tmp_path / "c.onnx", method="minmax", **common)  # another method: another entry
     assert len(calls) == 2
     assert len(json.loads(cache.read_text())["entries"]) == 2
 
@@ -170,9 +176,9 @@ def test_cache_entries_are_keyed_and_the_tensorrt_table_holds_scales(tmp_path):
 
 
 def test_search_keeps_the_sensitive_layers_in_float(probe, tmp_path):
-    result = calibrate(probe.onnx, tmp_path / "probe.int8.onnx", data=probe.data, clips=10, method="minmax",
+    result = calibrate_with(probe.onnx, tmp_path / "probe.int8.onnx", data=probe.data, clips=10, method="minmax",
                        target="tensorrt", max_drop=1.0, preprocess=False)
-    report = result.report
+    report = result.report.to_json()
     first = report["search"][0]
     assert first["graph"] == "quantized" and first["float_groups"] == [] and first["drop"] > 1.0
     # The conv that writes the stretched tensor (its Relu re-quantizes it) and the conv that reads it: each
@@ -199,35 +205,35 @@ def test_mismatched_or_empty_inputs_are_clear_errors(tiny, probe, videos, tmp_pa
     sidecar.preprocessing = {**sidecar.preprocessing, "size": 48, "scale_size": 55}
     write_sidecar(graph, sidecar)
     with pytest.raises(ArtifactError, match="does not describe this graph"):
-        calibrate(graph, tmp_path / "a.onnx", data=videos, max_drop=None)
+        calibrate_with(graph, tmp_path / "a.onnx", data=videos, max_drop=None)
 
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no class folders"):
-        calibrate(tiny.onnx, tmp_path / "b.onnx", data=tmp_path / "empty", max_drop=None)
+        calibrate_with(tiny.onnx, tmp_path / "b.onnx", data=tmp_path / "empty", max_drop=None)
     with pytest.raises(DataError, match=">= 1"):
-        calibrate(tiny.onnx, tmp_path / "b.onnx", data=videos, clips=0, max_drop=None)
+        calibrate_with(tiny.onnx, tmp_path / "b.onnx", data=videos, clips=0, max_drop=None)
 
     other = shutil.copy(probe.onnx, tmp_path / "other.onnx")
     sidecar = read_sidecar(probe.onnx)
     sidecar.classes = [f"class{i}" for i in range(len(sidecar.classes))]
     write_sidecar(other, sidecar)
     with pytest.raises(DataError, match="classes differ"):
-        calibrate(other, tmp_path / "c.onnx", data=probe.data, max_drop=None)
+        calibrate_with(other, tmp_path / "c.onnx", data=probe.data, max_drop=None)
 
     with pytest.raises(DataError, match="needs labelled held-out clips"):
         unlabelled = tmp_path / "flat"
         unlabelled.mkdir()
         for video in sorted((videos / "videos").rglob("*.*"))[:2]:
             shutil.copy(video, unlabelled / video.name)
-        calibrate(tiny.onnx, tmp_path / "d.onnx", data=unlabelled, max_drop=1.0)
+        calibrate_with(tiny.onnx, tmp_path / "d.onnx", data=unlabelled, max_drop=1.0)
 
 
 def test_refuses_to_overwrite_or_to_quantize_twice(cpu_int8, probe, tmp_path):
     (tmp_path / "taken.onnx").write_bytes(b"")
-    with pytest.raises(AarmError, match="--force"):
-        calibrate(probe.onnx, tmp_path / "taken.onnx", data=probe.data, max_drop=None)
+    with pytest.raises(AarmError, match="exists; pass `force` to overwrite it"):
+        calibrate_with(probe.onnx, tmp_path / "taken.onnx", data=probe.data, max_drop=None)
     with pytest.raises(ArtifactError, match="float32 ONNX graph"):
-        calibrate(cpu_int8.output, tmp_path / "again.onnx", data=probe.data, max_drop=None)
+        calibrate_with(cpu_int8.output, tmp_path / "again.onnx", data=probe.data, max_drop=None)
 
 
 def test_percentile_calibration_survives_nearly_constant_tensors(tmp_path):
@@ -277,3 +283,61 @@ def test_the_budget_counts_lost_clips_that_lucky_flips_cannot_offset():
     c = Comparison.of(int8, reference, labels)
     assert c.top1 == Comparison.of(reference, reference, labels).top1 == 75.0
     assert c.lost == 25.0 and c.agreement == 50.0
+
+
+def test_the_float_artifact_is_read_and_hashed_once(probe, tmp_path, monkeypatch):
+    """calibrate verifies the model's sha256 once (read_sidecar) and reuses it for the cache key and the child's
+    parent hash; it parses the model file once (the CLI's path: graph passes, then pre-processing)."""
+    import calibration.reader
+    import calibration.sensitivity
+    import runtime.artifact
+    from export.passes import run_passes
+
+    model = str(probe.onnx)
+    hashed, loaded = [], []
+    real_sha, real_load = runtime.artifact.file_sha256, quantize_module.load_onnx
+    monkeypatch.setattr(runtime.artifact, "file_sha256", lambda p: hashed.append(str(p)) or real_sha(p))
+    for module in (quantize_module, calibration.reader, calibration.sensitivity):
+        monkeypatch.setattr(module, "load_onnx", lambda p, **k: loaded.append(str(p)) or real_load(p, **k))
+    result = calibrate_with(probe.onnx, tmp_path / "x.onnx", data=probe.data, clips=2, max_drop=None,
+                            cache=tmp_path / "cache.json", graph_passes=run_passes)
+    assert hashed.count(model) == 1 and loaded.count(model) == 1
+    assert result.sidecar.parent_sha256 == read_sidecar(probe.onnx).sha256 == real_sha(probe.onnx)
+    meta = next(iter(json.loads((tmp_path / "cache.json").read_text())["entries"].values()))["meta"]
+    assert meta["graph_sha256"] == result.sidecar.parent_sha256
+
+
+def _layout(value):
+    """Keys of every object, in order, down through lists (their first item)."""
+    if isinstance(value, dict):
+        return {k: _layout(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_layout(value[0])] if value else []
+    return type(value).__name__
+
+
+def test_report_file_keeps_its_json_layout(cpu_int8):
+    """The typed report writes the `<stem>.calibration.json` that calibrate wrote when the report was a dict."""
+    written = json.loads(cpu_int8.report_path.read_text())
+    assert written == json.loads(json.dumps(cpu_int8.report.to_json()))
+    accuracy = ["clips", "data", "fp32_top1", "int8_top1", "drop", "lost", "agreement", "error", "max_drop",
+                "points_per_clip", "within_budget", "overlap_with_calibration"]
+    expected = {
+        "model": "str", "output": "str", "target": "str", "target_description": "str", "method": "str",
+        "quantization": {"format": "str", "activation_type": "str", "weight_type": "str", "per_channel": "bool",
+                         "reduce_range": "bool", "extra_options": {"WeightSymmetric": "bool"},
+                         "preprocessed": "bool", "graph_passes": [], "quantized_nodes": "int", "qdq_nodes": "int"},
+        "calibration": {"data": "str", "clips": "int", "seed": "int", "batch_size": "int",
+                        "cache": {"path": "NoneType", "key": "str", "hit": "bool"}, "calibrator_options": {}},
+        "accuracy": list(accuracy), "budget_note": "NoneType",
+        "excluded": [{"node": "str", "group": "NoneType", "reason": "str", "in_session": "str"}],
+        "session": ["checked", "optimization", "float", "unknown", "int8_kernels", "ops"],
+        "float_groups": [], "sensitivity": [], "search": [{"graph": "str", "float_groups": [], "top1": "float",
+                                                           "drop": "float", "lost": "float", "agreement": "float",
+                                                           "error": "float"}],
+        "table": "str", "seconds": "float",
+    }
+    layout = _layout(written)
+    layout["accuracy"], layout["session"] = list(layout["accuracy"]), list(layout["session"])
+    assert layout == expected
+    assert written["accuracy"]["max_drop"] is None and written["accuracy"]["within_budget"] is None

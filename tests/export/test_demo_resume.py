@@ -37,6 +37,6 @@ def test_second_run_resumes_and_keeps_everything(tmp_path):
     result, checkpoint = run_demo(out, TINY, log=second.append)
     assert any("made by an earlier run, kept" in line for line in second)
     assert any("done by an earlier run, kept" in line for line in second)
-    assert all(s["skipped"] for s in result.stages.values()), second
+    assert all(s.skipped for s in result.stages.values()), second
     assert {p: p.stat().st_mtime_ns for p in files} == files  # not one file rewritten
     assert checkpoint == out / "train" / "best.pt"

@@ -17,7 +17,7 @@ from runtime.artifact import read_sidecar
 def trained(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("pipeline")
-    make_synthetic(root / "data", classes=3, videos_per_class=4, frames=12, size=48, seed=2, progress=False)
+    make_synthetic(root / "data", classes=3, videos_per_class=4, frames=12, size=48, seed=2)
     train(TrainConfig(data=str(root / "data"), out=str(root / "train"), model="resnet18", epochs=1, batch_size=4,
                       lr=0.01, size=32, segments=2, workers=0))
     return root
@@ -44,13 +44,13 @@ def test_pipeline_makes_every_artifact_and_resumes(trained):
     assert rows[0]["backend"] == "torch" and len(rows) == 5
     assert (out / "report.html").read_text().count("data:image/png;base64") >= 2
     assert (out / "triton" / "aarm_fp32" / "config.pbtxt").is_file()
-    assert all(not s["skipped"] for k, s in result.stages.items() if k != "artifacts")
+    assert all(not s.skipped for k, s in result.stages.items() if k != "artifacts")
 
     again: list[str] = []
     second = run_pipeline(cfg, log=again.append)
-    assert all(s["skipped"] for k, s in second.stages.items() if k != "artifacts"), again
+    assert all(s.skipped for k, s in second.stages.items() if k != "artifacts"), again
 
     (out / "model.fp16.onnx").write_bytes(b"broken")  # a damaged output is remade, nothing else
     third = run_pipeline(cfg, log=[].append)
-    assert not third.stages["fp16"]["skipped"] and third.stages["export"]["skipped"]
+    assert not third.stages["fp16"].skipped and third.stages["export"].skipped
     assert read_sidecar(out / "model.fp16.onnx").precision == "fp16"

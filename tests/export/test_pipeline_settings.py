@@ -96,4 +96,4 @@ def test_resumes_and_remakes_a_damaged_output(fake_stages, tmp_path):
     assert fake_stages == ["make", "use"]
     fake_stages.clear()
     result = run_pipeline(config(tmp_path), log=[].append)
-    assert fake_stages == [] and all(s["skipped"] for s in result.stages.values())
+    assert fake_stages == [] and all(s.skipped for s in result.stages.values())
