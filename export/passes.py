@@ -1,4 +1,5 @@
-"""Graph passes over an exported AARM graph (onnx-graphsurgeon): each takes and returns a `gs.Graph`.
+"""Graph passes over an exported AARM graph (onnx-graphsurgeon): each takes and returns a `gs.Graph`, matches
+with tensors' `inputs` / `outputs`, builds with `Graph.layer`, and is registered by name in `REWRITES`.
 
     optimize_onnx("model.onnx", "model.opt.onnx")        # every default pass, sidecar derived from the parent
 
@@ -33,32 +34,22 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from aarm.errors import ArtifactError
 from aarm.fileio import atomic_path, check_writable
 from runtime.artifact import Sidecar, read_sidecar, write_sidecar
+from runtime.errors import ArtifactError
 from runtime.onnx_file import load_onnx
 
 Pass = Callable[[gs.Graph], gs.Graph]
+REWRITES: dict[str, Pass] = {}  # every pass by name, the name the pass rows and the sidecar's "passes" record
+
+
+def rewrite(fn: Pass) -> Pass:
+    """Register a graph pass under its function's name."""
+    REWRITES[fn.__name__] = fn
+    return fn
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-
-
-class _Names:
-    """Fresh tensor / node names with a prefix that exported graphs do not use."""
-
-    def __init__(self, graph: gs.Graph, prefix: str) -> None:
-        self.taken = {t for t in graph.tensors()} | {n.name for n in graph.nodes}
-        self.prefix = prefix
-        self.count = 0
-
-    def __call__(self, stem: str) -> str:
-        while True:
-            self.count += 1
-            name = f"{self.prefix}/{stem}_{self.count}"
-            if name not in self.taken:
-                self.taken.add(name)
-                return name
 
 
 def _producer(tensor: gs.Tensor) -> gs.Node | None:
@@ -140,12 +131,14 @@ def _axes(node: gs.Node) -> list[int] | None:
 # --------------------------------------------------------------------------------------------------- passes
 
 
+@rewrite
 def fold_constants(graph: gs.Graph) -> gs.Graph:
     """Fold every subgraph whose inputs are constants (shape arithmetic included) and drop dead nodes."""
     graph.fold_constants(fold_shapes=True, error_ok=True)
     return graph.cleanup().toposort()
 
 
+@rewrite
 def remove_noops(graph: gs.Graph) -> gs.Graph:
     """Bypass nodes that leave their input unchanged (see the module docstring for the list)."""
     for node in list(graph.nodes):
@@ -276,38 +269,37 @@ def _shared_map(a: gs.Tensor, b: gs.Tensor) -> tuple[gs.Tensor, gs.Tensor, gs.Te
     return g1, g2, m
 
 
+@rewrite
 def rewrite_channel_fusion(graph: gs.Graph) -> gs.Graph:
     """Y = conv_groups=C([A, B] interleaved) -> M*(w1*g1 + w2*g2) + b when A = g1*M and B = g2*M, else
     w1*A + w2*B + b. w1, w2, b are per-channel constants of shape (1, C, 1, ...); a zero bias is dropped."""
-    fresh = _Names(graph, "aarm_fusion")
+    def op(kind: str, inputs: list[gs.Tensor | np.ndarray], out: gs.Tensor | None = None) -> gs.Tensor:
+        """One `kind` node (graph.layer names it and its output; numpy inputs become constants)."""
+        return graph.layer(op=kind, inputs=inputs, outputs=[out or f"aarm_fusion/{kind.lower()}"])[0]
+
     for match in find_channel_fusions(graph):
         rank = len(match.a.shape) if match.a.shape is not None else _rank(match.conv.outputs[0]) or 4
-        per_channel = (1, match.w1.size) + (1,) * (rank - 2)
-
-        def const(stem: str, value: np.ndarray, shape: tuple[int, ...] = per_channel) -> gs.Constant:
-            return gs.Constant(fresh(stem), np.ascontiguousarray(value.reshape(shape).astype(np.float32)))
-
-        def op(kind: str, inputs: list[gs.Tensor], out: gs.Variable | None = None) -> gs.Variable:
-            out = out or gs.Variable(fresh(kind.lower()), dtype=np.float32)
-            graph.nodes.append(gs.Node(kind, name=fresh(kind), inputs=inputs, outputs=[out]))
-            return out
-
+        w1, w2, bias = (_per_channel_const(v, rank) for v in (match.w1, match.w2, match.bias))
         y = match.conv.outputs[0]
         match.conv.outputs.clear()
         has_bias = bool(np.any(match.bias != 0))
         shared = _shared_map(match.a, match.b)
         if shared is not None:
             g1, g2, m = shared
-            weighted = op("Add", [op("Mul", [g1, const("w1", match.w1)]), op("Mul", [g2, const("w2", match.w2)])])
-            scaled = op("Mul", [m, weighted], None if has_bias else y)
+            scaled = op("Mul", [m, op("Add", [op("Mul", [g1, w1]), op("Mul", [g2, w2])])], None if has_bias else y)
         else:
-            terms = [op("Mul", [match.a, const("w1", match.w1)]), op("Mul", [match.b, const("w2", match.w2)])]
-            scaled = op("Add", terms, None if has_bias else y)
+            scaled = op("Add", [op("Mul", [match.a, w1]), op("Mul", [match.b, w2])], None if has_bias else y)
         if has_bias:
-            op("Add", [scaled, const("b", match.bias)], y)
+            op("Add", [scaled, bias], y)
     return graph.cleanup().toposort()
 
 
+def _per_channel_const(values: np.ndarray, rank: int) -> np.ndarray:
+    """C per-channel values as a float32 (1, C, 1, ...) array of `rank` dims, which broadcasts along axis 1."""
+    return np.ascontiguousarray(values.reshape((1, values.size) + (1,) * (rank - 2)).astype(np.float32))
+
+
+@rewrite
 def global_pools(graph: gs.Graph) -> gs.Graph:
     """ReduceMean / ReduceMax with keepdims over exactly the spatial axes 2.. of a rank >= 3 tensor ->
     GlobalAveragePool / GlobalMaxPool."""
@@ -327,7 +319,8 @@ def global_pools(graph: gs.Graph) -> gs.Graph:
     return graph.cleanup().toposort()
 
 
-DEFAULT_PASSES: tuple[Pass, ...] = (fold_constants, remove_noops, rewrite_channel_fusion, global_pools, remove_noops)
+DEFAULT_PASSES: tuple[Pass, ...] = tuple(REWRITES[name] for name in (
+    "fold_constants", "remove_noops", "rewrite_channel_fusion", "global_pools", "remove_noops"))
 
 
 # ------------------------------------------------------------------------------------------ fused kernels
@@ -372,12 +365,12 @@ def _is_channel_reduce(node: gs.Node) -> bool:
     return _axes(node) == [1] and int(node.attrs.get("keepdims", 1)) == 1
 
 
+@rewrite
 def fuse_aarm_pools(graph: gs.Graph) -> gs.Graph:
     """CAM's w*GlobalAveragePool(M) + w'*GlobalMaxPool(M) and STAM's w*ReduceMean_C(M) + w'*ReduceMax_C(M)
     -> one com.aarm AarmPool(M) that reads M once. Needs both pools of the same M."""
     from export.kernels import DOMAIN
 
-    fresh = _Names(graph, "aarm_pool")
     for m in [t for t in graph.tensors().values() if isinstance(t, gs.Variable)]:
         global_add = channel_add = None
         for pool in list(m.outputs):
@@ -398,10 +391,8 @@ def fuse_aarm_pools(graph: gs.Graph) -> gs.Graph:
         outputs = [g_add.outputs[0], c_add.outputs[0]]
         g_add.outputs.clear()
         c_add.outputs.clear()
-        graph.nodes.append(gs.Node(
-            "AarmPool", name=fresh("AarmPool"), domain=DOMAIN, inputs=[m], outputs=outputs,
-            attrs={"global_avg": g_avg, "global_max": g_max, "channel_avg": c_avg, "channel_max": c_max},
-        ))
+        graph.layer(op="AarmPool", domain=DOMAIN, inputs=[m], outputs=outputs,
+                    attrs={"global_avg": g_avg, "global_max": g_max, "channel_avg": c_avg, "channel_max": c_max})
     return graph.cleanup().toposort()
 
 
@@ -436,12 +427,12 @@ def _per_channel(value: np.ndarray, channels: int) -> np.ndarray | None:
     return None
 
 
+@rewrite
 def fuse_aarm_gates(graph: gs.Graph) -> gs.Graph:
     """M * (w1*g_ch + w2*g_st) [+ b] [+ residual] [-> Relu] (the rewritten parallel fusion, with the residual
     block's addition and activation after it) -> one com.aarm AarmGate pass over M."""
     from export.kernels import DOMAIN
 
-    fresh = _Names(graph, "aarm_gate")
     for mul in [n for n in graph.nodes if n.op == "Mul" and len(n.inputs) == 2]:
         if not mul.outputs:
             continue
@@ -477,15 +468,13 @@ def fuse_aarm_gates(graph: gs.Graph) -> gs.Graph:
                 relu, tail = 1, nxt.outputs[0]
             producer = _producer(tail)
             producer.outputs.clear()
-            consts = [gs.Constant(fresh(k), v) for k, v in (("w1", w1), ("w2", w2), ("bias", bias))]
-            graph.nodes.append(gs.Node(
-                "AarmGate", name=fresh("AarmGate"), domain=DOMAIN, attrs={"relu": relu},
-                inputs=[m, g1, g2, *consts, *([residual] if residual is not None else [])], outputs=[tail],
-            ))
+            graph.layer(op="AarmGate", domain=DOMAIN, attrs={"relu": relu},
+                        inputs=[m, g1, g2, w1, w2, bias, *([residual] if residual is not None else [])], outputs=[tail])
             break
     return graph.cleanup().toposort()
 
 
+@rewrite
 def fuse_aarm_kernels(graph: gs.Graph) -> gs.Graph:
     """Both kernel fusions: `fuse_aarm_pools`, then `fuse_aarm_gates`."""
     return fuse_aarm_gates(fuse_aarm_pools(graph))
@@ -567,6 +556,7 @@ def optimize_onnx(
     model, rows = run_passes(load_onnx(src), chosen)
     with atomic_path(out) as tmp:
         onnx.save_model(model, str(tmp))
-    sidecar = parent.derive(stage="optimize", extra={**extra, "passes": [r["pass"] for r in rows[1:]]})
-    write_sidecar(out, sidecar, parent=src)
+    sidecar = parent.derive(stage="optimize", parent=str(src), parent_sha256=parent.sha256,  # verified on read
+                            extra={**extra, "passes": [r["pass"] for r in rows[1:]]})
+    write_sidecar(out, sidecar)
     return sidecar, rows
