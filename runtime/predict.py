@@ -91,7 +91,8 @@ def predict_videos(
     progress: Callable[[int], None] | None = None,
 ) -> list[Prediction]:
     """Top-k labels of each video, in order. Videos are decoded by `workers` threads while the runner
-    works through batches of up to `batch` clips (views of several videos share a batch)."""
+    works through batches of up to `batch` clips (views of several videos share a batch). Preprocessing runs
+    on one PyTorch thread unless the runner is a PyTorch one (`runtime.timings.preprocessing_threads`)."""
     if top_k < 1 or batch < 1 or num_clips < 1 or workers < 1:
         raise ConfigError("top_k, batch, num_clips and workers must be >= 1")
     results: list[Prediction | None] = [None] * len(videos)
@@ -114,7 +115,9 @@ def predict_videos(
             progress(len(pending))
         pending.clear()
 
-    with runner, ThreadPoolExecutor(max_workers=workers) as pool:
+    from runtime.timings import preprocessing_threads
+
+    with runner, preprocessing_threads([runner]), ThreadPoolExecutor(max_workers=workers) as pool:
         feeds = pool.map(lambda p: load_inputs(runner, p, num_clips), videos)
         queued = 0
         for i, feed in enumerate(feeds):

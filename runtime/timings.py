@@ -112,6 +112,26 @@ def stage_rows(summary: Mapping[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
+@contextmanager
+def preprocessing_threads(runners: Sequence[Runner], threads: int = 1) -> Iterator[None]:
+    """PyTorch intra-op threads for crop, resize and normalisation, while no runner is a PyTorch one (whose
+    inference shares them); restored after. A few frames gain nothing from more threads, and on a busy
+    machine every parallel region waits for descheduled threads: the demo's model (3 frames of 80 px) under
+    load spent p50 121 ms preprocessing a video with 2 threads, 0.95 ms with 1 (`bench --videos`). The
+    values computed are the same at any thread count. Threads started inside the block inherit the setting."""
+    if any(r.backend == "torch" for r in runners):
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 # ------------------------------------------------------------------------------------------ timed inference
 
 
@@ -158,7 +178,7 @@ def predict_videos_timed(runner: Runner, videos: Sequence[str | Path], *, top_k:
     """Predictions of each video, one at a time (its views are one batch; no decoding threads, so no stage
     overlaps another), with each video's StageTimes."""
     predictions, times = [], []
-    with runner:
+    with runner, preprocessing_threads([runner]):
         for path in videos:
             t = StageTimes()
             predictions.append(predict_timed(runner, path, t, top_k=top_k, num_clips=num_clips))
@@ -183,18 +203,19 @@ def video_stage_bench(
     for r in runners:
         r.activate()
     try:
-        for r in runners:
-            for i in range(warmup):
-                predict_timed(r, videos[i % len(videos)], StageTimes())
-        for rnd in range(rounds):
-            shift = rnd % len(runners)
-            for k in [*range(shift, len(runners)), *range(shift)]:
-                for path in videos:
-                    t = StageTimes()
-                    predict_timed(runners[k], path, t)
-                    per_runner[k].append(t)
-                if progress is not None:
-                    progress(f"videos: {runners[k].name}")
+        with preprocessing_threads(runners):
+            for r in runners:
+                for i in range(warmup):
+                    predict_timed(r, videos[i % len(videos)], StageTimes())
+            for rnd in range(rounds):
+                shift = rnd % len(runners)
+                for k in [*range(shift, len(runners)), *range(shift)]:
+                    for path in videos:
+                        t = StageTimes()
+                        predict_timed(runners[k], path, t)
+                        per_runner[k].append(t)
+                    if progress is not None:
+                        progress(f"videos: {runners[k].name}")
     finally:
         for r in runners:
             r.deactivate()

@@ -10,7 +10,7 @@ from cli_runner import run_cli
 
 from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
 from runtime.predict import load_inputs, predict_video
-from runtime.timings import STAGES, StageTimes, predict_timed, stage_rows, summarise
+from runtime.timings import STAGES, StageTimes, predict_timed, predict_videos_timed, stage_rows, summarise
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,26 @@ def test_bench_videos_without_videos_is_one_line(tiny, tmp_path, capsys, monkeyp
     line = one_line_error(*run_cli(["bench", tiny.onnx, "--no-memory", "--videos", empty], capsys,
                                    monkeypatch)[::2])
     assert "no video files" in line
+
+
+def test_preprocessing_runs_on_one_torch_thread_beside_an_onnx_runner(tiny, files, monkeypatch):
+    """predict's crop/resize/normalise use one PyTorch thread with an ONNX runner (the same values, without
+    parallel regions that wait on a busy machine), and the caller's thread count is restored."""
+    import torch
+
+    import aarm.data.clips as clips
+    from runtime.predict import predict_videos
+
+    seen = []
+    real = clips.eval_transform
+
+    def recording(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202 - eval_transform's signature
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(clips, "eval_transform", recording)
+    torch.set_num_threads(2)
+    runner = OnnxRuntimeRunner.from_artifact(tiny.onnx, threads=1)
+    predict_videos(runner, files, workers=1)
+    predict_videos_timed(runner, files)
+    assert seen == [1] * (2 * len(files)) and torch.get_num_threads() == 2
