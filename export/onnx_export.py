@@ -35,6 +35,7 @@ from aarm.errors import ArtifactError, ConfigError
 from aarm.fileio import atomic_path, check_writable
 from aarm.models.tsn import TwoStream
 from runtime.artifact import Sidecar, TensorSpec, write_sidecar
+from runtime.bisect import record_module_outputs
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17
@@ -293,8 +294,9 @@ def export_onnx(
     classes: one label per output class. preprocessing: one per model input (a TwoStream model: RGB then
     flow). trained: recorded in the sidecar (False for a freshly initialised model). The graph takes
     (N, K, C, H, W) (2D, TSN) or (N, C, T, H, W) (3D) with a dynamic batch N and returns scores (N, classes);
-    labels, preprocessing and the model config are stored in its metadata_props too. The graph is refused
-    (ArtifactError) if it holds a random op or STAM's highlighted-map branch, or fails onnx's full check.
+    labels, preprocessing and the model config are stored in its metadata_props too, and so are the output
+    tensors of its blocks, stages and attention modules (`runtime.bisect`, for `parity --bisect`). The graph
+    is refused (ArtifactError) if it holds a random op or STAM's highlighted-map branch, or fails onnx's full check.
     The model's training flag is restored afterwards.
     """
     out = Path(out)
@@ -322,6 +324,7 @@ def export_onnx(
     finally:
         model.train(was_training)
 
+    record_module_outputs(proto, model)  # node scopes do not survive the opset converter
     exported_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if exported_opset is not None and exported_opset != opset:
         proto = _convert_opset(proto, opset)

@@ -144,8 +144,9 @@ def _pair(scores: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.nda
     return a, b
 
 
-def score_metrics(scores: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
-    """Error metrics (see the module docstring) of `scores` (N, C) against `reference` (N, C)."""
+def score_metrics(scores: np.ndarray, reference: np.ndarray, *, rankings: bool = True) -> dict[str, Any]:
+    """Error metrics (see the module docstring) of `scores` (N, C) against `reference` (N, C). rankings
+    False: top1 and top5 are None (feature maps flattened to (N, C*H*W), where ranks mean nothing)."""
     a_all, b_all = _pair(scores, reference)
     bad_a, bad_b = ~np.isfinite(a_all), ~np.isfinite(b_all)
     finite = ~(bad_a.any(axis=1) | bad_b.any(axis=1))
@@ -161,10 +162,7 @@ def score_metrics(scores: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
     rel_mse = float(np.mean(diff**2)) / max(mean_square, 1e-24)
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     cosine = np.where(norms > 0, (a * b).sum(axis=1) / np.where(norms > 0, norms, 1.0), 1.0)
-    k = min(5, a.shape[1])
-    top_a = np.argsort(-a, axis=1, kind="stable")[:, :k]
-    top_b = np.argsort(-b, axis=1, kind="stable")[:, :k]
-    return {
+    errors = {
         **m,
         "max_abs": float(diff.max()),
         "mean_abs": float(diff.mean()),
@@ -173,6 +171,14 @@ def score_metrics(scores: np.ndarray, reference: np.ndarray) -> dict[str, Any]:
         "rel_mse": rel_mse,
         "min_cosine": float(cosine.min()),
         "mean_cosine": float(cosine.mean()),
+    }
+    if not rankings:
+        return {**errors, "top1": None, "top5": None}
+    k = min(5, a.shape[1])
+    top_a = np.argsort(-a, axis=1, kind="stable")[:, :k]
+    top_b = np.argsort(-b, axis=1, kind="stable")[:, :k]
+    return {
+        **errors,
         "top1": float(np.mean(top_a[:, 0] == top_b[:, 0])),
         # with 5 classes or fewer the top-5 set is every class: agreement would be 100 % by construction
         "top5": float(np.mean([set(x) == set(y) for x, y in zip(top_a, top_b, strict=True)]))

@@ -80,6 +80,37 @@ def rebuild_line(result: Any) -> str:
             f"error {shown} on {m['samples']} random clips (FP32 limits): {'FAIL' if failed else 'pass'}")
 
 
+def _check_bisect_args(artifact: Path, reference: Path) -> None:
+    """--bisect marks tensors in an ONNX graph and hooks the modules of a PyTorch checkpoint; refuse anything
+    else before the comparison runs."""
+    from aarm.errors import ConfigError
+
+    if artifact.suffix.lower() != ".onnx":
+        raise ConfigError(f"--bisect marks module outputs in an ONNX graph; {artifact.name} is not one")
+    if reference.suffix.lower() not in (".pt", ".pth"):
+        raise ConfigError(f"--bisect hooks the modules of a PyTorch checkpoint; --reference {reference.name} is "
+                          "not one")
+
+
+def _run_bisect(artifact: Path, runner: Any, reference: Any, tolerances: Any, feed: dict[str, Any] | None,
+                batch: int, seed: int, provider: list[str] | None, threads: int | None) -> Any:
+    """`runtime.bisect.bisect` of `artifact` against the reference runner's model on `feed` (else on `batch`
+    random clips drawn with `seed`: the first batch parity compared); prints the table and the verdict line,
+    returns the BisectResult."""
+    import numpy as np
+
+    from runtime.bisect import bisect
+
+    if feed is None:
+        feed = runner.example_feed(batch, rng=np.random.default_rng(seed))
+    with console.status("bisecting: module outputs in the graph against PyTorch"):
+        result = bisect(artifact, reference.model, feed, tolerances, providers=provider, threads=threads)
+    print_table(f"Bisection of {artifact.name} ({result.precision}) against {reference.name}, {result.clips} clips",
+                ["module", "max_rel", "cosine", "verdict"], result.table_rows())
+    console.print(result.summary(), highlight=False, markup=False)
+    return result
+
+
 def parity(
     artifact: Annotated[Path, typer.Argument(help="Artifact to check (.onnx, .engine, .pt).")],
     reference: Annotated[Path, typer.Option(help="PyTorch checkpoint it was exported from.")],
@@ -116,6 +147,9 @@ def parity(
     force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
     no_lineage: Annotated[bool, typer.Option(
         "--no-lineage", help="Compare even if the artifact does not descend from the checkpoint.")] = False,
+    bisect: Annotated[bool, typer.Option(
+        "--bisect", help="Also compare each AARM block and backbone stage with PyTorch and name the first module "
+                         "whose output leaves the tolerance (ONNX artifact, checkpoint reference).")] = False,
 ) -> None:
     """Compare an artifact's scores with its checkpoint's; exit 1 naming every tolerance exceeded.
 
@@ -134,6 +168,8 @@ def parity(
     Tolerances(**{k: v for k, v in limits.items() if v is not None})  # ConfigError naming a bad option, up front
     if json_out:
         check_writable(json_out, force)
+    if bisect:
+        _check_bisect_args(artifact, reference)
     if not no_lineage and reference.suffix.lower() in (".pt", ".pth"):
         from runtime.lineage import check_lineage
 
@@ -162,11 +198,19 @@ def parity(
                 ["metric", *result.metrics, "limit", "judged on"], metric_rows(result))
     if result.rebuild is not None:
         console.print(rebuild_line(result), highlight=False, markup=False)
+    bisected = None
+    if bisect:  # on the first batch parity compared: the first labelled clips, else the first random ones
+        first = None if data is None else next(iter(labelled_batches(
+            str(data), runner.preprocessing[0], [s.name for s in runner.input_specs], classes=runner.classes,
+            split=split, samples=samples, batch=batch, seed=seed, fmt=data_format, videos=videos and str(videos),
+            annotations=annotations and str(annotations))))[0]
+        bisected = _run_bisect(artifact, runner, ref, tol, first, min(batch, samples or batch), seed, provider, threads)
     if json_out:
-        write_json(json_out, result.to_dict())
+        write_json(json_out, {**result.to_dict(), **({"bisect": bisected.to_dict()} if bisected else {})})
         console.print(f"wrote {json_out}", highlight=False, markup=False)
     if not result:
-        raise ParityFailure(f"{artifact}: parity failed: {'; '.join(result.failures)}")
+        where = f"; {bisected.summary()}" if bisected else ""
+        raise ParityFailure(f"{artifact}: parity failed: {'; '.join(result.failures)}{where}")
     console.print(f"{artifact}: parity holds within the {runner.precision} tolerances", highlight=False)
 
 
