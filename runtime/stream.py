@@ -286,6 +286,10 @@ class VideoStream:
 
         with runner, VideoStream(runner, "cam.mp4", window=parse_span("2s"), stride=parse_span("1s")) as s:
             for result in s: ...
+
+    explain: a folder that gets each window's STAM maps and CAM weights as window_NNNNN.png (`runtime.explain`;
+    the artifact needs attention outputs). They are drawn after the window's timed stages, running the graph a
+    second time, so a window's lag includes the drawing and a live source drops more windows.
     """
 
     def __init__(
@@ -302,6 +306,7 @@ class VideoStream:
         input_format: str | None = None,
         timeout: float = 10.0,
         listen: bool = False,
+        explain: Path | None = None,
     ) -> None:
         if top_k < 1 or smooth < 1:
             raise ConfigError("--top-k and --smooth must be >= 1")
@@ -314,6 +319,11 @@ class VideoStream:
             raise ConfigError(f"{runner.name}: streaming decodes RGB frames; a {self.prep.modality} model needs "
                               "precomputed flow")
         self.runner, self.top_k, self.smooth, self.max_windows = runner, top_k, smooth, max_windows
+        self.explain = Path(explain) if explain is not None else None
+        if self.explain is not None:
+            from runtime.explain import require_attention
+
+            require_attention(runner)  # a graph without attention outputs: one line, before the source opens
         self.source = str(source)
         self.container, kind = open_source(self.source, input_format=input_format, timeout=timeout,
                                              listen=listen)
@@ -438,6 +448,11 @@ class VideoStream:
             recent.append(raw)
             probs = np.mean(recent, axis=0) if self.smooth > 1 else raw
             order = np.argsort(-probs, kind="stable")[: min(self.top_k, probs.shape[-1])]
+        if self.explain is not None:  # after the timed stages: the graph runs again for its maps, then the drawing
+            from runtime.explain import explain_feed
+
+            explain_feed(self.runner, {spec.name: x}, self.explain / f"window_{w.index:05d}.png",
+                         title=f"window {w.index}: {w.start_s:.2f}-{w.end_s:.2f} s")
         classes = self.runner.classes
         done = time.perf_counter()
         return WindowResult(
