@@ -25,7 +25,7 @@ value is a failure whatever the limits. An error metric that could not be measur
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -67,7 +67,8 @@ class Tolerances:
     given, random-input metrics are reported but not judged (INT8: calibration fits ranges to real clips,
     and standard-normal noise falls outside them by design; FP16: noise gives near-tied scores whose top-1
     flips under rounding). Every limit must be finite and inside its metric's range; error limits (max_abs,
-    max_rel, max_rel_rms) must be > 0. ConfigError otherwise, naming the CLI option."""
+    max_rel, max_rel_rms) must be > 0. ConfigError otherwise, naming the CLI option. `sources`: where each
+    limit came from, as (field, origin) pairs (`source`); not part of the limits (equality ignores it)."""
 
     max_abs: float | None = None
     max_rel: float | None = None
@@ -78,6 +79,7 @@ class Tolerances:
     min_top5: float | None = None
     max_accuracy_drop: float | None = None
     gate_random: bool = True
+    sources: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         for lim in LIMITS:
@@ -94,19 +96,33 @@ class Tolerances:
                 raise ConfigError(f"tolerance {lim.field} ({lim.option}) must be a finite number {bound}, got {value}")
 
     def override(self, **changes: float | None) -> "Tolerances":
-        """A copy with the given limits replaced (None values in `changes` are ignored)."""
-        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the given limits replaced (None values in `changes` are ignored); each replaced
+        limit's source becomes its CLI option ("--rtol")."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        options = {lim.field: lim.option for lim in LIMITS}
+        sources = {**dict(self.sources), **{k: options.get(k, k) for k in given}}
+        return replace(self, **given, sources=tuple(sources.items()))
 
     def limits(self) -> dict[str, float]:
         """The limits set, by tolerance field."""
         return {lim.field: getattr(self, lim.field) for lim in LIMITS if getattr(self, lim.field) is not None}
 
+    def source(self, name: str) -> str:
+        """Where limit `name` came from ("fp32 default for resnet18 (measured table)", "fp16 general
+        default", "--rtol"); "given" for a limit set without a recorded origin."""
+        return dict(self.sources).get(name, "given")
+
+    def limit_sources(self) -> dict[str, str]:
+        """The source of every limit set, by tolerance field."""
+        return {name: self.source(name) for name in self.limits()}
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The limits and gate_random (None for a limit not set); sources are `limit_sources`."""
+        return {k: v for k, v in asdict(self).items() if k != "sources"}
 
     @classmethod
     def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
+        return [f.name for f in fields(cls) if f.name != "sources"]
 
 
 @dataclass(frozen=True)

@@ -6,13 +6,13 @@
 Metrics on the "scores" output (N, num_classes), limits and typed failures come from `runtime.compare`
 (max absolute and relative error, RMS relative error, per-clip cosine, top-1/top-5 agreement, NaN/Inf
 counts and, on labelled clips, accuracy of each, the drop and lost clips). Default tolerances follow the
-artifact's precision and come from measured errors of correct artifacts (docs/runtime.md, "Parity
-limits"); every one can be overridden.
+artifact's precision and backbone and come from measured errors of correct artifacts (`runtime.
+parity_limits`, docs/runtime.md "Parity limits"); every one can be overridden, and each records its source.
 """
 
 import json
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,12 +21,13 @@ import numpy as np
 
 from aarm.errors import AarmError, ArtifactError, ConfigError, DataError
 from runtime.compare import Failure, Tolerances, gated, judge_sets, label_metrics, score_metrics
+from runtime.parity_limits import backbone_tolerances
 from runtime.runner import Runner
 
 PARITY_VERSION = 2
 
-__all__ = ["DEFAULT_TOLERANCES", "ParityFailure", "ParityResult", "Tolerances", "compare", "default_tolerances",
-           "labelled_batches"]
+__all__ = ["DEFAULT_TOLERANCES", "ParityFailure", "ParityResult", "Tolerances", "backbone_of", "compare",
+           "default_tolerances", "labelled_batches", "runner_tolerances"]
 
 
 class ParityFailure(AarmError):
@@ -34,6 +35,7 @@ class ParityFailure(AarmError):
 
 
 DEFAULT_TOLERANCES: dict[str, Tolerances] = {
+    # General defaults: what a backbone gets where the measured table (runtime.parity_limits) is not tighter.
     # fp32: the same maths in another order; anything beyond rounding is a bug. min_cosine: 10x the worst
     # correct 1 - cosine of the zoo (1.4e-7, benchmarks/results/parity_limits.json); the error limits are
     # not tightened: the zoo's random ResNet-101/152 already exceed them (docs/runtime.md, "Parity limits").
@@ -50,11 +52,31 @@ DEFAULT_TOLERANCES: dict[str, Tolerances] = {
 }
 
 
-def default_tolerances(precision: str) -> Tolerances:
+def default_tolerances(precision: str, backbone: str | None = None, device: str = "cpu") -> Tolerances:
+    """The default limits of `precision` for `backbone` (a model name of the zoo, as the sidecar's model
+    config gives it): the measured per-backbone table (`runtime.parity_limits`) where it is tighter, else
+    the general default (`DEFAULT_TOLERANCES`); the table applies to comparisons on the CPU (`device`),
+    where it was measured. `Tolerances.source` says which, per limit."""
     if precision not in DEFAULT_TOLERANCES:
         raise ConfigError(f"no default tolerances for precision {precision!r}; "
                           f"choose one of {', '.join(DEFAULT_TOLERANCES)}")
-    return DEFAULT_TOLERANCES[precision]
+    return backbone_tolerances(DEFAULT_TOLERANCES[precision], precision, backbone, device)
+
+
+def backbone_of(runner: Runner) -> str | None:
+    """The backbone (model name) of a runner's model: its sidecar's model config (validated on read), or a
+    PyTorch runner's aarm_config; None when neither names one."""
+    config = runner.sidecar.model if runner.sidecar is not None else getattr(runner, "config", None)
+    name = config.get("name") if isinstance(config, dict) else None
+    return name if isinstance(name, str) else None
+
+
+def runner_tolerances(artifact: Runner, reference: Runner | None = None) -> Tolerances:
+    """`default_tolerances` for comparing `artifact` with `reference`: the artifact's precision and
+    backbone, on the device that is not the CPU if either runs elsewhere."""
+    devices = [artifact.device] + ([reference.device] if reference is not None else [])
+    device = next((d for d in devices if d != "cpu"), "cpu")
+    return default_tolerances(artifact.precision, backbone_of(artifact), device)
 
 
 @dataclass
@@ -67,13 +89,26 @@ class ParityResult:
     metrics: dict[str, dict[str, Any]] = field(default_factory=dict)
     violations: list[Failure] = field(default_factory=list)
     rebuild: dict[str, Any] | None = None  # an FP16 graph against its parent converted again (export.verify)
+    backbone: str | None = None  # the artifact's model name, which picks its default limits
+    parent: dict[str, Any] | None = None  # the rebuild's parent graph against the same reference (check_parent)
 
     def add_rebuild(self, rebuild: dict[str, Any]) -> None:
-        """Record `export.verify.compare_with_rebuild`'s result; its metrics are judged by the FP32 limits
-        (the same step run again computes the same thing), as input set "rebuild"."""
+        """Record `export.verify.compare_with_rebuild`'s result; its metrics are judged by the backbone's
+        FP32 limits (the same step run again computes the same thing), as input set "rebuild"."""
         self.rebuild = rebuild
         if "metrics" in rebuild:
-            self.violations += judge_sets({"rebuild": rebuild["metrics"]}, DEFAULT_TOLERANCES["fp32"])
+            tol = default_tolerances("fp32", self.backbone)
+            self.rebuild = {**rebuild, "limit_sources": tol.limit_sources()}
+            self.violations += judge_sets({"rebuild": rebuild["metrics"]}, tol)
+
+    def add_parent(self, path: str, parent: "ParityResult") -> None:
+        """Record the parity of the graph the rebuild check converted again (at `path`) with the same
+        reference, under that graph's own default limits (FP32, its backbone's); its failures join this
+        result's as input set "parent". The rebuild check proves the artifact is its parent converted, so
+        this is what ties the artifact to PyTorch at FP32 tightness."""
+        self.parent = {"path": path, "precision": parent.artifact.get("precision"), "metrics": parent.metrics,
+                       "tolerances": parent.tolerances.to_dict(), "limit_sources": parent.tolerances.limit_sources()}
+        self.violations += [replace(f, input_set="parent") for f in parent.violations]
 
     @property
     def failures(self) -> list[str]:
@@ -100,12 +135,15 @@ class ParityResult:
             "artifact": self.artifact,
             "reference": self.reference,
             "precision": self.artifact.get("precision"),
-            "tolerances": asdict(self.tolerances),
+            "backbone": self.backbone,
+            "tolerances": self.tolerances.to_dict(),
+            "limit_sources": self.tolerances.limit_sources(),
             "metrics": self.metrics,
             "judged": self.judged,
             "failures": self.failures,
             "violations": [f.to_dict() for f in self.violations],
             "rebuild": self.rebuild,
+            "parent": self.parent,
             "passed": self.passed,
         }
 
@@ -154,8 +192,9 @@ def compare(
     labels (N,)) for the "data" metrics, which add the accuracy of both, the artifact's drop and its lost
     clips; with data, tolerances whose `gate_random` is False (INT8's and FP16's) judge the data metrics
     alone (NaN or Inf in any set's scores fails whatever the set). tolerances: default by the artifact's
-    precision. progress: called with the number of clips done after each batch. ConfigError for a check
-    that would compare nothing (no samples and no data, an empty data set, no limit set).
+    precision and backbone (`default_tolerances`). progress: called with the number of clips done after
+    each batch. ConfigError for a check that would compare nothing (no samples and no data, an empty data
+    set, no limit set).
     """
     if samples < 0:
         raise ConfigError(f"samples must be >= 0, got {samples}")
@@ -164,11 +203,13 @@ def compare(
     if samples == 0 and data is None:
         raise ConfigError("samples 0 and no labelled data: the check would compare nothing")
     check_compatible(artifact, reference)
-    tol = tolerances or default_tolerances(artifact.precision)
+    backbone = backbone_of(artifact)
+    tol = tolerances or runner_tolerances(artifact, reference)
     if not tol.limits():
         raise ConfigError("no tolerance is set; a check without limits judges nothing")
     rng = np.random.default_rng(seed)
-    result = ParityResult(artifact=artifact.describe(), reference=reference.describe(), tolerances=tol)
+    result = ParityResult(artifact=artifact.describe(), reference=reference.describe(), tolerances=tol,
+                          backbone=backbone)
     with artifact, reference:
         if samples > 0:
             got, want = [], []
@@ -196,6 +237,22 @@ def compare(
             result.metrics["data"] = {**score_metrics(a, b), **label_metrics(a, b, y)}
     result.violations = judge_sets(result.metrics, tol)
     return result
+
+
+def check_parent(result: ParityResult, reference: Runner, *, samples: int = 8, batch: int = 8, seed: int = 0,
+                 threads: int | None = None) -> None:
+    """After the rebuild check (`ParityResult.add_rebuild`) found an FP16 graph's parent present with its
+    recorded sha256: compare that parent with `reference` on `samples` random clips under its own default
+    limits and record it (`ParityResult.add_parent`). The rebuild check trusts the parent; without this, a
+    parent changed and re-signed, with the FP16 graph converted from it, would pass at FP16 limits.
+    Nothing to do when there was no rebuild."""
+    from runtime.runner import open_runner
+
+    if not result.rebuild or "parent" not in result.rebuild:
+        return
+    path = result.rebuild["parent"]
+    result.add_parent(path, compare(open_runner(path, threads=threads), reference, samples=samples, batch=batch,
+                                    seed=seed))
 
 
 def labelled_batches(

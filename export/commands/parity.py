@@ -32,9 +32,10 @@ NOT_JUDGED = " (not judged)"
 
 
 def metric_rows(result: Any) -> list[tuple[str, ...]]:
-    """One row per metric: its value on each input set, the limit and the input sets it was applied to.
-    A value beyond its limit is red; one shown beside a limit that its input set is not judged by is
-    marked "(not judged)". The first row counts NaN/Inf scores (artifact/reference), which fail anywhere."""
+    """One row per metric: its value on each input set, the limit, the input sets it was applied to and
+    where the limit came from ("fp32 default for resnet18 (measured table)", "--rtol"). A value beyond its
+    limit is red; one shown beside a limit that its input set is not judged by is marked "(not judged)".
+    The first row counts NaN/Inf scores (artifact/reference), which fail anywhere."""
     from runtime.compare import LIMIT_OF_METRIC
 
     sets = list(result.metrics)
@@ -46,7 +47,7 @@ def metric_rows(result: Any) -> list[tuple[str, ...]]:
         text = f"{m.get('artifact_nonfinite', 0)}/{m.get('reference_nonfinite', 0)}"
         failed = (name, "artifact_nonfinite") in bad or (name, "reference_nonfinite") in bad
         cells.append(f"[bold red]{text}[/]" if failed else text)
-    rows = [("NaN/Inf scores (artifact/reference)", *cells, "= 0", ", ".join(sets))]
+    rows = [("NaN/Inf scores (artifact/reference)", *cells, "= 0", ", ".join(sets), "always")]
     for key, label, fmt in _METRICS:
         values = [result.metrics[name].get(key) for name in sets]
         if all(v is None for v in values):
@@ -64,7 +65,8 @@ def metric_rows(result: Any) -> list[tuple[str, ...]]:
                 text += NOT_JUDGED
             cells.append(text)
         shown_limit = "-" if limit is None else ("<= " if lim.kind == "max" else ">= ") + fmt.format(limit)
-        rows.append((label, *cells, shown_limit, ", ".join(applied) if applied else "-"))
+        source = "-" if limit is None else result.tolerances.source(lim.field)
+        rows.append((label, *cells, shown_limit, ", ".join(applied) if applied else "-", source))
     return rows
 
 
@@ -76,8 +78,21 @@ def rebuild_line(result: Any) -> str:
     m = rebuild["metrics"]
     failed = [f for f in result.violations if f.input_set == "rebuild"]
     shown = "-" if m["max_rel"] is None else f"{m['max_rel']:.3g}"
+    source = rebuild.get("limit_sources", {}).get("max_rel", "fp32 limits")
     return (f"rebuild check: against {Path(rebuild['parent']).name} converted to FP16 again here, max relative "
-            f"error {shown} on {m['samples']} random clips (FP32 limits): {'FAIL' if failed else 'pass'}")
+            f"error {shown} on {m['samples']} random clips (limits: {source}): {'FAIL' if failed else 'pass'}")
+
+
+def parent_line(result: Any) -> str:
+    """One line on the parent check: the rebuilt graph's parent against the same reference."""
+    parent = result.parent
+    m = parent["metrics"]["random"]
+    failed = [f for f in result.violations if f.input_set == "parent"]
+    shown = "-" if m["max_rel"] is None else f"{m['max_rel']:.3g}"
+    source = parent["limit_sources"].get("max_rel", "-")
+    return (f"parent check: {Path(parent['path']).name} against the reference, max relative error {shown} on "
+            f"{m['samples']} random clips (limits: {source}): {'FAIL' if failed else 'pass'}")
+
 
 
 def _check_bisect_args(artifact: Path, reference: Path) -> None:
@@ -158,7 +173,7 @@ def parity(
     input set each limit was applied to. NaN or Inf in any scores fails.
     """
     from aarm.errors import ConfigError
-    from runtime.parity import ParityFailure, Tolerances, compare, default_tolerances, labelled_batches
+    from runtime.parity import ParityFailure, Tolerances, check_parent, compare, labelled_batches, runner_tolerances
 
     if samples == 0 and data is None:
         raise ConfigError("--samples 0 without --data compares nothing; give --data or a positive --samples")
@@ -177,7 +192,7 @@ def parity(
     runner = open_cli_runner(artifact, provider, device, threads,
                              torch_options(precision, channels_last, cuda_graphs))
     ref = open_cli_runner(reference, None, device, threads)
-    tol = default_tolerances(runner.precision).override(**limits)
+    tol = runner_tolerances(runner, ref).override(**limits)
     labelled = None
     if data is not None:
         labelled = labelled_batches(str(data), runner.preprocessing[0], [s.name for s in runner.input_specs],
@@ -194,10 +209,14 @@ def parity(
         with console.status("FP16 graph vs its parent converted again"):
             result.add_rebuild(compare_with_rebuild(artifact, samples=min(samples, 8) or 8, batch=batch, seed=seed,
                                                     threads=threads))
+        with console.status("its parent graph vs the reference"):
+            check_parent(result, ref, samples=min(samples, 8) or 8, batch=batch, seed=seed, threads=threads)
     print_table(f"Parity of {artifact.name} ({runner.precision}, {runner.provider}) with {reference.name}",
-                ["metric", *result.metrics, "limit", "judged on"], metric_rows(result))
+                ["metric", *result.metrics, "limit", "judged on", "limit from"], metric_rows(result))
     if result.rebuild is not None:
         console.print(rebuild_line(result), highlight=False, markup=False)
+    if result.parent is not None:
+        console.print(parent_line(result), highlight=False, markup=False)
     bisected = None
     if bisect:  # on the first batch parity compared: the first labelled clips, else the first random ones
         first = None if data is None else next(iter(labelled_batches(

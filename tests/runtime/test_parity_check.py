@@ -17,7 +17,6 @@ from export.commands.parity import metric_rows
 from runtime.artifact import sidecar_path
 from runtime.compare import Failure, judge, judge_sets, score_metrics
 from runtime.parity import (
-    DEFAULT_TOLERANCES,
     ParityFailure,
     Tolerances,
     compare,
@@ -61,7 +60,8 @@ def test_exported_graph_matches_its_checkpoint(tiny):
     m = result.metrics["random"]
     assert m["samples"] == 12 and m["max_abs"] < 1e-4 and m["top1"] == 1.0 and m["min_cosine"] > 0.99999
     d = result.to_dict()
-    assert d["kind"] == "parity" and d["passed"] and d["tolerances"] == DEFAULT_TOLERANCES["fp32"].__dict__
+    assert d["kind"] == "parity" and d["passed"]
+    assert d["tolerances"] == default_tolerances("fp32", "resnet18").to_dict()  # the tiny model is a ResNet-18
 
 
 def test_altered_weights_fail_parity(tiny, altered):
@@ -192,9 +192,9 @@ def test_parity_table_names_the_input_set_each_limit_was_applied_to(tiny, videos
     rows = {r[0]: r for r in metric_rows(result)}
     assert rows["max relative error"][1].endswith("(not judged)")  # random: shown beside the limit, not judged
     assert "(not judged)" not in rows["max relative error"][2]
-    assert rows["max relative error"][3:] == ("<= 0.2", "data")
-    assert rows["max abs error"][3:] == ("-", "-")  # no limit: nothing to apply
-    assert rows["NaN/Inf scores (artifact/reference)"][1:] == ("0/0", "0/0", "= 0", "random, data")
+    assert rows["max relative error"][3:] == ("<= 0.2", "data", "given")
+    assert rows["max abs error"][3:] == ("-", "-", "-")  # no limit: nothing to apply
+    assert rows["NaN/Inf scores (artifact/reference)"][1:] == ("0/0", "0/0", "= 0", "random, data", "always")
     d = result.to_dict()
     assert d["judged"] == {"random": False, "data": True} and d["violations"] == []
 
