@@ -19,7 +19,7 @@ _EXPORTS = {
     "sidecar_preprocessing": "calibration.reader",
     "calibrate": "calibration.quantize",
     "CalibrationConfig": "calibration.quantize",
-    "CalibrationReport": "calibration.quantize",
+    "CalibrationReport": "calibration.report",
     "CalibrationResult": "calibration.quantize",
     "compute_ranges": "calibration.quantize",
     "quantize_graph": "calibration.quantize",
