@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/bench_export.py                 # table + benchmarks/results/export.json
     .venv/bin/python benchmarks/bench_export.py --quick         # smoke test: 64x64, batch 2, 3 rounds
     .venv/bin/python benchmarks/bench_export.py --investigate   # + opset 18 and static-batch graphs
+    .venv/bin/python benchmarks/bench_export.py --only-onnx --profile  # + time per op type in each graph
 
 Variants per model, all timed in this one process:
 - `naive`: a plain `torch.onnx.export(model, x, path)` with default settings (fixed batch, the exporter's
@@ -127,7 +128,7 @@ def build_graphs(
     return graphs
 
 
-def ort_session(path: Path, threads: int) -> Any:
+def ort_session(path: Path, threads: int, profile_prefix: str | None = None) -> Any:
     import onnxruntime as ort
 
     from export.verify import uses_custom_ops
@@ -135,6 +136,9 @@ def ort_session(path: Path, threads: int) -> Any:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
+    if profile_prefix:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     if uses_custom_ops(path):
         from export.kernels import custom_op_library
 
@@ -154,6 +158,33 @@ def parity(graphs: dict[str, dict[str, Path]], models: dict[str, torch.nn.Module
             out[f"{attention}/{variant}"] = {"max_abs_error": float(np.abs(got - want).max()),
                                              "top1_agreement": float((got.argmax(1) == want.argmax(1)).mean())}
     return out
+
+
+def op_profile(path: Path, x: np.ndarray, threads: int, workdir: Path, runs: int = 3) -> dict[str, Any]:
+    """Where one graph's time goes in onnxruntime: per op type (after onnxruntime's own fusions and layout
+    changes, e.g. ReorderInput/ReorderOutput around ops that have no blocked-layout kernel), the kernel time
+    per run in ms and the node count, from onnxruntime's profiler over `runs` runs after one warm-up."""
+    import json
+    from collections import Counter
+
+    sess = ort_session(path, threads, profile_prefix=str(workdir / f"profile-{path.stem}"))
+    feed = {sess.get_inputs()[0].name: x}
+    sess.run(None, feed)
+    for _ in range(runs):
+        sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    total: Counter[str] = Counter()
+    nodes: Counter[str] = Counter()
+    model_runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
+    run_ms = [e["dur"] / 1000 for e in model_runs[1:]]
+    warm_end = model_runs[0]["ts"] + model_runs[0]["dur"]  # the warm-up run is not counted
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] > warm_end:
+            total[e["args"]["op_name"]] += e["dur"]
+            nodes[e["args"]["op_name"]] += 1
+    return {"threads": threads, "run_ms_median": float(np.median(run_ms)) if run_ms else None,
+            "ops": {op: {"ms_per_run": us / 1000 / runs, "nodes": nodes[op] // runs}
+                    for op, us in total.most_common()}}
 
 
 def runners_for(
@@ -245,6 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--investigate", action="store_true", help="add opset-18 and static-batch graphs")
     parser.add_argument("--only-onnx", action="store_true", help="onnxruntime graphs only (no PyTorch variants)")
     parser.add_argument("--only-pytorch", action="store_true", help="PyTorch variants only (no ONNX graphs)")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile each ONNX graph by op type at the first thread count (after the timing)")
     parser.add_argument("--quick", action="store_true", help="smoke test: 64x64, batch 2, 3 rounds, no waiting")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the graphs here (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None,
@@ -319,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
                         [(MODELS[k.split('/')[0]], k.split('/')[1], f"{v:.1f}") for k, v in med.items()])
             print_table(f"Ratios, {threads} thread(s) (median, 95% paired bootstrap interval)", ["ratio", "value"],
                         [(k, _fmt(k, v)) for k, v in r.items()])
+        profiles = {f"{a}/{k}": op_profile(p, x, thread_counts[0], workdir)
+                    for a, v in graphs.items() for k, p in v.items()} if args.profile else {}
+    for name, prof in profiles.items():
+        print_table(f"Where the time goes: {name}, {prof['threads']} thread(s), onnxruntime profiler "
+                    f"(median run {prof['run_ms_median']:.0f} ms)", ["op type", "ms per run", "nodes"],
+                    [(op, f"{v['ms_per_run']:.1f}", str(v["nodes"])) for op, v in list(prof["ops"].items())[:10]])
     busy = (not quiet["quiet"]) or any(v["cpu_use"]["busy"] for v in results.values())
     print_table("Targets (issue 13)" + (" - BUSY machine, rerun quiet" if busy else ""),
                 ["threads", "target", "value", "interval", "pass", "sure"],
@@ -334,10 +373,10 @@ def main(argv: list[str] | None = None) -> int:
                    "classes": CLASSES, "threads": thread_counts, "rounds": args.rounds, "warmup": args.warmup,
                    "quick": args.quick, "kernels": kernels, "compile": not args.no_compile,
                    "train": not args.no_train, "investigate": args.investigate, "only_onnx": args.only_onnx,
-                   "only_pytorch": args.only_pytorch,
+                   "only_pytorch": args.only_pytorch, "profile": args.profile,
                    "naive": "torch.onnx.export(model, (x,), path), default settings; onnxruntime default options"},
         "graphs": graph_info,
-        "results": results, "targets": all_rows, "parity_vs_eager": checks,
+        "results": results, "targets": all_rows, "parity_vs_eager": checks, "op_profiles": profiles,
     })
     console.print(f"wrote {out}", highlight=False)
     return 0
