@@ -348,6 +348,9 @@ def _rule_op_types(g: _Graph) -> Iterator[Finding]:
                          f"Cast {name!r} to one of those types first (keep int64 for shape computations)")
 
 
+_PROFILED_AXES = {(1, "K"), (2, "T")}  # (axis, name) of a 5-D input that the build's profile covers
+
+
 def _rule_dynamic_dims(g: _Graph) -> Iterator[Finding]:
     for vi in g.model.graph.input:
         if vi.name in g.initializers or not vi.type.HasField("tensor_type"):
@@ -360,9 +363,11 @@ def _rule_dynamic_dims(g: _Graph) -> Iterator[Finding]:
         for axis, dim in enumerate(tt.shape.dim):
             if axis == 0 or (dim.HasField("dim_value") and dim.dim_value > 0):
                 continue
+            if len(tt.shape.dim) == 5 and (axis, dim.dim_param) in _PROFILED_AXES:
+                continue  # TSN segments K / clip frames T: `build --segments / --frames` profiles them
             yield _error("dynamic-shape", where, "-",
                          f"axis {axis} is dynamic ({dim.dim_param or '?'!r}); the optimization profile "
-                         "covers the batch axis only",
+                         "covers the batch axis and a named K (axis 1) or T (axis 2) only",
                          "re-export with this axis fixed (dynamic_axes on axis 0 only)")
     for vi in g.model.graph.output:
         tt = vi.type.tensor_type

@@ -12,6 +12,7 @@ imports tensorrt only when they are called), and `build_engine`, which needs Ten
 Polygraphy older than `runtime.tensorrt_engine.MIN_POLYGRAPHY` is refused before anything is built.
 """
 
+import dataclasses
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,9 +43,13 @@ Shape = tuple[int, ...]
 @dataclass(frozen=True)
 class BuildOptions:
     """What `aarm-export build` asks for. batch: (min, opt, max) of the batch axis; None = DEFAULT_BATCH
-    for a dynamic batch, or the fixed batch of the graph. workspace in bytes (None: TensorRT's default)."""
+    for a dynamic batch, or the fixed batch of the graph. segments / frames: (min, opt, max) of a dynamic K
+    (2D, NKCHW) or T (3D, NCTHW), inside the range the sidecar records; None = that recorded range.
+    workspace in bytes (None: TensorRT's default)."""
 
     batch: tuple[int, int, int] | None = None
+    segments: tuple[int, int, int] | None = None
+    frames: tuple[int, int, int] | None = None
     workspace: int | None = DEFAULT_WORKSPACE
     timing_cache: Path | None = None
     hardware_compat: str = "none"  # none | ampere+ | same-cc
@@ -130,8 +135,10 @@ def default_engine_path(onnx_path: Path, precision: str) -> Path:
 def build_plan(onnx_path: str | Path, sidecar: Sidecar, options: BuildOptions) -> BuildPlan:
     """Decide profiles, flags and paths from the ONNX sidecar and the options (no I/O, no TensorRT).
 
-    Every input gets the batch range on axis 0; every other axis must be static, because the profile
-    only covers what it declares.
+    Every input gets the batch range on axis 0 and, where the graph has one, the range of its dynamic K
+    (segments) or T (frames) axis: `options.segments` / `options.frames`, which must lie inside the range
+    the sidecar records, or that recorded range. Any other axis must be static, because the profile only
+    covers what it declares.
     """
     onnx_path = Path(onnx_path)
     if sidecar.kind != "onnx":
@@ -143,15 +150,19 @@ def build_plan(onnx_path: str | Path, sidecar: Sidecar, options: BuildOptions) -
         raise ArtifactError(f"{onnx_path}: sidecar lists no inputs")
     profiles: dict[str, tuple[Shape, Shape, Shape]] = {}
     notes = []
+    _check_temporal_options(onnx_path, sidecar, options)
     for spec in sidecar.inputs:
         if not spec.shape:
             raise ArtifactError(f"{onnx_path}: input {spec.name!r} is a scalar; expected a batch axis first")
         batch, rest = spec.shape[0], spec.shape[1:]
-        dynamic = [f"axis {i + 1} ({d!r})" for i, d in enumerate(rest) if not isinstance(d, int) or d < 1]
+        ranged = spec.ranges or {}
+        dynamic = [f"axis {i + 1} ({d!r})" for i, d in enumerate(rest)
+                   if (not isinstance(d, int) or d < 1) and d not in ranged]
         if dynamic:
-            raise ArtifactError(f"{onnx_path}: input {spec.name!r} has dynamic {', '.join(dynamic)}; the "
-                                "build profiles only the batch axis, so re-export with a fixed clip size")
-        tail = tuple(int(d) for d in rest)
+            raise ArtifactError(f"{onnx_path}: input {spec.name!r} has dynamic {', '.join(dynamic)} without a "
+                                "recorded range; the build profiles the batch and K / T only, so re-export it")
+        tail_ranges = [_axis_range(onnx_path, spec.name, d, ranged, options, notes) if isinstance(d, str)
+                       else (int(d),) * 3 for d in rest]
         if isinstance(batch, int) and batch >= 1:
             fixed = (batch, batch, batch)
             if options.batch is not None and options.batch != fixed:
@@ -165,7 +176,15 @@ def build_plan(onnx_path: str | Path, sidecar: Sidecar, options: BuildOptions) -
                 raise ConfigError(f"batch range needs 1 <= min <= opt <= max, got {lo}:{opt}:{hi}")
             if options.batch is None:
                 notes.append(f"{spec.name}: default batch range {lo}:{opt}:{hi}")
-        profiles[spec.name] = ((lo, *tail), (opt, *tail), (hi, *tail))
+        profiles[spec.name] = tuple((b, *(r[j] for r in tail_ranges)) for j, b in enumerate((lo, opt, hi)))
+    for spec, shape in zip(sidecar.inputs, sidecar.input_shapes(), strict=True):
+        for axis in spec.ranges or {}:
+            i, size = spec.shape.index(axis), shape[spec.shape.index(axis)]
+            lo_shape, _, hi_shape = profiles[spec.name]
+            if not lo_shape[i] <= size <= hi_shape[i]:
+                flag = _TEMPORAL[axis][1] if axis in _TEMPORAL else axis
+                raise ConfigError(f"{flag} {lo_shape[i]}..{hi_shape[i]} leaves out {axis} = {size}, which "
+                                  f"{onnx_path.name}'s preprocessing samples; include it in the range")
     if options.workspace is not None and options.workspace <= 0:
         raise ConfigError(f"workspace must be positive, got {options.workspace}")
     engine_path = default_engine_path(onnx_path, sidecar.precision)
@@ -182,6 +201,40 @@ def build_plan(onnx_path: str | Path, sidecar: Sidecar, options: BuildOptions) -
         version_compat=options.version_compat,
         notes=notes,
     )
+
+
+_TEMPORAL = {"K": ("segments", "--segments", "NKCHW"), "T": ("frames", "--frames", "NCTHW")}
+
+
+def _check_temporal_options(onnx_path: Path, sidecar: Sidecar, options: BuildOptions) -> None:
+    """--segments / --frames need a graph with that dynamic axis (a fixed one, or the other layout, is refused)."""
+    for axis, (field_name, flag, layout) in _TEMPORAL.items():
+        wanted = getattr(options, field_name)
+        if wanted is None:
+            continue
+        if not 1 <= wanted[0] <= wanted[1] <= wanted[2]:
+            raise ConfigError(f"{flag} range needs 1 <= min <= opt <= max, got {':'.join(map(str, wanted))}")
+        if not any(axis in (t.ranges or {}) for t in sidecar.inputs):
+            layouts = sorted(str(t.layout) for t in sidecar.inputs)
+            why = (f"it takes {', '.join(layouts)} inputs, not {layout}" if layout not in layouts
+                   else f"its {axis} is fixed; export it again with a dynamic {axis}")
+            raise ConfigError(f"{flag} does not apply to {onnx_path}: {why}")
+
+
+def _axis_range(onnx_path: Path, name: str, axis: str, ranged: dict[str, dict[str, int]], options: BuildOptions,
+                notes: list[str]) -> tuple[int, int, int]:
+    """(min, opt, max) of a dynamic K or T: the option's, inside the recorded range, else the recorded range."""
+    recorded = ranged[axis]
+    rec = (recorded["min"], recorded["opt"], recorded["max"])
+    field_name, flag, _ = _TEMPORAL.get(axis, (None, None, None))
+    wanted = getattr(options, field_name) if field_name else None
+    if wanted is None:
+        notes.append(f"{name}: {axis} range {':'.join(map(str, rec))} (recorded at export)")
+        return rec
+    if wanted[0] < rec[0] or wanted[2] > rec[2]:
+        raise ConfigError(f"{flag} {':'.join(map(str, wanted))} leaves the range {rec[0]}..{rec[2]} that "
+                          f"{onnx_path.name} records for {axis} (input {name!r})")
+    return wanted
 
 
 def _hardware_level(trt: Any, name: str) -> Any:
@@ -258,8 +311,16 @@ def engine_sidecar(
     }
     if seconds is not None:
         info["build_seconds"] = round(seconds, 1)
+    inputs = []
+    for spec in onnx_sidecar.inputs:  # an engine takes the K / T its profile covers, not the graph's whole range
+        ranges = None
+        if spec.ranges:
+            lo, opt, hi = plan.profiles[spec.name]
+            ranges = {a: {"min": lo[spec.shape.index(a)], "opt": opt[spec.shape.index(a)],
+                          "max": hi[spec.shape.index(a)]} for a in spec.ranges}
+        inputs.append(dataclasses.replace(spec, shape=list(spec.shape), ranges=ranges))
     return onnx_sidecar.derive(kind="engine", stage="build", extra={**onnx_sidecar.extra, "tensorrt": info},
-                               device=f"{gpu} (compute capability {compute_capability})")
+                               device=f"{gpu} (compute capability {compute_capability})", inputs=inputs)
 
 
 def build_engine(onnx_path: str | Path, options: BuildOptions, *, lint: bool = True,

@@ -44,7 +44,7 @@ def random_inputs(shapes: Sequence[Sequence[int]], *, seed: int = 0) -> list[np.
 def input_shapes(path: str | Path, batch: int) -> list[tuple[int, ...]]:
     """Concrete input shapes of an artifact for a batch size, from its sidecar."""
     sidecar = read_sidecar(path, verify=False)
-    return [tuple(batch if isinstance(d, str) else int(d) for d in t.shape) for t in sidecar.inputs]
+    return [tuple(batch if isinstance(d, str) else int(d) for d in shape) for shape in sidecar.input_shapes()]
 
 
 def _batches(samples: int, batch: int) -> list[int]:

@@ -57,14 +57,34 @@ def host_device() -> str:
     return f"{platform.machine()} {platform.processor() or platform.system()}".strip()
 
 
+RANGE_KEYS = ("min", "opt", "max")
+
+
 @dataclass
 class TensorSpec:
-    """One graph input or output. `shape` uses a string for a dynamic axis ("N" for the batch)."""
+    """One graph input or output. `shape` uses a string for a dynamic axis ("N" for the batch).
+
+    ranges: the valid sizes of named dynamic axes other than the batch, {"K": {"min": 1, "opt": 3, "max": 25}}
+    (TSN segments K of an NKCHW input, clip frames T of an NCTHW one); `opt` is the size a TensorRT profile is
+    tuned for. None: every non-batch axis is fixed. The size sampling uses by default is the preprocessing's.
+    """
 
     name: str
     shape: list[int | str]
     dtype: str = "float32"
     layout: str | None = None  # "NKCHW", "NCTHW", "NC" (scores)
+    ranges: dict[str, dict[str, int]] | None = None
+
+    def resolved(self, sizes: dict[str, int] | None = None) -> list[int | str]:
+        """The shape with every ranged axis set to `sizes[axis]` (default: its `opt`); the batch stays named."""
+        ranges = self.ranges or {}
+        return [(sizes or {}).get(d, ranges[d]["opt"]) if isinstance(d, str) and d in ranges else d
+                for d in self.shape]
+
+
+def temporal_sizes(prep: Preprocessing) -> dict[str, int]:
+    """The temporal axis size an input's preprocessing samples: {"K": segments} (NKCHW) or {"T": frames}."""
+    return {"K": prep.segments} if prep.layout == "NKCHW" else {"T": prep.frames}
 
 
 @dataclass
@@ -103,6 +123,10 @@ class Sidecar:
         items = self.preprocessing if isinstance(self.preprocessing, list) else [self.preprocessing]
         return [Preprocessing.from_dict(p) for p in items]
 
+    def input_shapes(self) -> list[list[int | str]]:
+        """Each input's shape with its ranged axes (K or T) set to what its preprocessing samples; "N" stays."""
+        return [t.resolved(temporal_sizes(p)) for t, p in zip(self.inputs, self.preprocessings(), strict=True)]
+
     def derive(self, **changes: Any) -> "Sidecar":
         """A sidecar for a child artifact: same model, classes and layout; fresh versions, device, time."""
         base = {k: v for k, v in asdict(self).items() if k not in ("versions", "device", "created", "sha256")}
@@ -125,6 +149,28 @@ def write_sidecar(artifact: str | Path, sidecar: Sidecar, *, parent: str | Path 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_ranges(where: str, at: str, ranges: Any, shape: list[Any]) -> None:
+    """`ranges` is null or {axis: {"min", "opt", "max"}} with 1 <= min <= opt <= max, one per named non-batch
+    axis of `shape` and none for another."""
+    if ranges is None:
+        return
+    if not isinstance(ranges, dict) or not ranges:
+        raise ArtifactError(f"{where}: field '{at}.ranges' must be null or a non-empty object")
+    named = [d for d in shape[1:] if isinstance(d, str)]
+    for axis, r in ranges.items():
+        if axis not in named:
+            raise ArtifactError(f"{where}: field '{at}.ranges' names axis {axis!r}, which is not a dynamic "
+                                f"non-batch axis of shape {shape!r}")
+        if not isinstance(r, dict) or sorted(r) != sorted(RANGE_KEYS) or not all(_is_int(r[k]) for k in RANGE_KEYS):
+            raise ArtifactError(f"{where}: field '{at}.ranges.{axis}' must be {{min, opt, max}} integers, got {r!r}")
+        if not 1 <= r["min"] <= r["opt"] <= r["max"]:
+            raise ArtifactError(f"{where}: field '{at}.ranges.{axis}' needs 1 <= min <= opt <= max, got "
+                                f"{r['min']}:{r['opt']}:{r['max']}")
+    missing = [d for d in named if d not in ranges]
+    if missing:
+        raise ArtifactError(f"{where}: field '{at}.ranges' gives no range for axis {', '.join(map(repr, missing))}")
 
 
 def _check_tensors(where: str, field_name: str, value: Any) -> None:
@@ -153,6 +199,7 @@ def _check_tensors(where: str, field_name: str, value: Any) -> None:
         if t.get("layout") is not None and t["layout"] not in LAYOUTS:
             raise ArtifactError(f"{where}: field '{at}.layout' must be one of {', '.join(LAYOUTS)} or null, "
                                 f"got {t['layout']!r}")
+        _check_ranges(where, at, t.get("ranges"), shape)
         names.append(t["name"])
     if len(set(names)) != len(names):
         raise ArtifactError(f"{where}: field '{field_name}' names a tensor twice: {names}")
@@ -208,11 +255,16 @@ def validate_sidecar(data: Any, where: str) -> None:
     if len(items) != len(data["inputs"]):
         raise ArtifactError(f"{where}: field 'preprocessing' has {len(items)} entries for {len(data['inputs'])} "
                             "inputs")
-    for p in items:
+    for p, t in zip(items, data["inputs"], strict=True):
         try:
-            Preprocessing.from_dict(p)
+            prep = Preprocessing.from_dict(p)
         except (AarmError, TypeError, ValueError) as exc:
             raise ArtifactError(f"{where}: field 'preprocessing' is invalid ({exc})") from None
+        for axis, size in temporal_sizes(prep).items():
+            r = (t.get("ranges") or {}).get(axis)
+            if r is not None and not r["min"] <= size <= r["max"]:
+                raise ArtifactError(f"{where}: input {t['name']!r} samples {axis} = {size}, outside its range "
+                                    f"{r['min']}:{r['opt']}:{r['max']}")
     typed("trained", (bool,), "true or false")
     typed("opset", (int,), "an integer", optional=True)
     if data.get("opset") is not None and data["opset"] < 1:

@@ -208,7 +208,10 @@ class Runner(ABC):
 
 
 def sidecar_input_specs(sidecar: Sidecar) -> list[InputSpec]:
-    return [InputSpec(t.name, tuple(t.shape), t.dtype) for t in sidecar.inputs]
+    """The runner inputs a sidecar declares; a dynamic K or T is set to what the preprocessing samples
+    (`runtime.temporal.choose_temporal` picks another size within the recorded range)."""
+    return [InputSpec(t.name, tuple(shape), t.dtype)
+            for t, shape in zip(sidecar.inputs, sidecar.input_shapes(), strict=True)]
 
 
 def check_graph_matches_sidecar(

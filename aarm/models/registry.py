@@ -26,6 +26,7 @@ class ModelSpec:
     size: int  # default crop size H = W
     min_size: int  # smallest H = W (and T for 3D) that the architecture accepts
     build: Callable[..., nn.Module]
+    fixed_frames: bool = False  # 3D: the clip length T is fixed by the architecture (C3D's fc6 takes 512x1x4x4)
 
 
 def _resnet(name: str) -> Callable[..., nn.Module]:
@@ -39,7 +40,7 @@ def _resnet(name: str) -> Callable[..., nn.Module]:
 
 _SPECS = [ModelSpec(n, 2, 1, 224, 32, _resnet(n)) for n in RESNET_LAYOUTS] + [
     ModelSpec("vgg16", 2, 1, 224, 32, VGG16),
-    ModelSpec("c3d", 3, 16, 112, 112, C3D),
+    ModelSpec("c3d", 3, 16, 112, 112, C3D, fixed_frames=True),
     ModelSpec("resnet3d18", 3, 16, 112, 32, ResNet3D18),
 ]
 MODELS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}

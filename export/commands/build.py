@@ -18,6 +18,16 @@ def build(
             help="Batch range MIN:OPT:MAX of the optimization profile (default 1:8:32 for a dynamic batch)."
         ),
     ] = None,
+    segments: Annotated[
+        str | None,
+        typer.Option(help="2D (TSN) graphs with a dynamic K: segments range MIN:OPT:MAX of the profile, e.g. "
+                     "1:8:25, inside the range the sidecar records (default: that range)."),
+    ] = None,
+    frames: Annotated[
+        str | None,
+        typer.Option(help="3D graphs with a dynamic T: frames range MIN:OPT:MAX of the profile (default: the "
+                     "recorded range)."),
+    ] = None,
     workspace: Annotated[str, typer.Option(help="Workspace memory pool limit, e.g. 512M, 4G.")] = "4G",
     timing_cache: Annotated[
         Path | None,
@@ -57,9 +67,12 @@ def build(
     """Build model.<precision>.engine through Polygraphy; the precision comes from the graph itself."""
     from export.tensorrt_build import BuildOptions, build_engine, build_plan, parse_batch, parse_size
     from runtime.artifact import read_sidecar
+    from runtime.temporal import parse_range
 
     options = BuildOptions(
         batch=parse_batch(batch) if batch else None,
+        segments=parse_range(segments, "--segments") if segments else None,
+        frames=parse_range(frames, "--frames") if frames else None,
         workspace=parse_size(workspace),
         timing_cache=timing_cache,
         hardware_compat=hardware_compat,
