@@ -126,6 +126,9 @@ def _reopen_spec(runner: Runner) -> dict[str, Any] | None:
         given = {"precision": runner.precision, "channels_last": getattr(runner, "channels_last", False),
                  "cuda_graphs": getattr(runner, "cuda_graphs", False)}
         spec["torch_options"] = {k: v for k, v in given.items() if v not in (False, "fp32")}  # beyond the defaults
+    if runner.preprocessing:  # the K or T chosen for this run (runtime.temporal.choose_temporal)
+        prep = runner.preprocessing[0]
+        spec["temporal"] = {"segments": prep.segments} if prep.layout == "NKCHW" else {"frames": prep.frames}
     return spec
 
 
@@ -195,7 +198,7 @@ def _memory_child() -> None:
         import runtime.backends.torch_backend  # noqa: F401 - its imports are the footprint, not the artifact's
     elif backend == "onnxruntime":
         import runtime.backends.onnxruntime_backend  # noqa: F401
-    from runtime.runner import open_runner
+    from runtime.backends import open_runner
 
     def rss_kb() -> int:
         kb = _proc_status_kb("VmRSS")
@@ -225,6 +228,10 @@ def _memory_child() -> None:
         gpu_base = total - free
     base = rss_kb()
     runner = open_runner(spec["path"], backend=backend, **options)
+    if spec.get("temporal"):
+        from runtime.temporal import choose_temporal
+
+        choose_temporal(runner, **spec["temporal"])
     resets = True
     out: dict[str, Any] = {"method": "fresh_process_rss_hwm", "batches": {}}
     rng = np.random.default_rng(0)
@@ -465,6 +472,52 @@ def benchmark(
     for the FLOP-efficiency column. confidence: of the speed-up intervals. progress: called once per
     memory probe and per (round, runner) slice.
     """
+    iterations, rounds = _checked_counts(runners, batches, iterations, duration, warmup, rounds, switch_warmup)
+    rng = np.random.default_rng(seed)
+    memory_of = _measure_memory(runners, batches, warmup, progress) if memory else [NOT_MEASURED] * len(runners)
+    flop_counts = [runner_flops(r) if flops else None for r in runners]
+    refs = _matmul_rates(runners if reference else [], {})  # before and after the runners; the best rate counts
+    results: list[dict[str, Any]] = []
+    for r in runners:
+        r.activate()
+    try:
+        threads = thread_settings()
+        with CpuUse() as cpu_use:
+            for batch in batches:
+                results += _bench_batch(runners, batch, rng=rng, iterations=iterations, duration=duration,
+                                        warmup=warmup, rounds=rounds, switch_warmup=switch_warmup,
+                                        confidence=confidence, seed=seed, progress=progress)
+    finally:
+        for r in runners:
+            r.deactivate()
+    refs = _matmul_rates(runners if reference else [], refs)
+    n = len(runners)  # results: per batch, one row per runner in the runners' order
+    rows = [{**row, **_efficiency(row, flop_counts[i % n], refs.get(_reference_key(runners[i % n])), memory_of[i % n])}
+            for i, row in enumerate(results)]
+    return {
+        "kind": "bench",
+        "version": BENCH_VERSION,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "host": host_info(),
+        "threads": threads,
+        "load": cpu_use.result(),
+        "settings": {"batches": list(batches), "iterations": iterations, "duration": duration, "warmup": warmup,
+                     "rounds": rounds, "switch_warmup": switch_warmup, "statistic": "median",
+                     "confidence": confidence, "wide_interval": WIDE_INTERVAL, "memory": memory, "seed": seed},
+        "reference": [{"device": d, "dtype": t, "matmul_flops_per_s": v} for (d, t), v in refs.items()],
+        "results": rows,
+    }
+
+
+NOT_MEASURED: dict[str, Any] = {"method": None, "reason": "not asked for"}
+
+
+def _checked_counts(
+    runners: Sequence[Runner], batches: Sequence[int], iterations: int | None, duration: float | None, warmup: int,
+    rounds: int, switch_warmup: int,
+) -> tuple[int | None, int]:
+    """The timed calls per (runner, batch) (default 50 unless a duration is given) and the rounds they are split
+    over (no more rounds than calls); a ConfigError for a setting out of range."""
     if not runners:
         raise ConfigError("nothing to benchmark: no runners given")
     if iterations is not None and duration is not None:
@@ -480,64 +533,41 @@ def benchmark(
             raise ConfigError(f"{name} must be >= 1, got {value}")
     if not batches or any(b < 1 for b in batches):
         raise ConfigError(f"batch sizes must be >= 1, got {list(batches)}")
-    rounds = min(rounds, iterations) if iterations is not None else rounds
-    rng = np.random.default_rng(seed)
+    return iterations, min(rounds, iterations) if iterations is not None else rounds
 
-    memory_of: list[dict[str, Any]] = [{"method": None, "reason": "not asked for"}] * len(runners)
-    if memory:  # before any timing; the probes' processes run side by side, one per usable core
-        with ThreadPoolExecutor(max_workers=max(1, min(len(runners), len(usable_cores())))) as pool:
-            futures = {pool.submit(_MemoryProbe(r, batches, warmup).measure): k for k, r in enumerate(runners)}
-            for future in as_completed(futures):
-                memory_of[futures[future]] = future.result()
-                if progress is not None:
-                    progress(f"memory of {runners[futures[future]].name}")
-    flop_counts = [runner_flops(r) if flops else None for r in runners]
-    refs: dict[tuple[str, str], float] = {}
 
-    def time_references() -> None:  # before and after the runners; the best rate seen counts
-        for r in runners if reference else ():
-            key = _reference_key(r)
-            refs[key] = max(refs.get(key, 0.0), matmul_rate(key[0], dtype=key[1]))
+def _measure_memory(
+    runners: Sequence[Runner], batches: Sequence[int], warmup: int, progress: ProgressFn | None,
+) -> list[dict[str, Any]]:
+    """Each runner's peak memory per batch (`_MemoryProbe`), before any timing: the probes' processes run side
+    by side, one per usable core."""
+    memory_of: list[dict[str, Any]] = [NOT_MEASURED] * len(runners)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(runners), len(usable_cores())))) as pool:
+        futures = {pool.submit(_MemoryProbe(r, batches, warmup).measure): k for k, r in enumerate(runners)}
+        for future in as_completed(futures):
+            memory_of[futures[future]] = future.result()
+            if progress is not None:
+                progress(f"memory of {runners[futures[future]].name}")
+    return memory_of
 
-    time_references()
 
-    results: list[dict[str, Any]] = []
+def _matmul_rates(runners: Sequence[Runner], best: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+    """The best matmul rate seen per (device, dtype) of the runners: `best`'s, or a new measurement if higher."""
+    rates = dict(best)
     for r in runners:
-        r.activate()
-    try:
-        threads = thread_settings()
-        with CpuUse() as cpu_use:
-            for batch in batches:
-                results += _bench_batch(runners, batch, rng=rng, iterations=iterations, duration=duration,
-                                        warmup=warmup, rounds=rounds, switch_warmup=switch_warmup,
-                                        confidence=confidence, seed=seed, progress=progress)
-    finally:
-        for r in runners:
-            r.deactivate()
-    time_references()
-    for i, row in enumerate(results):
-        k = i % len(runners)
-        runner = runners[k]
-        fl = flop_counts[k]
-        achieved = fl * row["throughput"]["clips_per_s"] if fl else None
-        ref = refs.get(_reference_key(runner))
-        mem = memory_of[k]
-        row.update(flops_per_clip=fl, flops_per_s=achieved,
-                   fraction_of_matmul=achieved / ref if achieved and ref else None,
-                   memory={"method": mem["method"], **mem.get("batches", {}).get(str(row["batch"]), {})}
-                   if mem["method"] else mem)
+        key = _reference_key(r)
+        rates[key] = max(rates.get(key, 0.0), matmul_rate(key[0], dtype=key[1]))
+    return rates
+
+
+def _efficiency(row: dict[str, Any], flops: int | None, ref: float | None, mem: dict[str, Any]) -> dict[str, Any]:
+    """A timing row's FLOP columns (against the matmul rate `ref`) and its runner's memory at the row's batch."""
+    achieved = flops * row["throughput"]["clips_per_s"] if flops else None
     return {
-        "kind": "bench",
-        "version": BENCH_VERSION,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": host_info(),
-        "threads": threads,
-        "load": cpu_use.result(),
-        "settings": {"batches": list(batches), "iterations": iterations, "duration": duration, "warmup": warmup,
-                     "rounds": rounds, "switch_warmup": switch_warmup, "statistic": "median",
-                     "confidence": confidence, "wide_interval": WIDE_INTERVAL, "memory": memory, "seed": seed},
-        "reference": [{"device": d, "dtype": t, "matmul_flops_per_s": v} for (d, t), v in refs.items()],
-        "results": results,
+        "flops_per_clip": flops, "flops_per_s": achieved,
+        "fraction_of_matmul": achieved / ref if achieved and ref else None,
+        "memory": {"method": mem["method"], **mem.get("batches", {}).get(str(row["batch"]), {})}
+        if mem["method"] else dict(mem),
     }
 
 
