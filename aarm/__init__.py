@@ -5,7 +5,7 @@
     aarm.load_pretrained(model, "resnet50-imagenet.pth")                        # torchvision layout
 """
 
-from aarm.errors import AarmError, ArtifactError, BackendUnavailable, CheckpointError, ConfigError, DataError
+from aarm.errors import AarmError, BackendUnavailable, CheckpointError, ConfigError, DataError
 from aarm.models import (
     TSN,
     LoadReport,
@@ -21,7 +21,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AarmError",
-    "ArtifactError",
     "BackendUnavailable",
     "CheckpointError",
     "ConfigError",

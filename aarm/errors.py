@@ -1,4 +1,5 @@
-"""Typed errors. Library code raises these; the CLI prints one line and exits non-zero."""
+"""Typed errors. Library code raises these; the CLI prints one line and exits non-zero. A message names a
+parameter by its Python name in backquotes (`force`); the CLI shows it as the flag (export/help_format.py)."""
 
 
 class AarmError(Exception):
@@ -17,9 +18,6 @@ class DataError(AarmError):
     """A video, frame folder or annotation file that is missing, unreadable or inconsistent."""
 
 
-class ArtifactError(AarmError):
-    """An exported artifact (ONNX graph, engine, sidecar) that is missing, broken or does not match."""
-
-
 class BackendUnavailable(AarmError):
-    """An optional backend (TensorRT, CUDA) that is not installed or cannot run here."""
+    """An optional backend or package (TensorRT, CUDA, OpenCV's optical flow) that is not installed or cannot run
+    here. It stays here because the model package raises it too (ArtifactError lives in runtime.errors)."""

@@ -18,7 +18,7 @@ def check_writable(path: str | Path, force: bool) -> Path:
     """Refuse to overwrite an existing file unless `force`; returns the path."""
     path = Path(path)
     if path.exists() and not force:
-        raise AarmError(f"{path} exists; pass --force to overwrite it")
+        raise AarmError(f"{path} exists; pass `force` to overwrite it")
     return path
 
 

@@ -56,7 +56,7 @@ def main() -> None:
     data = args.work / "data"
     ds = {**recipe["dataset"], "classes": args.classes}
     started = time.perf_counter()
-    make_synthetic(data, **ds, force=True, progress=False, workers=2)
+    make_synthetic(data, **ds, force=True, workers=2)
     synth_s = time.perf_counter() - started
     rows, results = [], []
     for attention in ("aarm", "none"):

@@ -26,8 +26,6 @@ a usage error. A failed parity check on a GPU is a finding, recorded in the file
 
 import argparse
 import ctypes
-import importlib.metadata
-import importlib.util
 import platform
 import subprocess
 import sys
@@ -51,9 +49,12 @@ import aarm  # noqa: E402
 from aarm.data.preprocessing import Preprocessing  # noqa: E402
 from aarm.errors import AarmError  # noqa: E402
 from aarm.fileio import write_json, write_text  # noqa: E402
+from runtime.backends import open_runner  # noqa: E402
 from runtime.backends.torch_backend import TorchRunner  # noqa: E402
+from runtime.host import software_versions  # noqa: E402
 from runtime.parity import default_tolerances  # noqa: E402
-from runtime.runner import Runner, open_runner  # noqa: E402
+from runtime.runner import Runner  # noqa: E402
+from runtime.tensorrt_engine import tensorrt_version  # noqa: E402
 
 GOAL_RATIO = 1.15  # the paper's goal: AARM-ResNet-50 FP16 batch 32 within 1.15x of plain ResNet-50
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -135,13 +136,6 @@ class Skip(Exception):  # noqa: N818 - a section's reason for not running, not a
 
 
 # -- 1. environment ----------------------------------------------------------------------------------------
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def _driver_version() -> str | None:
     """The NVIDIA driver's CUDA version (cuDriverGetVersion) and, where nvidia-smi exists, its release."""
     try:
@@ -184,6 +178,7 @@ def ort_provider_usable(provider: str) -> bool:
 
 
 def environment() -> dict[str, Any]:
+    versions = software_versions()
     env: dict[str, Any] = {
         "python": platform.python_version(), "machine": platform.machine(), "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
@@ -191,9 +186,8 @@ def environment() -> dict[str, Any]:
         "cuda_available": torch.cuda.is_available(), "driver": _driver_version(),
         "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         "bf16_supported": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
-        "onnxruntime": _version("onnxruntime-gpu") or _version("onnxruntime"),
-        "tensorrt": _version("tensorrt") if importlib.util.find_spec("tensorrt") else None,
-        "polygraphy": _version("polygraphy"),
+        "onnxruntime": versions["onnxruntime-gpu"] or versions["onnxruntime"], "tensorrt": tensorrt_version(),
+        "polygraphy": versions["polygraphy"],
     }
     try:
         import onnxruntime
@@ -454,7 +448,7 @@ def tensorrt_section(check: Check, graphs: dict[str, dict[str, Path]], refs: dic
                max(check.setup.batches))
     plans = {f"{name}.{kind}": build_plan(path, read_sidecar(path), BuildOptions(batch=batches)).to_dict()["profiles"]
              for name, kinds in graphs.items() for kind, path in kinds.items()}
-    if importlib.util.find_spec("tensorrt") is None:
+    if tensorrt_version() is None:
         raise Skip("tensorrt is not importable here; the build plans were made (`plans`)", plans=plans)
     engines: dict[str, dict[str, Path]] = {}
     built = {}
@@ -617,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         return {"graphs": {n: {k: str(p) for k, p in g.items()} for n, g in state["graphs"].items()}}
 
     consumers = [p for p in setup.ort_providers if p == "cpu" or env.get("ort_usable", {}).get(p)]
-    if importlib.util.find_spec("tensorrt") is not None:
+    if tensorrt_version() is not None:
         consumers.append("tensorrt engines")
     if "models" in state and consumers:
         check.section("export", graphs, needs_s=60)

@@ -46,9 +46,9 @@ from export.console import console, print_table  # noqa: E402
 from export.fp16 import convert_onnx  # noqa: E402
 from export.onnx_export import export_onnx  # noqa: E402
 from export.passes import optimize_onnx  # noqa: E402
-from runtime.artifact import software_versions  # noqa: E402
 from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner  # noqa: E402
 from runtime.compare import score_metrics  # noqa: E402
+from runtime.host import software_versions  # noqa: E402
 
 CLASSES = 101
 TAMPER_SCALE = 1.05
@@ -221,7 +221,7 @@ def main() -> None:
 
         data = workdir / "synthetic"
         if not (args.reuse and data.is_dir()):
-            make_synthetic(data, classes=4, videos_per_class=4, frames=20, size=72, seed=0, force=True, progress=False)
+            make_synthetic(data, classes=4, videos_per_class=4, frames=20, size=72, seed=0, force=True)
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
     meta = {"kind": "parity_limits", "host": platform.node(), "cpu": platform.processor() or platform.machine(),

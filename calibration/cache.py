@@ -32,8 +32,9 @@ import numpy as np
 import onnxruntime
 from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
 
-from aarm.errors import ArtifactError, ConfigError
+from aarm.errors import ConfigError
 from aarm.fileio import write_json, write_text
+from runtime.errors import ArtifactError
 
 CACHE_FORMAT = "aarm-calibration-cache"
 CACHE_VERSION = 1

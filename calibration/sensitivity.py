@@ -27,13 +27,13 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from aarm.errors import ArtifactError
+from aarm.progress import Progress
 from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
 from runtime.compare import label_metrics, score_metrics
+from runtime.errors import ArtifactError
+from runtime.graph_precision import QDQ_OPS
 from runtime.onnx_file import load_onnx
 
-ProgressFn = Callable[[str, int, int], None]
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 ROLES = {"cam": "AARM channel attention (CAM)", "stam": "AARM spatio-temporal attention (STAM)",
          "fuse": "AARM fusion", "vcm": "VCM (score recalibration)"}
 ModelLike = str | Path | onnx.ModelProto | bytes
@@ -284,7 +284,7 @@ class Sensitivity:
 
 def measure_sensitivity(
     qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, x: np.ndarray, reference: np.ndarray, labels: np.ndarray,
-    groups: Sequence[LayerGroup], *, batch_size: int = 16, threads: int = 0, progress: ProgressFn | None = None,
+    groups: Sequence[LayerGroup], *, batch_size: int = 16, threads: int = 0, progress: Progress | None = None,
 ) -> list[Sensitivity]:
     """Sensitivity of every group on inputs x (N, ...), float scores `reference` (N, classes) and labels (N,)
     (-1: unlabelled): each group quantized alone (every other group of `groups` restored to float), most
@@ -320,7 +320,7 @@ class Search:
 
 def search_float_groups(
     quantize: Callable[[list[str]], Path], fmodel: onnx.ModelProto, x: np.ndarray, reference: np.ndarray,
-    labels: np.ndarray, *, max_drop: float | None, threads: int = 0, progress: ProgressFn | None = None,
+    labels: np.ndarray, *, max_drop: float | None, threads: int = 0, progress: Progress | None = None,
 ) -> Search:
     """Keep the fewest, most harmful groups in float that hold the top-1 loss on held-out inputs x (N, ...)
     (float scores `reference`, labels (N,)) within `max_drop` points (None: quantize everything, no search).

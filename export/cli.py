@@ -1,15 +1,30 @@
-"""The `aarm-export` command line. Every module in export/commands registers its commands here.
+"""The `aarm-export` command line: each module of COMMANDS (export/commands) registers its commands here.
 Errors from the library print as one line and exit 1; set AARM_DEBUG=1 to see the traceback."""
 
-import importlib
 import os
-import pkgutil
 import sys
 
 import typer
 
-import export.commands
 from aarm.errors import AarmError
+from export.commands import (
+    bench,
+    build,
+    calibrate,
+    data,
+    explain,
+    export,
+    lint,
+    models,
+    parity,
+    pipeline,
+    predict,
+    regress,
+    report,
+    stream,
+    train,
+    triton,
+)
 from export.console import err_console
 from export.help_format import FlagHelpCommand, FlagHelpGroup
 
@@ -28,9 +43,10 @@ def _root() -> None:
     """AARM action recognition: train, export, optimise, quantise, build, verify and benchmark."""
 
 
-for _info in sorted(pkgutil.iter_modules(export.commands.__path__), key=lambda m: m.name):
-    if not _info.name.startswith("_"):
-        importlib.import_module(f"export.commands.{_info.name}").register(app)
+COMMANDS = (bench, build, calibrate, data, explain, export, lint, models, parity, pipeline, predict, regress, report,
+            stream, train, triton)
+for _module in COMMANDS:
+    _module.register(app)
 for _command in app.registered_commands:
     if _command.cls in (None, typer.core.TyperCommand):  # flags show as flags in --help, not `--force <bool>`
         _command.cls = FlagHelpCommand

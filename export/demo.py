@@ -22,6 +22,7 @@ from aarm.data.synthetic import make_synthetic
 from aarm.errors import ConfigError
 from aarm.explain import capture_attention, render_png
 from aarm.fileio import write_json
+from aarm.progress import Progress
 from aarm.training import TrainConfig, train
 from export.pipeline import Log, PipelineResult, run_pipeline
 from export.pipeline_config import PipelineConfig
@@ -69,7 +70,7 @@ def demo_state(out: Path, settings: DemoSettings) -> str:
 
 
 def run_demo(out: Path, settings: DemoSettings, *, force: bool = False, log: Log = print,
-             progress=None) -> tuple[PipelineResult, Path]:
+             progress: Progress | None = None) -> tuple[PipelineResult, Path]:
     """Make the dataset and model under `out`, then run the pipeline into `out/deploy`; returns its result
     and the trained checkpoint. A folder holding this demo resumes it; `force` starts over."""
     out = Path(out)
@@ -86,8 +87,7 @@ def run_demo(out: Path, settings: DemoSettings, *, force: bool = False, log: Log
     else:
         log(f"{step}: making it")
         make_synthetic(data, classes=settings.classes, videos_per_class=settings.videos_per_class,
-                       seed=settings.seed, frames=settings.frames, size=settings.video_size, force=True,
-                       progress=False)
+                       seed=settings.seed, frames=settings.frames, size=settings.video_size, force=True)
     cfg = TrainConfig(data=str(data), out=str(run), model="resnet18", attention="aarm", epochs=settings.epochs,
                       batch_size=settings.batch_size, optimizer="adamw", lr=settings.lr, size=settings.size,
                       segments=3, schedule="cosine", seed=settings.seed, workers=2)

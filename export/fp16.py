@@ -16,9 +16,9 @@ from pathlib import Path
 import onnx
 from onnxconverter_common import float16
 
-from aarm.errors import ArtifactError
 from aarm.fileio import atomic_path, check_writable
 from runtime.artifact import Sidecar, read_sidecar, write_sidecar
+from runtime.errors import ArtifactError
 from runtime.onnx_file import load_onnx
 
 FP32_OPS: tuple[str, ...] = (

@@ -1,16 +1,25 @@
-"""Help screens that read as usual: bare flags, upper-case arguments in the usage line.
+"""Help screens and errors that read as usual: bare flags, upper-case arguments in the usage line, flags named.
 
 typer's rich help prints a value type beside every option, flags included (`--force <bool>`, even
 `--help <bool>`), as if the flag took a value; its plain help leaves flags bare. And its usage line writes
 arguments as `{model}` / `[data]`. These command classes give every flag an empty metavar and write
 arguments the usual way (`MODEL`, `[DATA]`, `VIDEOS...`). `export.cli` uses them for the app and every
 sub-command.
+
+Library errors name a parameter by its Python name in backquotes ("pass `force` to overwrite it"); a command
+re-words each one that is its own option as the flag ("pass --force to overwrite it"). Where the library's name
+differs from the option's, LIBRARY_NAMES says which option it is.
 """
 
 import re
 from typing import Any
 
 import typer.core
+
+from aarm.errors import AarmError
+
+# library parameter -> the CLI option that sets it, where the two names differ
+LIBRARY_NAMES = {"num_clips": "clips", "record_baseline": "update"}
 
 
 def _bare_flags(params: list[Any]) -> list[Any]:
@@ -20,6 +29,12 @@ def _bare_flags(params: list[Any]) -> list[Any]:
     return params
 
 
+def flag_words(message: str, flags: dict[str, str]) -> str:
+    """`message` with each backquoted library parameter that is one of `flags` ({option name: flag}) as its
+    flag; other backquoted words stay as they are."""
+    return re.sub(r"`(\w+)`", lambda m: flags.get(LIBRARY_NAMES.get(m[1], m[1]), m[0]), message)
+
+
 def _usage_argument(piece: str) -> str:
     """`{model}` -> `MODEL`, `[data]` -> `[DATA]`, `{videos}...` -> `VIDEOS...`."""
     piece = re.sub(r"^\{(\w+)\}", lambda m: m.group(1).upper(), piece)
@@ -27,13 +42,23 @@ def _usage_argument(piece: str) -> str:
 
 
 class FlagHelpCommand(typer.core.TyperCommand):
-    """A sub-command whose help shows flags without a value type and arguments in upper case."""
+    """A sub-command whose help shows flags without a value type and arguments in upper case, and whose
+    library errors name its flags (see the module docstring)."""
 
     def get_params(self, ctx: Any) -> list[Any]:
         return _bare_flags(super().get_params(ctx))
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         return [_usage_argument(p) for p in super().collect_usage_pieces(ctx)]
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AarmError as exc:
+            if exc.args and isinstance(exc.args[0], str):
+                flags = {p.name: max(p.opts, key=len) for p in self.params if p.param_type_name == "option"}
+                exc.args = (flag_words(exc.args[0], flags), *exc.args[1:])
+            raise
 
 
 class FlagHelpGroup(typer.core.TyperGroup):

@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from runtime.graph_precision import QDQ_OPS, RANDOM_OPS
 from runtime.onnx_file import load_onnx
 
 MIN_OPSET, MAX_OPSET = 9, 24
@@ -85,9 +86,6 @@ def _parse_table(text: str) -> dict[str, frozenset[str]]:
 
 
 SUPPORTED_OPS: dict[str, frozenset[str]] = _parse_table(_SUPPORTED_TABLE)
-RANDOM_OPS = frozenset({"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli",
-                        "Multinomial"})
-QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 
 # ONNX element type -> the parser's type code. DOUBLE is cast down to FP32 by the parser (with a warning).

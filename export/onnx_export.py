@@ -31,21 +31,22 @@ import torch
 from torch import nn
 
 from aarm.data.preprocessing import Preprocessing
-from aarm.errors import ArtifactError, ConfigError
+from aarm.errors import ConfigError
 from aarm.fileio import atomic_path, check_writable
 from aarm.models.tsn import TwoStream
 from runtime.artifact import Sidecar, TensorSpec, write_sidecar
 from runtime.bisect import record_module_outputs
+from runtime.errors import ArtifactError
+from runtime.graph_precision import RANDOM_OPS
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17
 EXPORTER_OPSET = 18  # the lowest opset torch 2.13's dynamo exporter writes
 TRACE_BATCH = 2  # torch.export specialises batch 0/1; trace with 2 and keep N symbolic
 
-# Ops that make a graph non-deterministic: none may be in an exported eval graph.
-RANDOM_OPS = frozenset(
-    {"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli", "Dropout", "Multinomial"}
-)
+# Ops an eval graph has none of: random ones, and Dropout, which torch leaves only in a graph traced in training
+# mode (an eval export drops it), so here it marks a training graph even though an inference Dropout is an identity.
+TRAINING_OPS = RANDOM_OPS | {"Dropout"}
 _COMPARISONS = frozenset({"Greater", "GreaterOrEqual", "Less", "LessOrEqual"})
 # Ops a highlighted-map branch threads its max or its mask through (scaling, reshaping, casting).
 _PASS_THROUGH = frozenset(
@@ -131,7 +132,7 @@ def check_eval_graph(model: onnx.ModelProto) -> None:
             for i in n.input:
                 consumers.setdefault(i, []).append(n)
         for node in nodes:
-            if node.op_type in RANDOM_OPS and node.domain in ("", "ai.onnx"):
+            if node.op_type in TRAINING_OPS and node.domain in ("", "ai.onnx"):
                 raise ArtifactError(f"not an eval graph: random op {_node_label(node)} in the {where}")
         for node in nodes:
             if node.op_type not in _COMPARISONS or len(node.input) != 2:
@@ -250,11 +251,6 @@ def _set_metadata(proto: onnx.ModelProto, entries: dict[str, Any]) -> None:
     proto.metadata_props.extend(kept)
     for key, value in entries.items():
         proto.metadata_props.add(key=key, value=json.dumps(value))
-
-
-def read_metadata(proto: onnx.ModelProto) -> dict[str, Any]:
-    """The `aarm.*` metadata_props of a graph, JSON-decoded."""
-    return {p.key: json.loads(p.value) for p in proto.metadata_props if p.key.startswith("aarm.")}
 
 
 def _trace_to_onnx(

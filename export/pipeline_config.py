@@ -7,8 +7,8 @@ from typing import Any
 
 from aarm.config_sources import config_from_sources
 from aarm.errors import ConfigError
+from runtime.graph_precision import PRECISIONS
 
-PRECISIONS = ("fp32", "fp16", "int8")
 # Integer options and their ranges (inclusive; None: no upper bound), checked before any stage runs.
 INT_RANGES: dict[str, tuple[int, int | None]] = {
     "split": (1, 3), "opset": (17, None), "calibration_clips": (1, None), "eval_clips": (1, None),

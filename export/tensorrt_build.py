@@ -20,9 +20,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from aarm.errors import ArtifactError, ConfigError
+from aarm.errors import ConfigError
 from aarm.fileio import atomic_path, check_writable
 from runtime.artifact import Sidecar, read_sidecar, write_sidecar
+from runtime.errors import ArtifactError
 from runtime.tensorrt_engine import (
     HARDWARE_COMPAT,
     cuda_device_index,

@@ -22,8 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aarm.errors import ArtifactError, ConfigError
+from aarm.errors import ConfigError
 from runtime.artifact import Sidecar, read_sidecar, sidecar_path
+from runtime.errors import ArtifactError
 
 DEFAULT_MAX_BATCH = 32
 LABELS_FILE = "labels.txt"

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from aarm.errors import ArtifactError, ConfigError
+from aarm.errors import ConfigError
 from runtime.artifact import read_sidecar
 from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
 from runtime.compare import Tolerances, judge_sets, score_metrics
+from runtime.errors import ArtifactError
 from runtime.onnx_file import load_onnx
 
 

@@ -11,16 +11,17 @@ import platform
 import re
 from dataclasses import MISSING, asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from aarm.data.preprocessing import Preprocessing
-from aarm.errors import AarmError, ArtifactError
+from aarm.errors import AarmError
 from aarm.fileio import write_json
+from runtime.errors import ArtifactError
+from runtime.graph_precision import PRECISIONS
+from runtime.host import software_versions
 
 SIDECAR_VERSION = 1
-PRECISIONS = ("fp32", "fp16", "int8")
 KINDS = ("onnx", "engine")
 STAGES = ("export", "optimize", "convert", "calibrate", "build")
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
@@ -39,18 +40,6 @@ def file_sha256(path: str | Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def software_versions() -> dict[str, str | None]:
-    """Installed versions of the packages that shape an artifact (None where absent)."""
-    versions: dict[str, str | None] = {"python": platform.python_version()}
-    for dist in ("aarm", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "tensorrt",
-                 "polygraphy"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    return versions
 
 
 def host_device() -> str:

@@ -30,7 +30,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from aarm.errors import ArtifactError, ConfigError
+from aarm.errors import ConfigError
+from runtime.errors import ArtifactError
 
 NONFINITE = ("artifact_nonfinite", "reference_nonfinite")
 

@@ -9,13 +9,21 @@
   or a Cast to float16;
 - fp32: everything else.
 Subgraphs (If / Loop bodies) and model-local functions count too.
+
+The op sets other modules read a graph by live here too: QDQ_OPS (the Q/DQ pair of an INT8 graph) and
+RANDOM_OPS (ops that draw random numbers at inference, so outputs change from run to run).
 """
 
 import onnx
 from onnx import AttributeProto, TensorProto
 
-INT8_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger",
-                      "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm", "QAttention"})
+PRECISIONS = ("fp32", "fp16", "int8")  # what graph_precision returns, and what a sidecar may record
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+INT8_OPS = QDQ_OPS | {"DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul",
+                      "MatMulIntegerToFloat", "QGemm", "QAttention"}
+# Dropout is not one: with training_mode absent or false (every inference graph) it is an identity.
+RANDOM_OPS = frozenset({"RandomUniform", "RandomUniformLike", "RandomNormal", "RandomNormalLike", "Bernoulli",
+                        "Multinomial"})
 
 
 def subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:

@@ -11,11 +11,10 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
+from importlib import metadata
 from typing import Any
 
 import numpy as np
-
-from runtime.artifact import software_versions
 
 THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "ORT_NUM_THREADS")
 
@@ -59,6 +58,19 @@ def thread_settings() -> dict[str, Any]:
     return out
 
 
+def software_versions() -> dict[str, str | None]:
+    """Installed versions of the packages that shape an artifact (None where absent): what every sidecar and
+    host_info record."""
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in ("aarm", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnx-graphsurgeon", "tensorrt",
+                 "polygraphy"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
 def host_info() -> dict[str, Any]:
     """CPU model, cores (all and usable), OS, Python, numpy and the inference libraries' versions, GPU.
 
@@ -79,11 +91,9 @@ def host_info() -> dict[str, Any]:
 
 
 def gpu_name() -> str | None:
-    """The first CUDA device's name, where PyTorch with CUDA is installed and sees one."""
-    try:
-        import torch
-    except ImportError:
-        return None
+    """The first CUDA device's name, where PyTorch sees one."""
+    import torch
+
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 

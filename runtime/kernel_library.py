@@ -26,9 +26,9 @@ from typing import Any
 
 import onnx
 
-from aarm.errors import ArtifactError
 from aarm.fileio import write_json
 from runtime.artifact import file_sha256
+from runtime.errors import ArtifactError
 from runtime.graph_precision import all_nodes
 
 DOMAIN = "com.aarm"

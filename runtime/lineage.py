@@ -15,8 +15,8 @@ nothing on the chain is loaded or run.
 from dataclasses import dataclass
 from pathlib import Path
 
-from aarm.errors import ArtifactError
 from runtime.artifact import file_sha256, read_sidecar
+from runtime.errors import ArtifactError
 
 MAX_DEPTH = 32
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from aarm.errors import ArtifactError
+from runtime.errors import ArtifactError
 
 
 def _checked(model: onnx.ModelProto, source: str) -> onnx.ModelProto:

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from aarm.errors import AarmError, ArtifactError, ConfigError, DataError
+from aarm.errors import AarmError, ConfigError, DataError
 from runtime.compare import Failure, Tolerances, gated, judge_sets, label_metrics, score_metrics
+from runtime.errors import ArtifactError
 from runtime.parity_limits import backbone_tolerances
 from runtime.runner import Runner
 
@@ -166,8 +167,7 @@ def check_compatible(artifact: Runner, reference: Runner) -> None:
                             f"reference {reference.name} takes {len(reference.input_specs)}")
     if artifact.classes and reference.classes and artifact.classes != reference.classes:
         raise ArtifactError(f"{artifact.name} and reference {reference.name} have different class lists")
-    a_cfg = artifact.sidecar.model if artifact.sidecar is not None else getattr(artifact, "config", None)
-    r_cfg = reference.sidecar.model if reference.sidecar is not None else getattr(reference, "config", None)
+    a_cfg, r_cfg = artifact.config, reference.config
     if a_cfg is not None and r_cfg is not None and json.loads(json.dumps(a_cfg)) != json.loads(json.dumps(r_cfg)):
         raise ArtifactError(f"{artifact.name} was exported from another model than reference {reference.name} "
                             f"({a_cfg.get('name')}/{a_cfg.get('attention')} vs "

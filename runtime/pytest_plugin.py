@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from runtime.backends import open_runner
 from runtime.regress import RatioMeasurement, RegressResult, assert_ratio, check_regression
-from runtime.runner import Runner, open_runner
+from runtime.runner import Runner
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -8,9 +8,9 @@ then the median of those per-trial ratios with a bootstrap confidence interval.
   AARM vs its plain backbone). Fails only when the whole interval lies above the budget.
 - `check_regression(artifact, baseline_file)`: A is the artifact, B a fixed reference workload (an
   onnxruntime graph of compute-bound and memory-bound matmuls, on the artifact's provider and threads);
-  the ratio is compared with the one recorded in the baseline file for this machine's hardware+software
-  fingerprint, failing when the interval lies above baseline * (1 + tolerance). On a machine whose
-  fingerprint has no baseline it is skipped.
+  the ratio is compared with the one `record_baseline` recorded in the baseline file for this machine's
+  hardware+software fingerprint, failing when the interval lies above baseline * (1 + tolerance). On a
+  machine whose fingerprint has no baseline it is skipped.
 """
 
 import functools
@@ -27,8 +27,9 @@ import numpy as np
 
 from aarm.errors import AarmError, ConfigError
 from aarm.fileio import write_json
+from runtime.backends import open_runner
 from runtime.host import host_info
-from runtime.runner import Runner, open_runner
+from runtime.runner import Runner
 
 BASELINE_FORMAT = "aarm-latency-baseline"
 BASELINE_VERSION = 1
@@ -230,7 +231,7 @@ def fingerprint(runner: Runner) -> dict[str, Any]:
     """What a latency ratio depends on: hardware, library versions, backend, provider and thread count."""
     host = host_info()
     fp = {k: host.get(k) for k in FINGERPRINT_FIELDS}
-    fp.update(backend=runner.backend, provider=runner.provider, threads=getattr(runner, "threads", None))
+    fp.update(backend=runner.backend, provider=runner.provider, threads=runner.threads)
     return fp
 
 
@@ -285,24 +286,21 @@ def _differences(fp: dict[str, Any], entries: dict[str, Any]) -> str:
     return "; ".join(diffs)
 
 
+def _measure_against_workload(artifact: Runner, workload: str, trials: int, iterations: int, batch: int,
+                              seed: int) -> RatioMeasurement:
+    reference = reference_runner(workload, providers=_providers_of(artifact), threads=artifact.threads)
+    return measure_ratio(artifact, reference, trials=trials, iterations=iterations, batch=batch, seed=seed)
+
+
 def check_regression(
-    artifact: Runner,
-    baseline: str | Path,
-    *,
-    key: str | None = None,
-    workload: str = "mixed",
-    trials: int = 7,
-    iterations: int = 10,
-    batch: int = 1,
-    tolerance: float = 0.10,
-    update: bool = False,
-    seed: int = 0,
+    artifact: Runner, baseline: str | Path, *, key: str | None = None, workload: str = "mixed", trials: int = 7,
+    iterations: int = 10, batch: int = 1, tolerance: float = 0.10, seed: int = 0,
 ) -> RegressResult:
     """Compare an artifact's latency, relative to the reference workload, with its recorded baseline.
 
     key: the artifact's name in the baseline file (default: the runner's name, so a rebuilt artifact is
-    checked against its predecessor's baseline). update: measure and record (replacing this machine's entry
-    for `key`) instead of checking. A fingerprint with no baseline is skipped, not failed.
+    checked against its predecessor's baseline). A fingerprint with no baseline is skipped, not failed;
+    `record_baseline` records one.
     """
     if tolerance < 0:
         raise ConfigError(f"tolerance must be >= 0, got {tolerance}")
@@ -310,36 +308,18 @@ def check_regression(
     key = key or artifact.name
     fp = fingerprint(artifact)
     fp_key = fingerprint_key(fp)
-    if baseline.exists():
-        data = read_baseline(baseline)
-    elif update:
-        data = {"format": BASELINE_FORMAT, "version": BASELINE_VERSION, "entries": {}}
-    else:
-        raise AarmError(f"baseline file {baseline} not found; record one with --update")
-    entries = data["entries"]
-    entry = entries.get(fp_key, {}).get("artifacts", {}).get(key)
-    if not update:
-        if fp_key not in entries:
-            return RegressResult("skipped", f"fingerprint differs ({_differences(fp, entries)})", artifact.name,
-                                 key, fp)
-        if entry is None:
-            raise AarmError(f"{baseline}: no baseline for {key!r} on this machine; record one with --update")
-        if entry["workload"] != workload or entry["batch"] != batch:
-            raise ConfigError(f"{baseline}: the baseline for {key!r} was measured against {entry['workload']} at "
-                              f"batch {entry['batch']}; check with the same settings")
-    reference = reference_runner(workload, providers=_providers_of(artifact),
-                                 threads=getattr(artifact, "threads", None))
-    m = measure_ratio(artifact, reference, trials=trials, iterations=iterations, batch=batch, seed=seed)
-    if update:
-        entries.setdefault(fp_key, {"fingerprint": fp, "artifacts": {}})["artifacts"][key] = {
-            "ratio": m.ratio, "low": m.low, "high": m.high, "ratios": m.ratios, "trials": trials,
-            "iterations": iterations, "batch": batch, "workload": workload,
-            "sha256": artifact.sidecar.sha256 if artifact.sidecar is not None else None,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        write_json(baseline, data)
-        return RegressResult("updated", f"recorded {m.ratio:.3f}x of {workload} in {baseline}", artifact.name, key,
-                             fp, measurement=m, baseline_ratio=m.ratio)
+    if not baseline.exists():
+        raise AarmError(f"baseline file {baseline} not found; record one with `record_baseline`")
+    entries = read_baseline(baseline)["entries"]
+    if fp_key not in entries:
+        return RegressResult("skipped", f"fingerprint differs ({_differences(fp, entries)})", artifact.name, key, fp)
+    entry = entries[fp_key]["artifacts"].get(key)
+    if entry is None:
+        raise AarmError(f"{baseline}: no baseline for {key!r} on this machine; record one with `record_baseline`")
+    if entry["workload"] != workload or entry["batch"] != batch:
+        raise ConfigError(f"{baseline}: the baseline for {key!r} was measured against {entry['workload']} at "
+                          f"batch {entry['batch']}; check with the same settings")
+    m = _measure_against_workload(artifact, workload, trials, iterations, batch, seed)
     threshold = entry["ratio"] * (1 + tolerance)
     over = m.low > threshold
     reason = (f"{m.ratio:.3f}x {workload} (interval {m.low:.3f}-{m.high:.3f}) against baseline "
@@ -349,9 +329,31 @@ def check_regression(
                          baseline_ratio=entry["ratio"], threshold=threshold)
 
 
+def record_baseline(
+    artifact: Runner, baseline: str | Path, *, key: str | None = None, workload: str = "mixed", trials: int = 7,
+    iterations: int = 10, batch: int = 1, seed: int = 0,
+) -> RegressResult:
+    """Measure an artifact's latency relative to the reference workload and record it in the baseline file
+    (created if missing), replacing this machine's entry for `key` (default: the runner's name)."""
+    baseline = Path(baseline)
+    key = key or artifact.name
+    fp = fingerprint(artifact)
+    data = read_baseline(baseline) if baseline.exists() else {
+        "format": BASELINE_FORMAT, "version": BASELINE_VERSION, "entries": {}}
+    m = _measure_against_workload(artifact, workload, trials, iterations, batch, seed)
+    data["entries"].setdefault(fingerprint_key(fp), {"fingerprint": fp, "artifacts": {}})["artifacts"][key] = {
+        "ratio": m.ratio, "low": m.low, "high": m.high, "ratios": m.ratios, "trials": trials,
+        "iterations": iterations, "batch": batch, "workload": workload,
+        "sha256": artifact.sidecar.sha256 if artifact.sidecar is not None else None,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    write_json(baseline, data)
+    return RegressResult("updated", f"recorded {m.ratio:.3f}x of {workload} in {baseline}", artifact.name, key, fp,
+                         measurement=m, baseline_ratio=m.ratio)
+
+
 def _providers_of(runner: Runner) -> list[str] | None:
     """Run the reference workload where the artifact runs: its onnxruntime providers, or CPU/CUDA."""
-    requested = getattr(runner, "requested_providers", None)
-    if requested:
-        return list(requested)
+    if runner.requested_providers:
+        return list(runner.requested_providers)
     return ["cuda"] if runner.device.startswith("cuda") else ["cpu"]

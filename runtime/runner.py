@@ -1,12 +1,7 @@
-"""One inference interface over every backend, shaped like Polygraphy's runners.
-
-    with open_runner("model.onnx", providers=["cpu"], threads=2) as runner:
-        scores = runner.infer({"input": x})["scores"]          # x (N, K, C, H, W) -> (N, num_classes)
-
-`open_runner` picks the backend from the artifact (`.pt` checkpoint: PyTorch, `.onnx`: onnxruntime,
-`.engine`: TensorRT), reads the sidecar (verified against the file's sha256) for the input layout,
-classes and preprocessing, and refuses an artifact whose sidecar does not describe the graph it sits
-beside. `infer` is safe to call from several threads on one runner.
+"""One inference interface over every backend, shaped like Polygraphy's runners: `Runner` with
+`activate()` / `infer(feed)` / `deactivate()`, and the checks every backend shares (feeds, sidecar against
+graph). `runtime.backends.open_runner` opens an artifact on its backend. `infer` is safe to call from several
+threads on one runner.
 """
 
 import threading
@@ -19,13 +14,9 @@ from typing import Any
 import numpy as np
 
 from aarm.data.preprocessing import Preprocessing
-from aarm.errors import AarmError, ArtifactError, ConfigError
+from aarm.errors import AarmError
 from runtime.artifact import Sidecar
-
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-_ALIASES = {"pytorch": "torch", "ort": "onnxruntime", "onnx": "onnxruntime", "trt": "tensorrt"}
-_SUFFIX_BACKEND = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime", ".engine": "tensorrt",
-                   ".plan": "tensorrt"}
+from runtime.errors import ArtifactError
 
 
 class FeedError(AarmError):
@@ -72,6 +63,8 @@ class Runner(ABC):
     """
 
     backend: str = ""
+    threads: int | None = None  # intra-op threads asked for (None: the backend's default)
+    requested_providers: Sequence[str] = ()  # onnxruntime: the execution providers asked for, in order
 
     def __init__(
         self,
@@ -107,6 +100,11 @@ class Runner(ABC):
     def device(self) -> str:
         """"cpu" or "cuda:<i>"."""
         return "cpu"
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        """The model's aarm config: its sidecar's (None for a runner without one)."""
+        return self.sidecar.model if self.sidecar is not None else None
 
     @property
     def frames_per_clip(self) -> int:
@@ -260,62 +258,3 @@ def check_graph_matches_sidecar(
         if n != len(sidecar.classes):
             raise ArtifactError(f"{artifact}: the graph scores {n} classes, its sidecar names "
                                 f"{len(sidecar.classes)}")
-
-
-def resolve_backend(artifact: str | Path, backend: str | None = None) -> str:
-    """The backend for an artifact: named explicitly, or from its suffix (.pt / .onnx / .engine)."""
-    path = Path(artifact)
-    by_suffix = _SUFFIX_BACKEND.get(path.suffix.lower())
-    if backend is None:
-        if by_suffix is None:
-            raise ArtifactError(f"{path}: unknown artifact type {path.suffix!r}; expected .pt, .onnx or .engine")
-        return by_suffix
-    name = _ALIASES.get(backend.lower(), backend.lower())
-    if name not in BACKENDS:
-        raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if by_suffix is not None and by_suffix != name:
-        raise ConfigError(f"{path}: a {path.suffix} artifact runs on {by_suffix}, not {name}")
-    return name
-
-
-def open_runner(
-    artifact: str | Path,
-    *,
-    backend: str | None = None,
-    providers: Sequence[str] | None = None,
-    device: str | None = None,
-    threads: int | None = None,
-    inter_threads: int | None = None,
-    **options: Any,
-) -> Runner:
-    """Open an artifact for inference (not yet active).
-
-    backend: torch | onnxruntime | tensorrt (default: from the suffix). providers (onnxruntime): execution
-    providers in priority order, short names cpu / cuda / tensorrt or full names; a requested provider that
-    does not start raises BackendUnavailable. device: "cpu" or "cuda[:i]" (torch; for onnxruntime "cuda"
-    means the CUDA provider; for TensorRT the engine's GPU, default cuda:0). threads / inter_threads: intra-/
-    inter-op threads. options: backend-specific (onnxruntime: `optimization` all|extended|basic|disable,
-    `provider_options`; tensorrt: `allow_host_code` for a version-compatible engine you built yourself).
-    """
-    name = resolve_backend(artifact, backend)
-    if name == "torch":
-        if providers:
-            raise ConfigError("execution providers apply to onnxruntime; for PyTorch pass device=")
-        from runtime.backends.torch_backend import TorchRunner
-
-        return TorchRunner.from_checkpoint(artifact, device=device or "cpu", threads=threads, **options)
-    if name == "onnxruntime":
-        from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
-
-        if providers is None and device is not None:
-            providers = ["cuda" if device.startswith("cuda") else "cpu"]
-            if device.startswith("cuda:"):
-                options.setdefault("provider_options", {}).setdefault("device_id", int(device.split(":")[1]))
-        return OnnxRuntimeRunner.from_artifact(
-            artifact, providers=providers, threads=threads, inter_threads=inter_threads, **options
-        )
-    if providers or threads or inter_threads:
-        raise ConfigError("providers and thread counts do not apply to TensorRT engines")
-    from runtime.backends.tensorrt_backend import TensorRTRunner
-
-    return TensorRTRunner.from_engine(artifact, device=device, **options)

@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from aarm.errors import ArtifactError, BackendUnavailable, ConfigError
+from aarm.errors import BackendUnavailable, ConfigError
 from runtime.artifact import Sidecar, read_sidecar
+from runtime.errors import ArtifactError
 
 INSTALL_HINT = (
     "install TensorRT's Python bindings: `pip install tensorrt` (NVIDIA's wheels on PyPI, "
@@ -99,12 +100,11 @@ def cuda_device_index(device: str | None) -> int:
 
 
 def tensorrt_version() -> str | None:
-    """The importable TensorRT's version, or None where `import tensorrt` fails."""
+    """The importable TensorRT's version, or None where `import tensorrt` fails (`require_tensorrt` says why)."""
     try:
-        import tensorrt as trt
-    except ImportError:
+        return str(require_tensorrt().__version__)
+    except BackendUnavailable:
         return None
-    return str(trt.__version__)
 
 
 def _cuda_driver() -> ctypes.CDLL:

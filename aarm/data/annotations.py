@@ -96,10 +96,10 @@ def check_held_out(train: Split, test: Split, where: str | Path) -> None:
     shared = sorted({r.path for r in train.records} & {r.path for r in test.records})
     if not shared:
         return
-    hint = ("a folder of class folders has no split; give annotation files with --annotations DIR or put the "
+    hint = ("a folder of class folders has no split; give annotation files with `annotations` DIR or put the "
             "videos in train/ and test/ subfolders" if test.format == "folder" else "check the split files")
     raise DataError(f"{where}: train and test share {len(shared)} of {len(test)} test videos (e.g. {shared[0]}), "
-                    f"so held-out accuracy would be measured on training videos: {hint}, or pass --allow-overlap")
+                    f"so held-out accuracy would be measured on training videos: {hint}, or pass `allow_overlap`")
 
 
 def detect_format(root: Path, annotations: Path | None = None) -> str:
@@ -197,7 +197,7 @@ class _VideoFinder:
             return f"video {folder}/{name} not found in {base / folder}"
         searched = ", ".join(str(b) for b in self.bases)
         return (f"video {folder}/{name} not found: no folder {folder}/ in {searched} "
-                f"(give the video folder with --videos)")
+                f"(give the video folder with `videos`)")
 
 
 def _class_lookup(classes: list[str]) -> dict[str, int]:

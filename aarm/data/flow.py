@@ -29,16 +29,15 @@ from typing import Any
 
 import av
 import numpy as np
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from aarm.data.annotations import VIDEO_SUFFIXES
 from aarm.data.frames import FLOW_X_TEMPLATE, FLOW_Y_TEMPLATE, RGB_TEMPLATE
 from aarm.errors import BackendUnavailable, ConfigError, DataError
+from aarm.progress import Progress
 
 METHODS = ("auto", "tvl1", "farneback")
 DONE = ".done"
 JPEG_QUALITY = 95
-PROGRESS_COLUMNS = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
 
 
 def _cv2() -> Any:
@@ -84,11 +83,6 @@ def quantize_flow(flow: np.ndarray, bound: float) -> np.ndarray:
     """float flow (pixels) -> uint8, clipped to +-bound, 128 = zero."""
     scaled = (np.clip(flow, -bound, bound) + bound) * (255.0 / (2.0 * bound))
     return np.floor(scaled + 0.5).astype(np.uint8)
-
-
-def dequantize_flow(gray: np.ndarray, bound: float) -> np.ndarray:
-    """uint8 -> float flow in pixels (inverse of quantize_flow, up to quantisation)."""
-    return gray.astype(np.float32) * (2.0 * bound / 255.0) - bound
 
 
 class FlowComputer:
@@ -212,13 +206,14 @@ def _extract_job(video: Path, folder: Path, method: str, bound: float) -> dict[s
 
 def extract_flow(
     video_root: Path, out: Path, *, method: str = "auto", bound: float = 20.0, workers: int = 1,
-    progress: bool = True,
+    progress: Progress | None = None,
 ) -> FlowSummary:
-    """Extract frames and flow of every video under `video_root` into `out` (see the module docstring)."""
+    """Extract frames and flow of every video under `video_root` into `out` (see the module docstring);
+    `progress` hears of each video done."""
     if not math.isfinite(bound) or bound <= 0:
-        raise ConfigError(f"--bound must be a finite number > 0, got {bound}")
+        raise ConfigError(f"`bound` must be a finite number > 0, got {bound}")
     if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"`workers` must be >= 1, got {workers}")
     method = resolve_method(method)
     video_root, out = Path(video_root), Path(out)
     videos = find_videos(video_root)
@@ -246,24 +241,22 @@ def extract_flow(
         summary.extracted.append(str(video))
         summary.frames += marker["frames"]
         summary.flows += marker["flows"]
+        if progress is not None:
+            progress(f"optical flow ({method})", len(summary.extracted), len(todo))
 
-    with Progress(*PROGRESS_COLUMNS, disable=not progress) as bar:
-        task = bar.add_task(f"optical flow ({method})", total=len(todo))
-        if workers == 1:
-            for video, folder in todo:
-                record(video, extract_video(video, folder, method=method, bound=bound))
-                bar.advance(task)
-        else:
-            # fork where there is one: children run PyAV and OpenCV only, and need no __main__ guard.
-            context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = {pool.submit(_extract_job, v, f, method, bound): v for v, f in todo}
-                try:
-                    for future in as_completed(futures):
-                        record(futures[future], future.result())
-                        bar.advance(task)
-                except BaseException:
-                    pool.shutdown(cancel_futures=True)
-                    raise
+    if workers == 1:
+        for video, folder in todo:
+            record(video, extract_video(video, folder, method=method, bound=bound))
+    else:
+        # fork where there is one: children run PyAV and OpenCV only, and need no __main__ guard.
+        context = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = {pool.submit(_extract_job, v, f, method, bound): v for v, f in todo}
+            try:
+                for future in as_completed(futures):
+                    record(futures[future], future.result())
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
     summary.seconds = time.perf_counter() - start
     return summary

@@ -54,10 +54,9 @@ from typing import Any
 
 import av
 import numpy as np
-from rich.progress import Progress
 
-from aarm.data.flow import PROGRESS_COLUMNS
 from aarm.errors import ConfigError, DataError
+from aarm.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -445,35 +444,35 @@ def _write_group(
 
 def _check_params(classes: int, videos_per_class: int, frames: int, size: int, seed: int) -> None:
     if seed < 0:
-        raise ConfigError(f"--seed must be >= 0, got {seed}")
+        raise ConfigError(f"`seed` must be >= 0, got {seed}")
     if not 1 <= classes <= len(CLASSES):
         available = ", ".join(list_classes())
-        raise ConfigError(f"--classes must be 1..{len(CLASSES)} (available: {available}), got {classes}")
+        raise ConfigError(f"`classes` must be 1..{len(CLASSES)} (available: {available}), got {classes}")
     if videos_per_class < 2:
-        raise ConfigError(f"--videos-per-class must be >= 2 (one train and one test group), got {videos_per_class}")
+        raise ConfigError(f"`videos_per_class` must be >= 2 (one train and one test group), got {videos_per_class}")
     if frames < 2:
-        raise ConfigError(f"--frames must be >= 2, got {frames}")
+        raise ConfigError(f"`frames` must be >= 2, got {frames}")
     if size < 16 or size % 2:
-        raise ConfigError(f"--size must be an even number >= 16 (yuv420p), got {size}")
+        raise ConfigError(f"`size` must be an even number >= 16 (yuv420p), got {size}")
 
 
 def _prepare_out(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not force:
-        raise DataError(f"{out} exists and is not empty; pass --force to replace it")
+        raise DataError(f"{out} exists and is not empty; pass `force` to replace it")
 
 
 def make_synthetic(
     out: Path, *, classes: int = 8, videos_per_class: int = 30, seed: int = 0, frames: int = 32, size: int = 112,
-    trails: bool = True, force: bool = False, codec: str = "auto", workers: int = 1, progress: bool = True,
+    trails: bool = True, force: bool = False, codec: str = "auto", workers: int = 1, progress: Progress | None = None,
 ) -> SyntheticSummary:
     """Write the synthetic dataset to `out` (see the module docstring), atomically: a temporary folder beside
     `out` renamed into place. Refuses a non-empty `out` unless `force`. `workers` > 1 synthesises groups in
-    that many processes (the output does not depend on it)."""
+    that many processes (the output does not depend on it). `progress` hears of the videos written."""
     _check_params(classes, videos_per_class, frames, size, seed)
     if workers < 1:
-        raise ConfigError(f"--workers must be >= 1, got {workers}")
+        raise ConfigError(f"`workers` must be >= 1, got {workers}")
     out = Path(out)
     _prepare_out(out, force)
     encoder, suffix = pick_codec(codec)
@@ -491,23 +490,22 @@ def make_synthetic(
                 clips = [i // n_groups + 1 for i in range(videos_per_class) if i % n_groups + 1 == group]
                 jobs.append((folder, ci, group, clips, seed, frames, size, trails, encoder, suffix))
         written: dict[tuple[int, int], list[str]] = {}
-        with Progress(*PROGRESS_COLUMNS, disable=not progress) as bar:
-            task = bar.add_task("synthesising videos", total=classes * videos_per_class)
-            if workers == 1:
-                results = ((job, _write_group(*job)) for job in jobs)
-            else:
-                # fork where there is one: children run numpy and PyAV only, and need no __main__ guard.
-                method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-                pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
-                futures = {pool.submit(_write_group, *job): job for job in jobs}
-                results = ((futures[f], f.result()) for f in as_completed(futures))
-            try:
-                for job, names in results:
-                    written[job[1], job[2]] = names
-                    bar.advance(task, len(names))
-            finally:
-                if workers > 1:
-                    pool.shutdown(cancel_futures=True)
+        if workers == 1:
+            results = ((job, _write_group(*job)) for job in jobs)
+        else:
+            # fork where there is one: children run numpy and PyAV only, and need no __main__ guard.
+            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+            pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method))
+            futures = {pool.submit(_write_group, *job): job for job in jobs}
+            results = ((futures[f], f.result()) for f in as_completed(futures))
+        try:
+            for job, names in results:
+                written[job[1], job[2]] = names
+                if progress is not None:
+                    progress("synthesising videos", sum(map(len, written.values())), classes * videos_per_class)
+        finally:
+            if workers > 1:
+                pool.shutdown(cancel_futures=True)
         train_lines, test_lines = [], []
         for ci, action in enumerate(chosen):
             for group in range(1, n_groups + 1):

@@ -80,7 +80,7 @@ def training_device(requested: str, local_rank: int, world_size: int) -> torch.d
         raise ConfigError(f"training on several processes runs on cpu or cuda, not {requested!r}")
     if device.index is not None:
         raise ConfigError(
-            f"--device {requested} names one GPU for {world_size} processes; give --device cuda "
+            f"`device` {requested} names one GPU for {world_size} processes; give `device` cuda "
             "(each process takes cuda:LOCAL_RANK; choose GPUs with CUDA_VISIBLE_DEVICES)"
         )
     if local_rank >= torch.cuda.device_count():

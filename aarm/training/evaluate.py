@@ -14,9 +14,10 @@ from aarm.data.annotations import Split, check_held_out, load_split
 from aarm.data.datasets import VideoDataset
 from aarm.errors import BackendUnavailable, ConfigError, DataError
 from aarm.fileio import atomic_path
+from aarm.progress import Progress
 from aarm.training.config import check_number
 from aarm.training.metrics import classification_summary
-from aarm.training.trainer import ProgressFn, predict_scores
+from aarm.training.trainer import predict_scores
 
 DEFAULT_FUSION_WEIGHTS = (1.0, 1.5)  # RGB, flow: TSN's late-fusion weights
 
@@ -35,7 +36,7 @@ def checkpoint_scores(
     ckpt: Checkpoint, data: Path, *, split: int = 1, subset: str = "test", dataset_format: str = "auto",
     videos: Path | None = None, annotations: Path | None = None, allow_overlap: bool = False,
     num_clips: int = 1, batch_size: int = 16, workers: int = 2, device: str = "cpu",
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[Path]]:
     """Scores (N, classes), labels (N,), the split's class names and video paths, for one checkpoint.
 
@@ -75,14 +76,14 @@ def fusion_weights(count: int, weights: Sequence[float] | None) -> list[float]:
     if weights is None:
         return [1.0] if count == 1 else list(DEFAULT_FUSION_WEIGHTS[:count])
     if count == 1:
-        raise ConfigError("--weights are late-fusion weights for two checkpoints (RGB, flow); one checkpoint "
+        raise ConfigError("`weights` are late-fusion weights for two checkpoints (RGB, flow); one checkpoint "
                           "takes none")
     if len(weights) != count:
-        raise ConfigError(f"--weights takes one weight per checkpoint: {count} checkpoints, {len(weights)} weights")
+        raise ConfigError(f"`weights` takes one weight per checkpoint: {count} checkpoints, {len(weights)} weights")
     for w in weights:
-        check_number("--weights", w, 0)
+        check_number("`weights`", w, 0)
     if not any(weights):
-        raise ConfigError("--weights are all zero: the fused scores would be all zero")
+        raise ConfigError("`weights` are all zero: the fused scores would be all zero")
     return [float(w) for w in weights]
 
 
@@ -90,7 +91,7 @@ def evaluate(
     checkpoints: Sequence[Path], data: Sequence[Path], *, weights: Sequence[float] | None = None,
     videos: Sequence[Path] | None = None, annotations: Path | None = None, split: int = 1, subset: str = "test",
     dataset_format: str = "auto", allow_overlap: bool = False, num_clips: int = 1, batch_size: int = 16,
-    workers: int = 2, device: str = "cpu", progress: ProgressFn | None = None,
+    workers: int = 2, device: str = "cpu", progress: Progress | None = None,
 ) -> dict[str, Any]:
     """One checkpoint, or two (RGB and flow, each with its own data root) fused late with `weights`
     (default 1 and 1.5).
@@ -103,11 +104,11 @@ def evaluate(
     if len(checkpoints) not in (1, 2) or len(data) != len(checkpoints):
         raise DataError("give one checkpoint with one data root, or two (RGB, flow) with two data roots")
     if videos is not None and len(videos) != len(checkpoints):
-        raise DataError(f"give one --videos folder per checkpoint ({len(checkpoints)}), got {len(videos)}")
+        raise DataError(f"give one `videos` folder per checkpoint ({len(checkpoints)}), got {len(videos)}")
     weights = fusion_weights(len(checkpoints), weights)
-    check_number("--batch-size", batch_size, 1, integer=True)
-    check_number("--workers", workers, 0, integer=True)
-    check_number("--clips", num_clips, 1, integer=True)
+    check_number("`batch_size`", batch_size, 1, integer=True)
+    check_number("`workers`", workers, 0, integer=True)
+    check_number("`num_clips`", num_clips, 1, integer=True)
     check_device(device)
     options = dict(split=split, subset=subset, dataset_format=dataset_format, annotations=annotations,
                    allow_overlap=allow_overlap, num_clips=num_clips, batch_size=batch_size, workers=workers,

@@ -32,11 +32,10 @@ from aarm.data.preprocessing import Preprocessing
 from aarm.errors import CheckpointError, ConfigError
 from aarm.fileio import write_json, write_text
 from aarm.models import create_model, get_spec, load_pretrained
+from aarm.progress import Progress
 from aarm.training.config import TrainConfig
 from aarm.training.distributed import Distributed, all_reduce_sum, barrier, process_group
 from aarm.training.metrics import topk_correct
-
-ProgressFn = Callable[[str, int, int], None]  # (phase, done, total)
 
 
 @dataclass
@@ -111,11 +110,11 @@ def check_distributed(cfg: TrainConfig, here: Distributed) -> None:
     the CPU (PyTorch implements it for CUDA only)."""
     if cfg.batch_size % here.world_size:
         raise ConfigError(
-            f"--batch-size {cfg.batch_size} is the global batch and must be a multiple of the "
+            f"`batch_size` {cfg.batch_size} is the global batch and must be a multiple of the "
             f"{here.world_size} processes"
         )
     if cfg.sync_bn and here.enabled and here.device.type != "cuda":
-        raise ConfigError("--sync-bn needs --device cuda: PyTorch's SyncBatchNorm has no CPU implementation")
+        raise ConfigError("`sync_bn` needs `device` cuda: PyTorch's SyncBatchNorm has no CPU implementation")
 
 
 def freeze_batchnorm(model: nn.Module) -> None:
@@ -127,7 +126,7 @@ def freeze_batchnorm(model: nn.Module) -> None:
 
 
 def held_out_accuracy(
-    model: nn.Module, dataset: Dataset, cfg: TrainConfig, here: Distributed, progress: ProgressFn | None = None
+    model: nn.Module, dataset: Dataset, cfg: TrainConfig, here: Distributed, progress: Progress | None = None
 ) -> tuple[float, float]:
     """(top-1, top-5) over `dataset`. Each process scores items rank, rank + N, ... (no padding, so no
     item counts twice) and the correct counts are summed over the processes: the same figures as one
@@ -144,7 +143,7 @@ def held_out_accuracy(
 
 @torch.no_grad()
 def predict_scores(
-    model: nn.Module, loader: DataLoader, device: torch.device, progress: ProgressFn | None = None
+    model: nn.Module, loader: DataLoader, device: torch.device, progress: Progress | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores (N, classes), averaged over each item's V views, and labels (N,)."""
     model.eval()
@@ -181,7 +180,7 @@ def _same_run(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
 
 
 def train(
-    cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: ProgressFn | None = None,
+    cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: Progress | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train, validate on the split's test subset after every epoch, checkpoint, and return the log.
@@ -193,20 +192,20 @@ def train(
     out = Path(cfg.out)
     existing = [name for name in ("best.pt", "config.json", "log.jsonl") if (out / name).exists()]
     if existing and not ((out / "last.pt").exists() or resume or force):  # files a new run would overwrite
-        raise ConfigError(f"{out} holds {', '.join(existing)}, which training would overwrite; pass --resume to "
-                          "continue a run that stopped in its first epoch or --force to start over")
+        raise ConfigError(f"{out} holds {', '.join(existing)}, which training would overwrite; pass `resume` to "
+                          "continue a run that stopped in its first epoch or `force` to start over")
     with process_group(cfg.device) as here:
         return _train(replace(cfg, world_size=here.world_size), here, resume, force, progress, on_epoch)
 
 
 def _train(
-    cfg: TrainConfig, here: Distributed, resume: bool, force: bool, progress: ProgressFn | None,
+    cfg: TrainConfig, here: Distributed, resume: bool, force: bool, progress: Progress | None,
     on_epoch: Callable[[dict[str, Any]], None] | None,
 ) -> TrainResult:
     out = Path(cfg.out)
     last, best = out / "last.pt", out / "best.pt"
     if last.exists() and not (resume or force):
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --force to start over")
+        raise ConfigError(f"{out} already holds a run; pass `resume` to continue it or `force` to start over")
     check_distributed(cfg, here)
     if not here.is_main:
         progress, on_epoch = None, None
@@ -271,7 +270,7 @@ def _train(
             logits = model(x)
             loss = criterion(logits, y)
             if not math.isfinite(loss.item()):
-                raise ConfigError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower --lr")
+                raise ConfigError(f"training diverged at epoch {epoch} (loss {loss.item()}); lower `lr`")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

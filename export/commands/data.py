@@ -10,8 +10,9 @@ from aarm.data.flow import extract_flow as _extract_flow
 from aarm.data.synthetic import list_classes
 from aarm.data.synthetic import make_synthetic as _make_synthetic
 from aarm.fileio import write_json
-from export.commands.bench import at_least
 from export.console import console, print_table
+from export.options import at_least
+from export.progress import progress_callback
 
 
 def make_synthetic(
@@ -32,10 +33,11 @@ def make_synthetic(
     force: Annotated[bool, typer.Option("--force", help="Replace a non-empty OUT.")] = False,
 ) -> None:
     """Write a synthetic action dataset whose classes differ only over time (see aarm.data.synthetic)."""
-    summary = _make_synthetic(
-        out, classes=classes, videos_per_class=videos_per_class, seed=seed, frames=frames, size=size,
-        trails=trails, force=force, codec=codec, workers=workers,
-    )
+    with progress_callback() as report:
+        summary = _make_synthetic(
+            out, classes=classes, videos_per_class=videos_per_class, seed=seed, frames=frames, size=size,
+            trails=trails, force=force, codec=codec, workers=workers, progress=report,
+        )
     print_table(
         f"Synthetic dataset {summary.root}",
         ["classes", "train videos", "test videos", "frames", "size", "trails", "codec", "seconds"],
@@ -56,7 +58,8 @@ def extract_flow(
     workers: Annotated[int, typer.Option(help="Videos processed in parallel.", callback=at_least(1))] = 1,
 ) -> None:
     """Extract RGB frames and optical flow as TSN JPEG folders; resumable (finished videos are skipped)."""
-    summary = _extract_flow(video_root, out, method=method, bound=bound, workers=workers)
+    with progress_callback() as report:
+        summary = _extract_flow(video_root, out, method=method, bound=bound, workers=workers, progress=report)
     print_table(
         f"Optical flow in {out}",
         ["method", "bound", "extracted", "skipped", "frames", "flow fields", "seconds"],

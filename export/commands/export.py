@@ -11,8 +11,8 @@ import typer
 
 from aarm.errors import ConfigError
 from aarm.fileio import check_writable, write_json
-from export.commands.bench import at_least
 from export.console import console, print_table
+from export.options import at_least
 
 
 def _check_outputs(output: Path, json_out: Path | None, verify_samples: int, force: bool, *,

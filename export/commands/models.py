@@ -7,8 +7,8 @@ import typer
 
 from aarm.fileio import check_writable, write_json
 from aarm.models.summary import parameter_table
-from export.commands.bench import at_least
 from export.console import console, print_table
+from export.options import at_least
 
 
 def models(

@@ -6,7 +6,8 @@ from typing import Annotated, Any
 import typer
 
 from aarm.fileio import check_writable, write_json
-from export.commands.bench import (
+from export.console import console, print_table
+from export.options import (
     ChannelsLastOpt,
     CudaGraphsOpt,
     DeviceOpt,
@@ -15,10 +16,9 @@ from export.commands.bench import (
     ThreadsOpt,
     at_least,
     open_cli_runner,
-    progress_bar,
     torch_options,
 )
-from export.console import console, print_table
+from export.progress import progress_bar
 
 _METRICS = [  # (metric key, label, format); limits and the metric each bounds come from runtime.compare.LIMITS
     ("samples", "clips", "{:d}"), ("max_abs", "max abs error", "{:.3g}"),
@@ -92,7 +92,6 @@ def parent_line(result: Any) -> str:
     source = parent["limit_sources"].get("max_rel", "-")
     return (f"parent check: {Path(parent['path']).name} against the reference, max relative error {shown} on "
             f"{m['samples']} random clips (limits: {source}): {'FAIL' if failed else 'pass'}")
-
 
 
 def _check_bisect_args(artifact: Path, reference: Path) -> None:

@@ -6,7 +6,8 @@ from typing import Annotated
 import typer
 
 from aarm.fileio import check_writable, write_json
-from export.commands.bench import (
+from export.console import console, print_table
+from export.options import (
     ChannelsLastOpt,
     CudaGraphsOpt,
     DeviceOpt,
@@ -16,10 +17,9 @@ from export.commands.bench import (
     at_least,
     open_cli_runner,
     print_stage_split,
-    progress_bar,
     torch_options,
 )
-from export.console import console, print_table
+from export.progress import progress_bar
 
 
 def predict(

@@ -7,8 +7,8 @@ import typer
 
 from aarm.errors import ConfigError
 from aarm.fileio import check_writable, write_json
-from export.commands.bench import DeviceOpt, ProviderOpt, at_least, open_cli_runner
 from export.console import console
+from export.options import DeviceOpt, ProviderOpt, at_least, open_cli_runner
 
 
 def regress(
@@ -46,7 +46,7 @@ def regress(
     regression beyond the tolerance and the trials' spread; on a machine with another fingerprint the check
     is skipped (exit 0).
     """
-    from runtime.regress import LatencyRegression, assert_ratio, check_regression
+    from runtime.regress import LatencyRegression, assert_ratio, check_regression, record_baseline
 
     if json_out:
         check_writable(json_out, force)
@@ -70,8 +70,9 @@ def regress(
         return
     if baseline is None:
         raise ConfigError("give --baseline FILE (or --against ARTIFACT --max-ratio R)")
-    result = check_regression(runner, baseline, key=key, workload=reference_workload, trials=trials,
-                              iterations=iterations, batch=batch, tolerance=tolerance, update=update)
+    measure = dict(key=key, workload=reference_workload, trials=trials, iterations=iterations, batch=batch)
+    result = (record_baseline(runner, baseline, **measure) if update
+              else check_regression(runner, baseline, tolerance=tolerance, **measure))
     if json_out:
         write_json(json_out, result.to_dict())
     if result.status == "fail":

@@ -11,7 +11,8 @@ from typing import Annotated, Any, TextIO
 import typer
 
 from aarm.fileio import atomic_path, check_writable
-from export.commands.bench import (
+from export.console import console, print_table
+from export.options import (
     ChannelsLastOpt,
     CudaGraphsOpt,
     DeviceOpt,
@@ -22,7 +23,6 @@ from export.commands.bench import (
     open_cli_runner,
     torch_options,
 )
-from export.console import console, print_table
 
 TABLE_ROWS = 12
 COLUMNS = ("window", "time", "top-1", "lag ms", "total ms", "dropped")

@@ -1,8 +1,6 @@
 """`aarm-export train` and `aarm-export evaluate`."""
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -13,22 +11,9 @@ from aarm.fileio import check_writable, write_json
 from aarm.training import TrainConfig, evaluate, save_confusion_png, train
 from aarm.training.distributed import is_main_process
 from aarm.training.evaluate import fusion_weights
-from aarm.training.progress import plain_progress
-from aarm.training.trainer import ProgressFn
-from export.commands.bench import at_least
 from export.console import console, print_table
+from export.options import at_least
 from export.progress import progress_callback
-
-
-@contextmanager
-def cli_progress() -> Iterator[ProgressFn]:
-    """Progress for train and evaluate: a live bar on a terminal; into a log or a pipe, where a bar shows
-    nothing, plain lines at a steady interval (aarm.training.progress)."""
-    if console.is_terminal:
-        with progress_callback() as report:
-            yield report
-    else:
-        yield plain_progress(lambda line: console.print(line, markup=False, highlight=False, soft_wrap=True))
 
 
 def parse_weights(text: str) -> list[float]:
@@ -117,7 +102,7 @@ def train_command(
             f"{row['train_top1']:.1%}  held-out top-1 {row['val_top1']:.1%}  ({row['seconds']:.0f} s)"
         )
 
-    with cli_progress() as report:
+    with progress_callback() as report:
         result = train(cfg, resume=resume, force=force, progress=report, on_epoch=show)
     best = result.out / "best.pt"
     if main:
@@ -150,7 +135,7 @@ def evaluate_command(
     for path in (json_out, confusion):
         if path is not None:
             check_writable(path, force)
-    with cli_progress() as report:
+    with progress_callback() as report:
         results = evaluate(
             checkpoints, data, weights=chosen if len(checkpoints) > 1 else None, videos=videos or None,
             annotations=annotations, allow_overlap=allow_overlap, split=split, subset=subset, num_clips=clips,

@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from aarm.errors import ArtifactError, BackendUnavailable, ConfigError
+from aarm.errors import BackendUnavailable, ConfigError
 from runtime.artifact import read_sidecar
+from runtime.errors import ArtifactError
 from runtime.graph_precision import graph_precision
 from runtime.kernel_library import DOMAIN, graph_custom_ops, trusted_library
 from runtime.onnx_file import load_onnx, parse_onnx

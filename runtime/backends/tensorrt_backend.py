@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from aarm.errors import ArtifactError
 from runtime.artifact import read_sidecar
+from runtime.errors import ArtifactError
 from runtime.runner import Runner, check_graph_matches_sidecar, sidecar_input_specs
 from runtime.tensorrt_engine import cuda_device_index, engine_io, load_engine, use_cuda_device
 

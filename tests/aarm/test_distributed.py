@@ -51,7 +51,7 @@ SPY = textwrap.dedent(
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn") / "data"
-    make_synthetic(root, classes=3, videos_per_class=4, frames=12, size=48, seed=1, progress=False)
+    make_synthetic(root, classes=3, videos_per_class=4, frames=12, size=48, seed=1)
     return root
 
 
@@ -148,7 +148,7 @@ def test_torchrun_environment():
 def test_device_per_process():
     assert training_device("cpu", 1, 2) == torch.device("cpu")
     assert training_device("cuda:1", 0, 1) == torch.device("cuda:1")  # one process: as given
-    with pytest.raises(ConfigError, match="give --device cuda"):
+    with pytest.raises(ConfigError, match="give `device` cuda"):
         training_device("cuda:1", 0, 2)
     if torch.cuda.device_count() < 2:
         with pytest.raises(ConfigError, match="LOCAL_RANK 1 has no GPU"):
@@ -161,7 +161,7 @@ def test_options_several_processes_cannot_run(tmp_path):
     two_cpu = Distributed(rank=0, local_rank=0, world_size=2, device=torch.device("cpu"))
     with pytest.raises(ConfigError, match="multiple of the 2 processes"):
         check_distributed(TrainConfig(batch_size=5), two_cpu)
-    with pytest.raises(ConfigError, match="--sync-bn needs --device cuda"):
+    with pytest.raises(ConfigError, match="`sync_bn` needs `device` cuda"):
         check_distributed(TrainConfig(batch_size=4, sync_bn=True), two_cpu)
     check_distributed(TrainConfig(batch_size=5, sync_bn=True), Distributed())  # one process: nothing to sync
     with pytest.raises(ConfigError, match="exclude each other"):

@@ -37,7 +37,7 @@ def test_plain_model_has_nothing_to_explain():
 
 def test_explain_command_writes_png_and_gif(tmp_path):
     root = tmp_path / "data"
-    make_synthetic(root, classes=2, videos_per_class=2, frames=8, size=48, progress=False)
+    make_synthetic(root, classes=2, videos_per_class=2, frames=8, size=48)
     video = next((root / "videos").rglob("*.*4"))
     model = aarm.create_model("resnet18", num_classes=2, segments=3)
     ckpt = save_checkpoint(tmp_path / "m.pt", model, classes=["MoveLeft", "MoveRight"],

@@ -16,7 +16,7 @@ from export.cli import app
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("syn") / "data"
-    make_synthetic(root, classes=3, videos_per_class=4, frames=12, size=48, seed=1, progress=False)
+    make_synthetic(root, classes=3, videos_per_class=4, frames=12, size=48, seed=1)
     return root
 
 
@@ -55,7 +55,7 @@ def test_resume_keeps_finished_epochs(dataset, tmp_path):
         train(config(dataset, out, epochs=3), on_epoch=stop_after_second)
     finished = (out / "log.jsonl").read_text().splitlines()
     assert len(finished) == 2
-    with pytest.raises(ConfigError, match="--resume"):
+    with pytest.raises(ConfigError, match="pass `resume` to continue"):
         train(config(dataset, out, epochs=3))
     result = train(config(dataset, out, epochs=3), resume=True)
     assert result.epochs_run == 1
@@ -115,7 +115,7 @@ def test_train_command(dataset, tmp_path):
 
 
 def test_plain_progress_lines_at_a_steady_interval():
-    from aarm.training.progress import plain_progress
+    from aarm.progress import plain_progress
 
     now = [0.0]
     lines: list[str] = []

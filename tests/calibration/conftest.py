@@ -83,7 +83,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
 def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """UCF101 layout: one train and one test 8-frame 32x32 video per class."""
     root = tmp_path_factory.mktemp("synthetic") / "data"
-    make_synthetic(root, classes=len(CLASSES), videos_per_class=2, frames=8, size=32, seed=0, progress=False)
+    make_synthetic(root, classes=len(CLASSES), videos_per_class=2, frames=8, size=32, seed=0)
     return root
 
 

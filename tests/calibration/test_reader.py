@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from aarm.data.clips import load_video_input
 from aarm.data.datasets import VideoDataset
-from aarm.errors import ArtifactError, DataError
+from aarm.errors import DataError
 from calibration.reader import (
     ClipReader,
     ClipSet,
@@ -20,6 +20,7 @@ from calibration.reader import (
     sidecar_preprocessing,
 )
 from runtime.artifact import read_sidecar
+from runtime.errors import ArtifactError
 
 
 def test_reader_yields_exactly_the_clips_evaluation_sees(tiny, videos):

@@ -54,7 +54,7 @@ def test_invalid_onnx_is_one_line_error(command, content, tmp_path, capsys, monk
 
 
 def test_load_onnx_errors_name_the_file(tmp_path):
-    from aarm.errors import ArtifactError
+    from runtime.errors import ArtifactError
     from runtime.onnx_file import load_onnx, parse_onnx
 
     with pytest.raises(ArtifactError, match="ONNX graph not found"):

@@ -29,7 +29,7 @@ def digest(path: Path) -> str:
 def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The synthetic set in UCF101's layout: 2 classes x 4 videos of 12 frames, 32 x 32 (4 train, 4 test)."""
     root = tmp_path_factory.mktemp("syn") / "data"
-    make_synthetic(root, classes=2, videos_per_class=4, frames=12, size=32, seed=2, progress=False)
+    make_synthetic(root, classes=2, videos_per_class=4, frames=12, size=32, seed=2)
     return root
 
 

@@ -5,11 +5,11 @@ import pytest
 from test_onnx_export import cached_resnet18_aarm
 from typer.testing import CliRunner
 
-from aarm.errors import ArtifactError
 from export.cli import app
 from export.fp16 import FP32_OPS, convert_onnx
 from export.verify import compare_graphs
 from runtime.artifact import file_sha256, read_sidecar
+from runtime.errors import ArtifactError
 
 
 @pytest.fixture(scope="module")

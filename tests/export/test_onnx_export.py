@@ -23,12 +23,13 @@ import aarm
 from aarm.attention import ATTENTIONS, STAM
 from aarm.checkpoint import save_checkpoint
 from aarm.data.preprocessing import Preprocessing
-from aarm.errors import AarmError, ArtifactError, ConfigError
+from aarm.errors import AarmError, ConfigError
 from export.cli import app
-from export.onnx_export import RANDOM_OPS, check_eval_graph, export_onnx, read_metadata
+from export.onnx_export import RANDOM_OPS, check_eval_graph, export_onnx
 from export.verify import verify_against_torch
 from runtime.artifact import file_sha256, read_sidecar
 from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
+from runtime.errors import ArtifactError
 
 SAMPLES = 32
 RESIDUAL_SCALE = 0.2
@@ -217,7 +218,7 @@ def test_graph_is_clean_eval_graph_with_symbolic_batch(exported):
 
 def test_labels_and_preprocessing_in_metadata_and_sidecar(exported):
     model, path = exported
-    meta = read_metadata(onnx.load(str(path)))
+    meta = {p.key: json.loads(p.value) for p in onnx.load(str(path)).metadata_props if p.key.startswith("aarm.")}
     assert meta["aarm.classes"] == labels(7)
     assert Preprocessing.from_dict(meta["aarm.preprocessing"]) == _prep(model)
     assert meta["aarm.model"] == model.aarm_config
@@ -230,7 +231,7 @@ def test_labels_and_preprocessing_in_metadata_and_sidecar(exported):
 
 def test_export_refuses_to_overwrite_and_bad_arguments(exported, tmp_path):
     model, path = exported
-    with pytest.raises(AarmError, match="--force"):
+    with pytest.raises(AarmError, match="exists; pass `force` to overwrite it"):
         export_onnx(model, path, classes=labels(7), preprocessing=_prep(model), trained=True)
     with pytest.raises(ConfigError, match="3 class labels"):
         export_onnx(model, tmp_path / "x.onnx", classes=labels(3), preprocessing=_prep(model), trained=True)

@@ -12,7 +12,6 @@ from test_onnx_export import SAMPLES, cached_resnet18_aarm
 from typer.testing import CliRunner
 
 from aarm.attention import AARMBlock, ParallelFusion
-from aarm.errors import ArtifactError
 from export.cli import app
 from export.passes import (
     find_channel_fusions,
@@ -25,6 +24,7 @@ from export.passes import (
 )
 from export.verify import compare_graphs
 from runtime.artifact import file_sha256, read_sidecar
+from runtime.errors import ArtifactError
 
 
 def ort_run(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -223,7 +223,7 @@ def test_optimize_writes_a_derived_sidecar(optimized):
 
 def test_optimize_refuses_overwrite_and_non_fp32_input(optimized, tmp_path):
     exported, out = optimized
-    with pytest.raises(Exception, match="--force"):
+    with pytest.raises(Exception, match="exists; pass `force` to overwrite it"):
         optimize_onnx(exported, out)
     fake = tmp_path / "m.onnx"
     fake.write_bytes(exported.read_bytes())

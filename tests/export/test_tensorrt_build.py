@@ -13,7 +13,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from aarm.data.preprocessing import Preprocessing
-from aarm.errors import AarmError, ArtifactError, BackendUnavailable, ConfigError
+from aarm.errors import AarmError, BackendUnavailable, ConfigError
 from export.tensorrt_build import (
     DEFAULT_BATCH,
     BuildOptions,
@@ -26,6 +26,7 @@ from export.tensorrt_build import (
     polygraphy_loaders,
 )
 from runtime.artifact import Sidecar, TensorSpec, read_sidecar, write_sidecar
+from runtime.errors import ArtifactError
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 CONFIG = {

@@ -9,7 +9,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 from typer.testing import CliRunner
 
 from aarm.data.preprocessing import Preprocessing
-from aarm.errors import ArtifactError, ConfigError
+from aarm.errors import ConfigError
 from export.cli import app
 from export.triton import (
     TritonOptions,
@@ -20,6 +20,7 @@ from export.triton import (
     write_triton_model,
 )
 from runtime.artifact import Sidecar, TensorSpec, read_sidecar, write_sidecar
+from runtime.errors import ArtifactError
 
 CONFIG = {
     "name": "resnet18",

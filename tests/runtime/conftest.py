@@ -63,5 +63,5 @@ def tiny(tmp_path_factory: pytest.TempPathFactory, export_cache: Path) -> Tiny:
 def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A synthetic dataset with the tiny model's five classes: two 8-frame 32x32 videos per class."""
     root = tmp_path_factory.mktemp("synthetic") / "data"
-    make_synthetic(root, classes=len(CLASSES), videos_per_class=2, frames=8, size=32, seed=0, progress=False)
+    make_synthetic(root, classes=len(CLASSES), videos_per_class=2, frames=8, size=32, seed=0)
     return root

@@ -16,8 +16,8 @@ from onnx import helper, numpy_helper
 
 import export.onnx_export
 from aarm.data.preprocessing import Preprocessing
-from aarm.errors import ArtifactError
 from runtime.artifact import read_sidecar, write_sidecar
+from runtime.errors import ArtifactError
 
 
 def _export_key(model: torch.nn.Module, classes: list[str], preprocessing: Preprocessing) -> str:

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from aarm.errors import AarmError, ConfigError
 from export.cli import app
+from runtime.backends import open_runner
 from runtime.bench import (
     _MemoryProbe,
     bench_notes,
@@ -23,7 +24,6 @@ from runtime.bench import (
     runner_flops,
     speedup_interval,
 )
-from runtime.runner import open_runner
 
 
 def test_latency_stats_of_known_samples():
@@ -305,9 +305,9 @@ def test_bench_refuses_bad_numbers(tmp_path, option, value, message):
 
 def test_bench_prints_plain_progress_into_a_log(tiny, monkeypatch):
     """Not on a terminal (CliRunner, like a pipe), a live bar shows nothing: plain lines come instead."""
-    import export.commands.bench as bench_command
+    import aarm.progress
 
-    monkeypatch.setattr(bench_command, "PLAIN_PROGRESS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(aarm.progress, "PLAIN_PROGRESS_INTERVAL_S", 0.0)
     res = CliRunner().invoke(app, ["bench", str(tiny.onnx), "--iterations", "2", "--rounds", "2", "--warmup", "1",
                                    "--threads", "1", "--no-flops", "--no-memory"])
     assert res.exit_code == 0, res.output

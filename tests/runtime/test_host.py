@@ -8,8 +8,7 @@ import pytest
 
 import runtime.bench
 import runtime.regress
-from runtime.artifact import software_versions
-from runtime.host import BUSY_OTHER_CORES, CpuUse, host_info, usable_cores
+from runtime.host import BUSY_OTHER_CORES, CpuUse, host_info, software_versions, usable_cores
 
 
 def test_one_source_of_host_facts():

@@ -14,15 +14,16 @@ from typer.testing import CliRunner
 
 from aarm.errors import AarmError
 from export.cli import app
+from runtime.backends import open_runner
 from runtime.regress import (
     LatencyRegression,
     assert_ratio,
     bootstrap_median_interval,
     check_regression,
     fingerprint,
+    record_baseline,
     reference_runner,
 )
-from runtime.runner import open_runner
 
 FAST = {"trials": 5, "iterations": 4}
 
@@ -72,9 +73,9 @@ def test_reference_workload_runs_where_the_artifact_runs(tiny):
 
 def test_baseline_pass_fail_and_skip(tiny, slow, tmp_path):
     base = tmp_path / "baseline.json"
-    with pytest.raises(AarmError, match="--update"):
+    with pytest.raises(AarmError, match="not found; record one with `record_baseline`"):
         check_regression(open_runner(tiny.onnx, threads=1), base)
-    recorded = check_regression(open_runner(tiny.onnx, threads=1), base, update=True, **FAST)
+    recorded = record_baseline(open_runner(tiny.onnx, threads=1), base, **FAST)
     assert recorded.status == "updated" and base.is_file()
     ok = check_regression(open_runner(tiny.onnx, threads=1), base, tolerance=0.4, **FAST)
     assert ok.status == "pass" and ok, ok.reason
@@ -97,6 +98,8 @@ def test_baseline_pass_fail_and_skip(tiny, slow, tmp_path):
 def test_regress_command(tiny, slow, tmp_path):
     base = tmp_path / "baseline.json"
     opts = ["--trials", "5", "--iterations", "4", "--tolerance", "0.4"]
+    res = CliRunner().invoke(app, ["regress", str(tiny.onnx), "--baseline", str(base), *opts])
+    assert str(res.exception) == f"baseline file {base} not found; record one with --update"  # the flag
     res = CliRunner().invoke(app, ["regress", str(tiny.onnx), "--baseline", str(base), "--update", *opts])
     assert res.exit_code == 0 and "updated" in res.output, res.output
     res = CliRunner().invoke(app, ["regress", str(tiny.onnx), "--baseline", str(base), *opts])

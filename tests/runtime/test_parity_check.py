@@ -11,11 +11,13 @@ from onnx import numpy_helper
 from runtime_artifacts import derive_artifact
 from typer.testing import CliRunner
 
-from aarm.errors import ArtifactError, ConfigError, DataError
+from aarm.errors import ConfigError, DataError
 from export.cli import app
 from export.commands.parity import metric_rows
 from runtime.artifact import sidecar_path
+from runtime.backends import open_runner
 from runtime.compare import Failure, judge, judge_sets, score_metrics
+from runtime.errors import ArtifactError
 from runtime.parity import (
     ParityFailure,
     Tolerances,
@@ -23,7 +25,6 @@ from runtime.parity import (
     default_tolerances,
     labelled_batches,
 )
-from runtime.runner import open_runner
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,8 @@ from export.fp16 import convert_onnx
 from export.onnx_export import export_onnx
 from export.verify import compare_with_rebuild
 from runtime.artifact import file_sha256, read_sidecar, sidecar_path, write_sidecar
+from runtime.backends import open_runner
 from runtime.parity import ParityFailure, compare, labelled_batches
-from runtime.runner import open_runner
 
 SCALE = 1.05
 

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 
 from aarm.data.clips import load_video_input
 from export.cli import app
+from runtime.backends import open_runner
 from runtime.predict import load_inputs, predict_video, predict_videos, softmax
-from runtime.runner import open_runner
 
 
 @pytest.fixture(scope="module")

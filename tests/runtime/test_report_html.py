@@ -11,11 +11,11 @@ from typer.testing import CliRunner
 from aarm.errors import AarmError, ConfigError
 from aarm.fileio import write_json
 from export.cli import app
+from runtime.backends import open_runner
 from runtime.bench import benchmark
 from runtime.parity import compare
 from runtime.regress import RatioMeasurement, RegressResult
 from runtime.report import build_report, load_results
-from runtime.runner import open_runner
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_report_embeds_plots_and_writes_markdown(results, tmp_path):
     assert "vs first" not in html and cell == f"{b1['speedup']['value']:.2f}x", cell
     links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
     assert len(links) == 4 and all((tmp_path / link).read_bytes().startswith(b"\x89PNG") for link in links)
-    with pytest.raises(AarmError, match="--force"):
+    with pytest.raises(AarmError, match="exists; pass `force` to overwrite it"):
         build_report(results, html_path)
     build_report(results[:1], html_path, force=True)
     assert "Parity" not in html_path.read_text()

@@ -10,12 +10,13 @@ import pytest
 import torch
 from runtime_artifacts import derive_artifact
 
-from aarm.errors import AarmError, ArtifactError, BackendUnavailable, ConfigError
+from aarm.errors import AarmError, BackendUnavailable, ConfigError
 from runtime.artifact import sidecar_path
-from runtime.backends import runner_class
+from runtime.backends import open_runner, resolve_backend, runner_class
 from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
 from runtime.backends.torch_backend import TorchRunner
-from runtime.runner import FeedError, InputSpec, open_runner, resolve_backend
+from runtime.errors import ArtifactError
+from runtime.runner import FeedError, InputSpec
 
 
 def _reference(tiny, x: np.ndarray) -> np.ndarray:

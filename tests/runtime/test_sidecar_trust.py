@@ -12,11 +12,12 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from aarm.errors import ArtifactError, BackendUnavailable
+from aarm.errors import BackendUnavailable
 from runtime.artifact import TensorSpec, read_sidecar, sidecar_path, write_sidecar
+from runtime.backends import open_runner
+from runtime.errors import ArtifactError
 from runtime.graph_precision import graph_precision
 from runtime.kernel_library import DOMAIN, graph_custom_ops, record_library, trusted_library
-from runtime.runner import open_runner
 
 # --------------------------------------------------------------------------------------- validation on read
 

@@ -17,8 +17,8 @@ from aarm.data.clips import load_video_input
 from aarm.data.preprocessing import Preprocessing
 from aarm.data.synthetic import synthesize
 from aarm.data.video import read_frames
+from runtime.backends import open_runner
 from runtime.predict import predict_video
-from runtime.runner import open_runner
 from runtime.stream import VideoStream, parse_span, window_input
 from runtime.timings import STAGES
 

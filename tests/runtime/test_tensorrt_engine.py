@@ -6,8 +6,9 @@ import importlib.util
 import pytest
 
 from aarm.data.preprocessing import Preprocessing
-from aarm.errors import ArtifactError, BackendUnavailable
+from aarm.errors import BackendUnavailable
 from runtime.artifact import Sidecar, TensorSpec, write_sidecar
+from runtime.errors import ArtifactError
 from runtime.tensorrt_engine import (
     EngineTarget,
     check_engine_compatible,

@@ -8,9 +8,9 @@ from typer.testing import CliRunner
 
 from aarm.errors import ConfigError
 from export.cli import app
+from runtime.backends import open_runner
 from runtime.backends.torch_backend import TorchRunner, to_channels_last
 from runtime.parity import default_tolerances
-from runtime.runner import open_runner
 
 HAVE_CUDA = torch.cuda.is_available()
 

@@ -217,7 +217,7 @@ def test_unresolved_video_names_the_folders_searched(tmp_path: Path) -> None:
         load_split(root)
     message = str(err.value)
     assert "brush_hair_test_split1.txt:1: video brush_hair/brush_hair_0.avi not found: no folder brush_hair/" in message
-    assert f"in {root} (give the video folder with --videos)" in message and "\n" not in message
+    assert f"in {root} (give the video folder with `videos`)" in message and "\n" not in message
     (root / "unpacked_here").rename(root / "videos")
     (root / "videos" / "wave" / "wave_1.avi").unlink()
     with pytest.raises(DataError, match=r"video wave/wave_1\.avi not found in .*videos/wave$"):
@@ -246,5 +246,5 @@ def test_train_and_test_must_not_overlap(tmp_path: Path) -> None:
         check_held_out(train, test, videos)
     message = str(err.value)
     assert message.startswith(f"{videos}: train and test share 10 of 10 test videos")
-    assert "a folder of class folders has no split" in message and "--allow-overlap" in message
+    assert "a folder of class folders has no split" in message and "pass `allow_overlap`" in message
     assert "\n" not in message

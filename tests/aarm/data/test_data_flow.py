@@ -12,7 +12,6 @@ from typer.testing import CliRunner
 from aarm.data.flow import (
     DONE,
     available_methods,
-    dequantize_flow,
     extract_flow,
     quantize_flow,
     resolve_method,
@@ -21,6 +20,11 @@ from aarm.data.frames import frame_folder_count, read_flow_frames, read_rgb_fram
 from aarm.data.video import read_frames
 from aarm.errors import BackendUnavailable, ConfigError, DataError
 from export.cli import app
+
+
+def dequantize_flow(gray: np.ndarray, bound: float) -> np.ndarray:
+    """uint8 -> float flow in pixels: what a reader of the JPEG flow fields does (inverse of quantize_flow)."""
+    return gray.astype(np.float32) * (2.0 * bound / 255.0) - bound
 
 
 @pytest.fixture
@@ -44,7 +48,7 @@ def test_quantisation() -> None:
 
 def test_extract_layout_values_and_resume(video_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "flow"
-    summary = extract_flow(video_root, out, method="farneback", bound=20, progress=False)
+    summary = extract_flow(video_root, out, method="farneback", bound=20)
     assert sorted(Path(v).name for v in summary.extracted) == ["a.mp4", "b.mp4"] and not summary.skipped
     assert (summary.frames, summary.flows) == (11, 9)
     a = out / "Right" / "a"
@@ -60,24 +64,24 @@ def test_extract_layout_values_and_resume(video_root: Path, tmp_path: Path) -> N
     assert on_square[..., 0].mean() > 1.5 and abs(on_square[..., 1].mean()) < 0.5
     assert abs(flow[45:]).mean() < 0.3
 
-    again = extract_flow(video_root, out, method="farneback", bound=20, progress=False)
+    again = extract_flow(video_root, out, method="farneback", bound=20)
     assert not again.extracted and len(again.skipped) == 2 and (again.frames, again.flows) == (11, 9)
 
     # An interrupted video (a folder without its .done marker) is redone and replaced; others are skipped.
     (a / DONE).unlink()
     (a / "img_00006.jpg").unlink()
-    third = extract_flow(video_root, out, method="farneback", bound=20, progress=False)
+    third = extract_flow(video_root, out, method="farneback", bound=20)
     assert [Path(v).name for v in third.extracted] == ["a.mp4"] and len(third.skipped) == 1
     assert frame_folder_count(a) == 6 and (a / DONE).is_file()
     assert not [p for p in (out / "Right").iterdir() if p.name.startswith(".")]  # no temporary folders left
 
     with pytest.raises(DataError, match="was extracted with method=farneback bound=20"):
-        extract_flow(video_root, out, method="farneback", bound=10, progress=False)
+        extract_flow(video_root, out, method="farneback", bound=10)
 
 
 def test_parallel_workers_match_serial(video_root: Path, tmp_path: Path) -> None:
-    extract_flow(video_root, tmp_path / "one", method="farneback", progress=False)
-    extract_flow(video_root, tmp_path / "two", method="farneback", workers=2, progress=False)
+    extract_flow(video_root, tmp_path / "one", method="farneback")
+    extract_flow(video_root, tmp_path / "two", method="farneback", workers=2)
     for rel in ("Right/a", "Other/b"):
         n = frame_folder_count(tmp_path / "one" / rel, "flow")
         assert np.array_equal(read_flow_frames(tmp_path / "one" / rel, range(n)),
@@ -94,12 +98,12 @@ def test_methods_and_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown flow method"):
         resolve_method("lucas-kanade")
     with pytest.raises(DataError, match="does not exist"):
-        extract_flow(tmp_path / "missing", tmp_path / "o", progress=False)
+        extract_flow(tmp_path / "missing", tmp_path / "o")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no video files"):
-        extract_flow(tmp_path / "empty", tmp_path / "o", progress=False)
+        extract_flow(tmp_path / "empty", tmp_path / "o")
     with pytest.raises(ConfigError, match="bound"):
-        extract_flow(tmp_path / "empty", tmp_path / "o", bound=0, progress=False)
+        extract_flow(tmp_path / "empty", tmp_path / "o", bound=0)
 
 
 def test_cli_extract_flow(video_root: Path, tmp_path: Path) -> None:

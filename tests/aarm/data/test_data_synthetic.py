@@ -47,7 +47,7 @@ def test_layout_and_split(tiny_synthetic: Path) -> None:
 
 def test_same_seed_same_decoded_frames(tiny_synthetic: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
-    make_synthetic(again, classes=2, videos_per_class=4, seed=3, frames=12, size=32, progress=False, workers=2)
+    make_synthetic(again, classes=2, videos_per_class=4, seed=3, frames=12, size=32, workers=2)
     name = "videos/MoveRight/v_MoveRight_g02_c01"
     first = next(tiny_synthetic.glob(name + ".*"))
     second = next(again.glob(name + ".*"))
@@ -64,7 +64,7 @@ def _file_bytes(root: Path) -> dict[str, bytes]:
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path: Path) -> None:
     # 64 px, 24 frames: the size where x264's macroblock tree made 6 of 8 videos differ between two encodes.
-    params = dict(classes=2, videos_per_class=4, seed=5, frames=24, size=64, progress=False)
+    params = dict(classes=2, videos_per_class=4, seed=5, frames=24, size=64)
     make_synthetic(tmp_path / "one", workers=1, **params)
     make_synthetic(tmp_path / "two", workers=2, **params)
     first, second = _file_bytes(tmp_path / "one"), _file_bytes(tmp_path / "two")
@@ -135,17 +135,17 @@ def test_guards(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    with pytest.raises(DataError, match="pass --force"):
-        make_synthetic(out, classes=1, videos_per_class=2, frames=4, size=16, progress=False)
-    make_synthetic(out, classes=1, videos_per_class=2, frames=4, size=16, progress=False, force=True)
+    with pytest.raises(DataError, match="pass `force` to replace it"):
+        make_synthetic(out, classes=1, videos_per_class=2, frames=4, size=16)
+    make_synthetic(out, classes=1, videos_per_class=2, frames=4, size=16, force=True)
     assert not (out / "keep.txt").exists() and (out / "dataset.json").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folders left
-    with pytest.raises(ConfigError, match=r"--classes must be 1\.\.10"):
-        make_synthetic(tmp_path / "x", classes=11, progress=False)
+    with pytest.raises(ConfigError, match=r"`classes` must be 1\.\.10"):
+        make_synthetic(tmp_path / "x", classes=11)
     with pytest.raises(ConfigError, match="even"):
-        make_synthetic(tmp_path / "x", size=33, progress=False)
-    with pytest.raises(ConfigError, match="videos-per-class"):
-        make_synthetic(tmp_path / "x", videos_per_class=1, progress=False)
+        make_synthetic(tmp_path / "x", size=33)
+    with pytest.raises(ConfigError, match="`videos_per_class` must be >= 2"):
+        make_synthetic(tmp_path / "x", videos_per_class=1)
 
 
 def test_motion_draws_are_shared_between_kinds() -> None:
@@ -171,3 +171,6 @@ def test_cli_make_synthetic(tmp_path: Path) -> None:
     assert len(load_split(out, subset="test")) == 2
     again = CliRunner().invoke(app, ["make-synthetic", str(out), "--classes", "2"])
     assert again.exit_code != 0 and isinstance(again.exception, DataError)
+    assert str(again.exception).endswith("exists and is not empty; pass --force to replace it")  # the flag, not `force`
+    bad = CliRunner().invoke(app, ["make-synthetic", str(tmp_path / "x"), "--classes", "11"])
+    assert isinstance(bad.exception, ConfigError) and str(bad.exception).startswith("--classes must be 1..10 ")
