@@ -25,7 +25,7 @@ SIDECAR_VERSION = 1
 KINDS = ("onnx", "engine")
 STAGES = ("export", "optimize", "convert", "calibrate", "build")
 DTYPES = ("float32", "float16", "float64", "int8", "uint8", "int32", "int64", "bool")
-LAYOUTS = ("NKCHW", "NCTHW", "NC")
+LAYOUTS = ("NKCHW", "NCTHW", "NC", "NVTHW", "NVC")  # NVTHW / NVC: STAM maps / CAM weights (attention outputs)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -61,7 +61,7 @@ class TensorSpec:
     name: str
     shape: list[int | str]
     dtype: str = "float32"
-    layout: str | None = None  # "NKCHW", "NCTHW", "NC" (scores)
+    layout: str | None = None  # "NKCHW", "NCTHW", "NC" (scores), "NVTHW" / "NVC" (STAM / CAM attention outputs)
     ranges: dict[str, dict[str, int]] | None = None
 
     def resolved(self, sizes: dict[str, int] | None = None) -> list[int | str]:
@@ -237,6 +237,10 @@ def validate_sidecar(data: Any, where: str) -> None:
         if t.get("layout") == "NC" and _is_int(t["shape"][-1]) and t["shape"][-1] != len(classes):
             raise ArtifactError(f"{where}: field 'outputs' gives {t['name']!r} {t['shape'][-1]} classes, "
                                 f"field 'classes' names {len(classes)}")
+        rank = {"NVTHW": 5, "NVC": 3}.get(t.get("layout"))
+        if rank is not None and (len(t["shape"]) != rank or t is data["outputs"][0]):
+            raise ArtifactError(f"{where}: field 'outputs' gives attention output {t['name']!r} ({t['layout']}) "
+                                f"shape {t['shape']!r}; it needs {rank} axes and to follow the scores output")
     preps = data["preprocessing"]
     items = preps if isinstance(preps, list) else [preps]
     if not items or not all(isinstance(p, dict) for p in items):

@@ -85,7 +85,11 @@ def stream(
     cuda_graphs: CudaGraphsOpt = False,
     jsonl: Annotated[Path | None, typer.Option(
         help="Write the JSON lines here (atomically, when the stream ends) instead of stdout.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite the --jsonl file.")] = False,
+    explain: Annotated[Path | None, typer.Option(
+        "--explain", help="Draw each window's STAM maps and CAM weights to DIR/window_NNNNN.png, from the artifact's "
+        "attention outputs (export --attention-outputs). Slow: the graph runs again and a figure is drawn per window.")
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --jsonl file and an --explain folder.")] = False,
 ) -> None:
     """Classify a video stream window by window: one JSON line per window, a live table on a terminal.
 
@@ -99,6 +103,8 @@ def stream(
     span_w, span_s = parse_span(window, "window"), parse_span(stride, "stride")
     if jsonl:
         check_writable(jsonl, force)
+    if explain is not None:
+        check_writable(explain, force)
     runner = open_cli_runner(artifact, provider, device, threads, torch_options(precision, channels_last, cuda_graphs))
     if runner.backend != "torch":
         import torch
@@ -115,7 +121,7 @@ def stream(
         stack.enter_context(runner)
         vstream = stack.enter_context(VideoStream(
             runner, source, window=span_w, stride=span_s, top_k=top_k, smooth=smooth, realtime=realtime,
-            max_windows=max_windows, input_format=input_format, timeout=timeout, listen=listen))
+            max_windows=max_windows, input_format=input_format, timeout=timeout, listen=listen, explain=explain))
 
         def emit(obj: dict[str, Any]) -> None:
             if out is not None:
@@ -146,6 +152,8 @@ def stream(
         print_summary(summary)
     if jsonl:
         console.print(f"wrote {jsonl}", highlight=False, markup=False)
+    if explain is not None and (terminal or jsonl):  # stdout otherwise carries JSON lines only
+        console.print(f"attention maps of {summary['windows']} windows in {explain}", highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
