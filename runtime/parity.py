@@ -67,7 +67,7 @@ def default_tolerances(precision: str, backbone: str | None = None, device: str 
 def backbone_of(runner: Runner) -> str | None:
     """The backbone (model name) of a runner's model: its sidecar's model config (validated on read), or a
     PyTorch runner's aarm_config; None when neither names one."""
-    config = runner.sidecar.model if runner.sidecar is not None else getattr(runner, "config", None)
+    config = runner.config
     name = config.get("name") if isinstance(config, dict) else None
     return name if isinstance(name, str) else None
 
@@ -246,7 +246,7 @@ def check_parent(result: ParityResult, reference: Runner, *, samples: int = 8, b
     limits and record it (`ParityResult.add_parent`). The rebuild check trusts the parent; without this, a
     parent changed and re-signed, with the FP16 graph converted from it, would pass at FP16 limits.
     Nothing to do when there was no rebuild."""
-    from runtime.runner import open_runner
+    from runtime.backends import open_runner
 
     if not result.rebuild or "parent" not in result.rebuild:
         return

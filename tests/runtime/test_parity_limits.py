@@ -9,10 +9,10 @@ import pytest
 from cli_runner import run_cli
 
 from export.commands.parity import metric_rows
+from runtime.backends import open_runner
 from runtime.compare import LIMIT_OF_METRIC, judge
 from runtime.parity import DEFAULT_TOLERANCES, compare, default_tolerances
 from runtime.parity_limits import EXCEEDED, MARGIN, TABLE, TUNED, ceil2, derive
-from runtime.runner import open_runner
 
 MEASURED = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "parity_limits.json"
 
