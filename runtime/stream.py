@@ -74,10 +74,10 @@ def parse_span(text: str, what: str = "window") -> Span:
     """'2s' / '2.5s' (seconds) or '64f' (frames) -> Span; zero or anything else is a ConfigError."""
     m = _SPAN.match(str(text))
     if not m:
-        raise ConfigError(f"--{what} {text!r}: expected seconds like 2s or frames like 64f")
+        raise ConfigError(f"`{what}` {text!r}: expected seconds like 2s or frames like 64f")
     value, unit = float(m.group(1)), m.group(2)
     if value <= 0 or (unit == "f" and value != int(value)):
-        raise ConfigError(f"--{what} {text!r}: must be a positive time or a whole number of frames")
+        raise ConfigError(f"`{what}` {text!r}: must be a positive time or a whole number of frames")
     return Span(value, unit)
 
 
@@ -146,7 +146,7 @@ def open_source(
     options = {"rtsp_transport": "tcp"} if source.startswith("rtsp") else {}
     if listen:
         if not source.startswith("rtsp://"):
-            raise ConfigError(f"--listen needs an rtsp:// address to listen on, got {source}")
+            raise ConfigError(f"`listen` needs an rtsp:// address to listen on, got {source}")
         options |= {"rtsp_flags": "listen", "listen_timeout": str(max(1, round(timeout)))}
     fmt = input_format or ("v4l2" if kind == "device" else None)
     try:
@@ -309,9 +309,9 @@ class VideoStream:
         explain: Path | None = None,
     ) -> None:
         if top_k < 1 or smooth < 1:
-            raise ConfigError("--top-k and --smooth must be >= 1")
+            raise ConfigError("`top_k` and `smooth` must be >= 1")
         if max_windows is not None and max_windows < 1:
-            raise ConfigError("--max-windows must be >= 1")
+            raise ConfigError("`max_windows` must be >= 1")
         if len(runner.preprocessing) != 1 or len(runner.input_specs) != 1:
             raise ConfigError(f"{runner.name}: streaming needs a single-input model with recorded preprocessing")
         self.prep = runner.preprocessing[0]
@@ -335,11 +335,11 @@ class VideoStream:
             self.stride_frames = stride.frames(fps, "stride")
             need = min_window_frames(self.prep)
             if self.window_frames < need:
-                raise ConfigError(f"--window {window} is {self.window_frames} frames; the model samples "
+                raise ConfigError(f"`window` {window} is {self.window_frames} frames; the model samples "
                                   f"{need} ({self._sampling()}), so a window needs at least {need} frames")
             live = kind != "file" or realtime
             if realtime and kind == "file" and not fps:
-                raise ConfigError(f"{self.source}: no frame rate to pace --realtime at")
+                raise ConfigError(f"{self.source}: no frame rate to pace `realtime` at")
         except BaseException:
             self.container.close()
             raise

@@ -227,7 +227,7 @@ def test_bad_input_is_one_line_error(case, tiny, clip, tmp_path, capsys, monkeyp
         "missing": (str(tmp_path / "nope.mp4"), "8f", "not found"),
         "rtsp": (f"rtsp://127.0.0.1:{_closed_port()}/live", "8f", "cannot open rtsp://127.0.0.1"),
         "short": (str(path), "1f", "a window needs at least 2 frames"),
-        "span": (str(path), "2x", "expected seconds like 2s or frames like 64f"),
+        "span": (str(path), "2x", "--window '2x': expected seconds like 2s or frames like 64f"),
     }[case]
     code, _, err = run_cli(["stream", source, "--artifact", str(tiny.onnx), "--window", window, "--stride", "1f",
                             "--timeout", "5"], capsys, monkeypatch)
