@@ -8,6 +8,8 @@ Metrics on the "scores" output (N, num_classes), limits and typed failures come 
 counts and, on labelled clips, accuracy of each, the drop and lost clips). Default tolerances follow the
 artifact's precision and backbone and come from measured errors of correct artifacts (`runtime.
 parity_limits`, docs/runtime.md "Parity limits"); every one can be overridden, and each records its source.
+An artifact with attention outputs (export --attention-outputs) also has each of them compared with the
+reference's PyTorch hooks, as `result.attention` rows (`runtime.attention_parity`).
 """
 
 import json
@@ -20,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from aarm.errors import AarmError, ConfigError, DataError
+from runtime.attention_parity import AttentionPairs
 from runtime.compare import Failure, Tolerances, gated, judge_sets, label_metrics, score_metrics
 from runtime.errors import ArtifactError
 from runtime.parity_limits import backbone_tolerances
@@ -92,6 +95,7 @@ class ParityResult:
     rebuild: dict[str, Any] | None = None  # an FP16 graph against its parent converted again (export.verify)
     backbone: str | None = None  # the artifact's model name, which picks its default limits
     parent: dict[str, Any] | None = None  # the rebuild's parent graph against the same reference (check_parent)
+    attention: dict[str, dict[str, Any]] = field(default_factory=dict)  # "<set> <output>": attention output metrics
 
     def add_rebuild(self, rebuild: dict[str, Any]) -> None:
         """Record `export.verify.compare_with_rebuild`'s result; its metrics are judged by the backbone's
@@ -140,6 +144,7 @@ class ParityResult:
             "tolerances": self.tolerances.to_dict(),
             "limit_sources": self.tolerances.limit_sources(),
             "metrics": self.metrics,
+            "attention": self.attention,
             "judged": self.judged,
             "failures": self.failures,
             "violations": [f.to_dict() for f in self.violations],
@@ -208,6 +213,7 @@ def compare(
     if not tol.limits():
         raise ConfigError("no tolerance is set; a check without limits judges nothing")
     rng = np.random.default_rng(seed)
+    pairs = AttentionPairs(artifact, reference)  # attention outputs, where the artifact has them
     result = ParityResult(artifact=artifact.describe(), reference=reference.describe(), tolerances=tol,
                           backbone=backbone)
     with artifact, reference:
@@ -217,8 +223,9 @@ def compare(
             while done < samples:
                 n = min(batch, samples - done)
                 feed = artifact.example_feed(n, rng=rng)
-                got.append(_scores(artifact, feed))
-                want.append(_scores(reference, _reference_feed(reference, feed)))
+                a, b = pairs.run("random", feed, _reference_feed(reference, feed))
+                got.append(a)
+                want.append(b)
                 done += n
                 if progress is not None:
                     progress(n)
@@ -226,8 +233,9 @@ def compare(
         if data is not None:
             got, want, labels = [], [], []
             for feed, y in data:
-                got.append(_scores(artifact, feed))
-                want.append(_scores(reference, _reference_feed(reference, feed)))
+                a, b = pairs.run("data", feed, _reference_feed(reference, feed))
+                got.append(a)
+                want.append(b)
                 labels.append(np.asarray(y))
                 if progress is not None:
                     progress(len(y))
@@ -236,6 +244,8 @@ def compare(
             a, b, y = np.concatenate(got), np.concatenate(want), np.concatenate(labels)
             result.metrics["data"] = {**score_metrics(a, b), **label_metrics(a, b, y)}
     result.violations = judge_sets(result.metrics, tol)
+    result.attention = pairs.metrics()
+    result.violations += pairs.judge(result.attention, list(result.metrics), tol)
     return result
 
 

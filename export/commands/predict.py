@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from aarm.errors import ConfigError
 from aarm.fileio import check_writable, write_json
 from export.console import console, print_table
 from export.options import (
@@ -40,7 +41,10 @@ def predict(
         "--timings", help="Time each stage (decode, sampling, preprocessing, host-to-device copy, inference, "
                           "post-processing) and print p50/p99 and shares; videos then run one at a time.")] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the predictions as JSON.")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Overwrite the --json file.")] = False,
+    explain: Annotated[Path | None, typer.Option(
+        "--explain", help="Draw the STAM maps and CAM weights of the (one) video to this PNG, from the artifact's "
+        "attention outputs (export --attention-outputs); no PyTorch involved.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite the --json and --explain files.")] = False,
 ) -> None:
     """Top-k action labels with probabilities for video files.
 
@@ -51,8 +55,16 @@ def predict(
 
     if json_out:
         check_writable(json_out, force)
+    if explain is not None:
+        if explain.suffix.lower() != ".png" or len(videos) != 1:
+            raise ConfigError(f"--explain {explain}: give one video and a .png file to draw its attention maps to")
+        check_writable(explain, force)
     runner = open_cli_runner(artifact, provider, device, threads,
                              torch_options(precision, channels_last, cuda_graphs))
+    if explain is not None:
+        from runtime.explain import require_attention
+
+        require_attention(runner)  # before any decoding: a graph without attention outputs is a one-line error
     split = None
     with progress_bar() as bar:
         task = bar.add_task("predicting", total=len(videos))
@@ -80,6 +92,13 @@ def predict(
             out["timings"] = {**split, "per_video": [t.to_json() for t in times]}
         write_json(json_out, out)
         console.print(f"wrote {json_out}", highlight=False, markup=False)
+    if explain is not None:
+        from runtime.explain import explain_video
+
+        with runner:
+            maps = explain_video(runner, videos[0], explain)
+        console.print(f"attention maps of {videos[0].name} ({', '.join(maps.stages)}) in {explain}",
+                      highlight=False, markup=False)
 
 
 def register(app: typer.Typer) -> None:
