@@ -14,7 +14,8 @@ higher one than the exporter wrote (up to the newest opset the installed onnx kn
 
 Models: a TSN-wrapped 2D model takes (N, K, C, H, W) and gives consensus scores (N, classes); a 3D model
 takes (N, C, T, H, W); `aarm.TwoStream(rgb, flow)` becomes one graph with the two inputs "rgb" and
-"flow". Single-stream graphs have the input "input"; every graph has the output "scores".
+"flow". Single-stream graphs have the input "input"; every graph has the output "scores", first; with
+`attention_outputs=True` each stage's STAM maps and CAM weights follow it (docs/attention-outputs.md).
 """
 
 import contextlib
@@ -253,15 +254,32 @@ def _set_metadata(proto: onnx.ModelProto, entries: dict[str, Any]) -> None:
         proto.metadata_props.add(key=key, value=json.dumps(value))
 
 
+def _attention_specs(proto: onnx.ModelProto, names: Sequence[str]) -> list[TensorSpec]:
+    """Sidecar entries of the attention outputs `names`, shaped as the graph declares them (a dynamic axis by
+    its name): "stam.*" layout NVTHW, "cam.*" layout NVC."""
+    from aarm.attention_picture import CAM_LAYOUT, STAM_LAYOUT, STAM_PREFIX
+
+    declared = {v.name: v for v in proto.graph.output}
+    specs = []
+    for name in names:
+        dims = declared[name].type.tensor_type.shape.dim
+        shape: list[int | str] = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0
+                                  else (d.dim_param or f"d{i}") for i, d in enumerate(dims)]
+        specs.append(TensorSpec(name, shape, layout=STAM_LAYOUT if name.startswith(STAM_PREFIX) else CAM_LAYOUT))
+    return specs
+
+
 def _trace_to_onnx(
-    model: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], opset: int
+    model: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], opset: int,
+    outputs: Sequence[str] = ("scores",),
 ) -> onnx.ModelProto:
+    """outputs: the graph's output names, one per value the model returns."""
     batch = torch.export.Dim("N", min=1, max=4096)
     dynamic_shapes = tuple({0: batch} for _ in names)  # positional, one per forward argument
     with _quiet_exporter() as captured:
         try:
             program = torch.onnx.export(
-                model, example, None, dynamo=True, input_names=names, output_names=["scores"],
+                model, example, None, dynamo=True, input_names=names, output_names=list(outputs),
                 opset_version=max(opset, EXPORTER_OPSET), dynamic_shapes=dynamic_shapes, external_data=False,
                 optimize=True, verify=False, report=False,
             )
@@ -284,6 +302,7 @@ def export_onnx(
     trained: bool,
     opset: int = DEFAULT_OPSET,
     force: bool = False,
+    attention_outputs: bool = False,
 ) -> Sidecar:
     """Export `model` in eval mode to `out` (atomically) with its sidecar `<out>.json`; returns the sidecar.
 
@@ -293,6 +312,9 @@ def export_onnx(
     labels, preprocessing and the model config are stored in its metadata_props too, and so are the output
     tensors of its blocks, stages and attention modules (`runtime.bisect`, for `parity --bisect`). The graph
     is refused (ArtifactError) if it holds a random op or STAM's highlighted-map branch, or fails onnx's full check.
+    attention_outputs: also return each stage's STAM maps and CAM weights as extra outputs after "scores"
+    ("stam.<stage>" (N, V, T', h, w), "cam.<stage>" (N, V, C); `aarm.explain.WithAttentionOutputs`), recorded
+    in the sidecar with layouts NVTHW / NVC; single-stream AARM models only (ConfigError otherwise).
     The model's training flag is restored afterwards.
     """
     out = Path(out)
@@ -312,15 +334,21 @@ def export_onnx(
     shapes = [p.input_shape(TRACE_BATCH) for p in preps]
     example = tuple(torch.randn(s) for s in shapes)
 
+    traced_model, extra_outputs = model, []
+    if attention_outputs:
+        from aarm.explain import WithAttentionOutputs
+
+        traced_model = WithAttentionOutputs(model, preps[0].layout)
+        extra_outputs = traced_model.names
     was_training = model.training
-    model.eval()
+    traced_model.eval()
     try:
         with torch.no_grad():
-            proto = _trace_to_onnx(model, example, names, opset)
+            proto = _trace_to_onnx(traced_model, example, names, opset, outputs=["scores", *extra_outputs])
     finally:
         model.train(was_training)
 
-    record_module_outputs(proto, model)  # node scopes do not survive the opset converter
+    record_module_outputs(proto, model, traced_model)  # node scopes do not survive the opset converter
     exported_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if exported_opset is not None and exported_opset != opset:
         proto = _convert_opset(proto, opset)
@@ -329,7 +357,7 @@ def export_onnx(
         TensorSpec(name, ["N", *shape[1:]], layout=p.layout)
         for name, shape, p in zip(names, shapes, preps, strict=True)
     ]
-    outputs = [TensorSpec("scores", ["N", num_classes], layout="NC")]
+    outputs = [TensorSpec("scores", ["N", num_classes], layout="NC"), *_attention_specs(proto, extra_outputs)]
     prep_dicts: dict[str, Any] | list[dict[str, Any]] = (
         preps[0].to_dict() if len(preps) == 1 else [p.to_dict() for p in preps]
     )
@@ -367,15 +395,18 @@ def opset_of(proto: onnx.ModelProto) -> int:
 
 
 def export_checkpoint(
-    checkpoint_path: str | Path, out: Path, *, opset: int = DEFAULT_OPSET, force: bool = False
+    checkpoint_path: str | Path, out: Path, *, opset: int = DEFAULT_OPSET, force: bool = False,
+    attention_outputs: bool = False,
 ) -> Sidecar:
     """Export a checkpoint written by `aarm.checkpoint.save_checkpoint`: its classes, preprocessing and
     `trained` flag go into the graph and sidecar, whose parent is the checkpoint (path and sha256)."""
-    return export_loaded_checkpoint(checkpoint_path, out, opset=opset, force=force)[0]
+    return export_loaded_checkpoint(checkpoint_path, out, opset=opset, force=force,
+                                    attention_outputs=attention_outputs)[0]
 
 
 def export_loaded_checkpoint(
-    checkpoint_path: str | Path, out: Path, *, opset: int = DEFAULT_OPSET, force: bool = False
+    checkpoint_path: str | Path, out: Path, *, opset: int = DEFAULT_OPSET, force: bool = False,
+    attention_outputs: bool = False,
 ) -> tuple[Sidecar, nn.Module]:
     """As `export_checkpoint`, also returning the loaded model (eval mode), e.g. for the parity check."""
     from aarm.checkpoint import load_checkpoint
@@ -384,7 +415,7 @@ def export_loaded_checkpoint(
     ckpt = load_checkpoint(checkpoint_path)
     sidecar = export_onnx(
         ckpt.model, out, classes=ckpt.classes, preprocessing=ckpt.preprocessing, trained=ckpt.trained,
-        opset=opset, force=force,
+        opset=opset, force=force, attention_outputs=attention_outputs,
     )
     sidecar.extra["checkpoint_meta"] = ckpt.meta
     write_sidecar(out, sidecar, parent=checkpoint_path)

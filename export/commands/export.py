@@ -37,6 +37,24 @@ def _parity_table(title: str, result: dict[str, Any]) -> None:
     print_table(title, ["metric", "value"], parity_rows(result))
 
 
+def _attention_parity(net: Any, output: Path, sidecar: Any, samples: int) -> dict[str, Any]:
+    """Each attention output of the new graph against the model's PyTorch hooks on `samples` random clips
+    (`runtime.parity.compare`, FP32 limits), printed as a table; returns the rows' metrics and failures."""
+    from runtime.attention_parity import attention_rows
+    from runtime.backends import open_runner
+    from runtime.backends.torch_backend import TorchRunner
+    from runtime.parity import compare
+
+    reference = TorchRunner(net, preprocessing=sidecar.preprocessings()[0], classes=sidecar.classes)
+    with console.status("attention outputs: onnxruntime (CPU) vs PyTorch hooks"):
+        result = compare(open_runner(output, providers=["cpu"]), reference, samples=samples, batch=4)
+    failures = [f for f in result.violations if f.input_set in result.attention]
+    print_table(f"{output.name}: attention outputs vs PyTorch hooks",
+                ["input set, output", "max abs error", "max relative error", "min cosine", "verdict"],
+                attention_rows(result.attention, failures))
+    return {"metrics": result.attention, "failures": [str(f) for f in failures]}
+
+
 def export_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write.")],
     checkpoint: Annotated[Path | None, typer.Argument(help="Checkpoint to export (from aarm training).")] = None,
@@ -56,6 +74,9 @@ def export_command(
         int, typer.Option(help="Random inputs for the onnxruntime-vs-PyTorch check (0: skip).", callback=at_least(0))
     ] = 8,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the parity result as JSON.")] = None,
+    attention_outputs: Annotated[bool, typer.Option(
+        "--attention-outputs", help="Also output each stage's STAM maps and CAM weights (stam.<stage>, cam.<stage>) "
+        "after the scores, for predict --explain without PyTorch. Default: scores only.")] = False,
 ) -> None:
     """Export a checkpoint (or, with --model, a freshly initialised model) to ONNX and check it against PyTorch."""
     from export.onnx_export import export_loaded_checkpoint, export_onnx
@@ -71,7 +92,8 @@ def export_command(
         if given:
             raise ConfigError(f"{', '.join(given)} only apply with --model; a checkpoint carries its own")
         with console.status(f"exporting {checkpoint} (torch.onnx, dynamo)"):
-            sidecar, net = export_loaded_checkpoint(checkpoint, output, opset=opset, force=force)
+            sidecar, net = export_loaded_checkpoint(checkpoint, output, opset=opset, force=force,
+                                                    attention_outputs=attention_outputs)
     else:
         import aarm
         from aarm.data.preprocessing import Preprocessing
@@ -92,14 +114,19 @@ def export_command(
         classes = [f"class_{i}" for i in range(num_classes)]
         with console.status(f"exporting {model} + {attention} (torch.onnx, dynamo)"):
             sidecar = export_onnx(net, output, classes=classes, preprocessing=prep, trained=False, opset=opset,
-                                  force=force)
+                                  force=force, attention_outputs=attention_outputs)
     shapes = ", ".join(f"{t.name} {tuple(t.shape)}" for t in sidecar.inputs)
     console.print(f"wrote {output} (opset {sidecar.opset}, {shapes} -> scores {tuple(sidecar.outputs[0].shape)})",
                   highlight=False)
+    if attention_outputs:
+        console.print("attention outputs: " + ", ".join(f"{t.name} {tuple(t.shape)}" for t in sidecar.outputs[1:]),
+                      highlight=False)
     if verify_samples > 0:
         with console.status("onnxruntime (CPU) vs PyTorch"):
             result = verify_against_torch(net, output, samples=verify_samples)
         _parity_table(f"{output.name}: onnxruntime vs PyTorch", result)
+        if attention_outputs:
+            result["attention"] = _attention_parity(net, output, sidecar, verify_samples)
         if json_out:
             write_json(json_out, {"artifact": str(output), "reference": "pytorch", **result})
 
