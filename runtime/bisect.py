@@ -41,8 +41,9 @@ from torch import nn
 
 from aarm.attention import CBAM, SE, VCM, AARMBlock
 from aarm.errors import ConfigError
-from runtime.artifact import ArtifactError, read_sidecar  # ArtifactError: from runtime.errors once that lands
+from runtime.artifact import read_sidecar
 from runtime.compare import Failure, Tolerances, judge, score_metrics
+from runtime.errors import ArtifactError
 from runtime.onnx_file import load_onnx
 
 __all__ = ["MODULE_OUTPUTS_KEY", "SCOPES_KEY", "BisectResult", "ModuleCheck", "bisect", "checked_modules",

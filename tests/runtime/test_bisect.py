@@ -19,11 +19,11 @@ import pytest
 from cli_runner import one_line_error, run_cli
 from onnx import numpy_helper
 
-from aarm.errors import AarmError
 from export.fp16 import convert_onnx
 from export.passes import optimize_onnx
 from runtime.artifact import file_sha256, read_sidecar, sidecar_path, write_sidecar
 from runtime.bisect import MODULE_OUTPUTS_KEY, bisect, checked_modules, module_outputs
+from runtime.errors import ArtifactError
 from runtime.parity import default_tolerances
 
 WEIGHT = "backbone.layer3.1.conv1.weight"
@@ -162,7 +162,7 @@ def test_graph_without_module_scopes_is_refused(graphs, tiny, tmp_path):
     bare = tmp_path / "bare.onnx"
     onnx.save(model, str(bare))
     write_sidecar(bare, read_sidecar(graphs["exported"]).derive(stage="optimize"), parent=graphs["exported"])
-    with pytest.raises(AarmError, match="records no module scopes"):
+    with pytest.raises(ArtifactError, match="records no module scopes"):
         _bisect(bare, tiny)
 
 
