@@ -144,7 +144,10 @@ class Failure:
             return (f"{self.input_set}: {self.metric} {self.measured:g} > {self.limit:g} "
                     f"(NaN/Inf values in the {side}'s scores)")
         op = ">" if self.kind == "max" else "<"
-        return f"{self.input_set}: {self.metric} {self.measured:.6g} {op} {self.limit:.6g}"
+        text = f"{self.input_set}: {self.metric} {self.measured:.6g} {op} {self.limit:.6g}"
+        if "cosine" in self.metric and self.limit > 0.999:  # 0.9999985 and 0.9999999 both print as 1
+            text += f" (1 - cosine {1 - self.measured:.2g} > {1 - self.limit:.2g})"
+        return text
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

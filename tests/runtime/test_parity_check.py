@@ -53,6 +53,9 @@ def test_score_metrics_of_known_scores():
     assert m7["top5"] == 0.5 and m7["top1"] == 0.5
     fails = judge(m, Tolerances(min_top1=0.5, max_abs=10.0), "random")
     assert fails == [Failure("top1", 0.0, 0.5, "random", "min")] and str(fails[0]) == "random: top1 0 < 0.5"
+    # near-1 cosine limits print the 1 - cosine too: "min_cosine 1 < 1" said nothing
+    tight = Failure("min_cosine", 0.9999962, 0.9999985, "data", "min")
+    assert str(tight) == "data: min_cosine 0.999996 < 0.999999 (1 - cosine 3.8e-06 > 1.5e-06)"
 
 
 def test_exported_graph_matches_its_checkpoint(tiny):
