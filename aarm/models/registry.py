@@ -45,8 +45,9 @@ _SPECS = [ModelSpec(n, 2, 1, 224, 32, _resnet(n)) for n in RESNET_LAYOUTS] + [
 ]
 MODELS: dict[str, ModelSpec] = {s.name: s for s in _SPECS}
 
-# Options every model takes besides the attention's own (see aarm.attention.ATTENTION_OPTIONS).
-MODEL_OPTIONS = ("segments", "dropout", "vcm")
+# Options every model takes besides the attention's own (see aarm.attention.ATTENTION_OPTIONS), with their types.
+MODEL_OPTIONS: dict[str, type] = {"segments": int, "dropout": float, "vcm": bool}
+_TYPE_NAMES = {int: "a whole number (int)", float: "a number (float)", bool: "true or false (bool)", str: "a string"}
 FLOW_STACK = 10  # optical-flow fields per snippet; x and y give 2 * 10 = 20 input channels
 
 
@@ -59,6 +60,23 @@ def get_spec(name: str) -> ModelSpec:
     if name not in MODELS:
         raise ConfigError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return MODELS[name]
+
+
+def option_types(attention: str) -> dict[str, type]:
+    """The options a model with this attention takes and the type of each: the model's own (MODEL_OPTIONS)
+    and the attention's, typed by their defaults (aarm.attention.ATTENTION_OPTIONS)."""
+    return {**MODEL_OPTIONS, **{k: type(v) for k, v in ATTENTION_OPTIONS[attention].items()}}
+
+
+def _check_type(option: str, value: Any, expected: type) -> None:
+    """A ConfigError naming the option and its type unless `value` has it (an int passes for a float; a bool
+    passes for no number)."""
+    if isinstance(value, bool):
+        fits = expected is bool
+    else:
+        fits = isinstance(value, int | float) if expected is float else isinstance(value, expected)
+    if not fits:
+        raise ConfigError(f"model option {option} must be {_TYPE_NAMES[expected]}, got {value!r}")
 
 
 def create_model(
@@ -78,14 +96,17 @@ def create_model(
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
     if in_channels < 1:
         raise ConfigError(f"in_channels must be >= 1, got {in_channels}")
-    unknown = set(options) - set(MODEL_OPTIONS) - set(ATTENTION_OPTIONS[attention])
+    types = option_types(attention)
+    unknown = set(options) - set(types)
     if unknown:
         names = ", ".join(sorted(unknown))
         raise ConfigError(f"model {name!r} with attention {attention!r} takes no option(s) {names}")
+    for option, value in options.items():
+        _check_type(option, value, types[option])
     segments = options.pop("segments", 3 if spec.dims == 2 else None)
     if spec.dims == 3 and segments is not None:
         raise ConfigError(f"{name} is a 3D clip model; `segments` applies to 2D (TSN) models only")
-    if spec.dims == 2 and (not isinstance(segments, int) or segments < 1):
+    if spec.dims == 2 and segments < 1:
         raise ConfigError(f"segments must be a positive integer, got {segments!r}")
     vcm = bool(options.pop("vcm", attention == "aarm"))
     backbone_kw: dict[str, Any] = {}

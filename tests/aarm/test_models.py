@@ -70,20 +70,17 @@ def test_vcm_follows_the_last_fc():
     assert not any("vcm" in n for n, _ in build("resnet18", "aarm", vcm=False).named_parameters())
 
 
-def test_attention_placement_in_residual_blocks():
-    model = build("resnet50", "aarm")
-    blocks = [m for m in model.modules() if isinstance(m, aarm.backbones.Bottleneck)]
-    assert len(blocks) == 16
-    assert all(isinstance(b.attn, aarm.attention.AARMBlock) and b.attn.cam.fc1.in_channels == b.bn3.num_features
-               for b in blocks)
-
-
 def test_options_reach_the_modules():
     model = build("resnet18", "aarm", alpha=0.3, eta=0.8, chi=0.0, reduction=8, fusion="sequential")
     block = model.backbone.layer1[0].attn
     assert (block.cam.alpha, block.stam.eta, block.stam.chi, block.cam.fc1.out_channels) == (0.3, 0.8, 0.0, 8)
     assert block.fuse is None
     assert model.aarm_config["options"]["fusion"] == "sequential"
+
+
+def test_whole_numbers_pass_for_number_options():
+    block = build("resnet18", "aarm", chi=0, alpha=1, dropout=0).backbone.layer1[0].attn
+    assert (block.stam.chi, block.cam.alpha) == (0, 1)
 
 
 def test_config_rebuilds_the_same_architecture():
@@ -101,6 +98,11 @@ def test_config_rebuilds_the_same_architecture():
         ({"eta": 0.5, "attention": "se"}, "takes no option"),
         ({"segments": 3, "name": "c3d"}, "segments"),
         ({"num_classes": 0}, "num_classes"),
+        ({"chi": "abc"}, r"^model option chi must be a number \(float\), got 'abc'$"),
+        ({"reduction": 2.5}, r"^model option reduction must be a whole number \(int\), got 2.5$"),
+        ({"segments": True}, r"^model option segments must be a whole number \(int\), got True$"),
+        ({"vcm": "no"}, r"^model option vcm must be true or false \(bool\), got 'no'$"),
+        ({"fusion": 1}, r"^model option fusion must be a string, got 1$"),
     ],
 )
 def test_bad_options_are_clear_errors(kwargs, match):

@@ -186,6 +186,8 @@ def test_data_pointed_at_the_video_folder_is_refused(dataset, checkpoints, tmp_p
     (["--seed", "-1"], "--seed must be >= 0, got -1"),
     (["--split", "0"], "--split must be >= 1, got 0"),
     (["--option", "chi"], "--option takes KEY=VALUE, got 'chi'"),
+    (["--option", "chi=abc"], "model option chi must be a number (float), got 'abc'"),
+    (["--option", "reduction=2.5"], "model option reduction must be a whole number (int), got 2.5"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_train_refuses_bad_numbers(extra, message, dataset, tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
