@@ -13,9 +13,12 @@ TensorRT 10 and older runtimes take) is reached with onnx's version converter, c
 higher one than the exporter wrote (up to the newest opset the installed onnx knows).
 
 Models: a TSN-wrapped 2D model takes (N, K, C, H, W) and gives consensus scores (N, classes); a 3D model
-takes (N, C, T, H, W); `aarm.TwoStream(rgb, flow)` becomes one graph with the two inputs "rgb" and
-"flow". Single-stream graphs have the input "input"; every graph has the output "scores", first; with
-`attention_outputs=True` each stage's STAM maps and CAM weights follow it (docs/attention-outputs.md).
+takes (N, C, T, H, W). K is dynamic too (the consensus is an average over segments), and so is T where the
+architecture allows it (3D ResNet pools globally; C3D's fully connected layers fix T); the valid range is
+recorded in the sidecar (`TensorSpec.ranges`, see `temporal_axes`). `aarm.TwoStream(rgb, flow)` becomes one
+graph with the two inputs "rgb" and "flow". Single-stream graphs have the input "input"; every graph has the
+output "scores", first; with `attention_outputs=True` each stage's STAM maps and CAM weights follow it
+(docs/attention-outputs.md).
 """
 
 import contextlib
@@ -24,6 +27,7 @@ import json
 import logging
 import warnings
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -237,6 +241,98 @@ def _convert_opset(proto: onnx.ModelProto, opset: int) -> onnx.ModelProto:
     return converted
 
 
+@dataclass(frozen=True)
+class TemporalAxis:
+    """A dynamic K (axis 1 of NKCHW) or T (axis 2 of NCTHW) of one graph input, valid over min..max."""
+
+    index: int
+    name: str
+    min: int
+    opt: int
+    max: int
+
+
+DEFAULT_MAX_SEGMENTS = 25  # the paper's test protocol samples 25 segments
+_FIELD = {"K": "segments", "T": "frames"}  # axis name -> Preprocessing field
+
+
+def temporal_axes(
+    preps: list[Preprocessing], names: list[str], config: dict[str, Any],
+    temporal_range: tuple[int, int, int] | None = None,
+) -> tuple[dict[str, TemporalAxis], str | None]:
+    """Which inputs get a dynamic K / T and over what range; returns (axes by input name, why T stays fixed).
+
+    2D (NKCHW): K is dynamic (TSN's consensus is an average over segments), default range 1:K:max(K, 25).
+    3D (NCTHW): T is dynamic for models that pool globally (3D ResNet), default 1:T:4T; C3D's fully connected
+    layers take a fixed-size pool5 output, so its T stays fixed (the reason is returned). A range with
+    min == max keeps the axis fixed at that size. The preprocessing's K / T must lie in the range.
+    """
+    from aarm.models.registry import get_spec
+
+    stream = config["streams"]["rgb"] if "streams" in config else config
+    axes: dict[str, TemporalAxis] = {}
+    fixed_reason = None
+    for name, prep in zip(names, preps, strict=True):
+        index, axis, current = (1, "K", prep.segments) if prep.layout == "NKCHW" else (2, "T", prep.frames)
+        if axis == "T" and get_spec(stream["name"]).fixed_frames:
+            fixed_reason = f"{stream['name']} has fully connected layers sized for T = {current}: T stays fixed"
+            if temporal_range is not None and temporal_range != (current,) * 3:
+                raise ConfigError(f"{fixed_reason}; a T range {':'.join(map(str, temporal_range))} cannot apply")
+            continue
+        default_max = max(current, DEFAULT_MAX_SEGMENTS) if axis == "K" else 4 * current
+        lo, opt, hi = temporal_range or (1, current, default_max)
+        if not 1 <= lo <= opt <= hi:
+            raise ConfigError(f"a {axis} range needs 1 <= min <= opt <= max, got {lo}:{opt}:{hi}")
+        if not lo <= current <= hi:
+            raise ConfigError(f"input {name!r} samples {axis} = {current}, outside the range {lo}:{opt}:{hi}")
+        if lo != hi:
+            axes[name] = TemporalAxis(index, axis, lo, opt, hi)
+    sizes = {(a.name, getattr(p, _FIELD[a.name])) for n, p in zip(names, preps, strict=True) if (a := axes.get(n))}
+    if len({a for a, _ in sizes}) != len(sizes):
+        raise ConfigError(f"the inputs sample different sizes of one dynamic axis ({sorted(sizes)}); "
+                          "export them with a fixed size")
+    return axes, fixed_reason
+
+
+def _narrowed(axes: dict[str, TemporalAxis], proved: dict[str, tuple[int, int] | None], preps: list[Preprocessing],
+              names: list[str]) -> dict[str, TemporalAxis]:
+    """The axes narrowed to the range torch.export proved for the traced graph (the opt clamped into it); an
+    axis it specialised, or narrowed away from the preprocessing's own K / T, is an ArtifactError."""
+    out = {}
+    for name, a in axes.items():
+        bounds = proved.get(name, (a.min, a.max))
+        current = getattr(dict(zip(names, preps, strict=True))[name], _FIELD[a.name])
+        if bounds is None or not bounds[0] <= current <= bounds[1]:
+            got = "fixed it" if bounds is None else f"proved only {bounds[0]}..{bounds[1]}"
+            raise ArtifactError(f"input {name!r}: torch.export {got} for a dynamic {a.name}; export with "
+                                f"--temporal-range {current} to keep {a.name} = {current} fixed")
+        lo, hi = bounds
+        out[name] = replace(a, min=lo, max=hi, opt=min(max(a.opt, lo), hi))
+    return out
+
+
+def _trace_size(axis: TemporalAxis, current: int) -> int:
+    """torch.export specialises sizes 0 and 1: trace a dynamic axis with a size >= 2 inside its range."""
+    return current if current >= 2 else min(2, axis.max)
+
+
+def _name_temporal_axes(proto: onnx.ModelProto, axes: dict[str, TemporalAxis]) -> None:
+    """Name each dynamic K / T of a graph input ("K", "T") as the batch axis is named "N"."""
+    for value in proto.graph.input:
+        if value.name in axes:
+            dim = value.type.tensor_type.shape.dim[axes[value.name].index]
+            dim.ClearField("dim_value")
+            dim.dim_param = axes[value.name].name
+
+
+def _dynamic_axes(axes: dict[str, TemporalAxis]) -> dict[str, str]:
+    """The sidecar's `extra.dynamic_axes`: {"batch": "N"} plus {"segments": "K"} or {"frames": "T"}."""
+    named = {"batch": "N"}
+    for a in axes.values():
+        named["segments" if a.name == "K" else "frames"] = a.name
+    return named
+
+
 def _name_batch_axis(proto: onnx.ModelProto) -> None:
     """Every graph input/output gets "N" as its first axis (the exporter may name it otherwise)."""
     for value in [*proto.graph.input, *proto.graph.output]:
@@ -271,11 +367,25 @@ def _attention_specs(proto: onnx.ModelProto, names: Sequence[str]) -> list[Tenso
 
 def _trace_to_onnx(
     model: nn.Module, example: tuple[torch.Tensor, ...], names: list[str], opset: int,
-    outputs: Sequence[str] = ("scores",),
+    temporal: dict[str, "TemporalAxis"] | None = None, outputs: Sequence[str] = ("scores",),
+    proved: dict[str, tuple[int, int] | None] | None = None,
 ) -> onnx.ModelProto:
-    """outputs: the graph's output names, one per value the model returns."""
+    """temporal: input name -> its dynamic K or T axis; inputs that share K share one Dim. A T is `Dim.AUTO`
+    over its range: torch.export specialises sizes of 1 deep in a 3D network (a clip downsampled to one frame),
+    so it narrows the range to what the traced graph holds for instead of refusing the export. proved: filled
+    with each temporal input's (min, max) as torch.export proved it, None where it fixed the axis.
+    outputs: the graph's output names, one per value the model returns."""
     batch = torch.export.Dim("N", min=1, max=4096)
-    dynamic_shapes = tuple({0: batch} for _ in names)  # positional, one per forward argument
+    dims = {a.name: torch.export.Dim(a.name, min=a.min, max=a.max) for a in (temporal or {}).values()
+            if a.name == "K"}
+
+    def temporal_dim(a: TemporalAxis) -> Any:
+        return dims[a.name] if a.name in dims else torch.export.Dim.AUTO(min=a.min, max=a.max)
+
+    dynamic_shapes = tuple(  # positional, one per forward argument
+        {0: batch, **({temporal[n].index: temporal_dim(temporal[n])} if temporal and n in temporal else {})}
+        for n in names
+    )
     with _quiet_exporter() as captured:
         try:
             program = torch.onnx.export(
@@ -290,7 +400,30 @@ def _trace_to_onnx(
             raise ArtifactError(f"torch.onnx export failed: {type(exc).__name__}: {detail[:300]}") from None
     if program is None:
         raise ArtifactError("torch.onnx export returned no program")
+    if proved is not None and temporal:
+        proved.update(_proved_ranges(program.exported_program, names, temporal))
     return program.model_proto
+
+
+def _proved_ranges(program: Any, names: list[str], temporal: dict[str, TemporalAxis]) -> dict[str, Any]:
+    """Input name -> (min, max) of its temporal axis in torch.export's range constraints; None if specialised."""
+    user_inputs = list(program.graph_signature.user_inputs)
+    nodes = {n.name: n for n in program.graph.nodes if n.op == "placeholder"}
+    out: dict[str, tuple[int, int] | None] = {}
+    for name, node_name in zip(names, user_inputs, strict=False):
+        if name not in temporal:
+            continue
+        size = nodes[node_name].meta["val"].shape[temporal[name].index]
+        if isinstance(size, int):
+            out[name] = None
+            continue
+        bounds = program.range_constraints.get(size.node.expr)
+        lo, hi = temporal[name].min, temporal[name].max
+        if bounds is not None:
+            lo = max(lo, int(bounds.lower))
+            hi = min(hi, int(bounds.upper)) if bounds.upper.is_finite else hi
+        out[name] = (lo, hi)
+    return out
 
 
 def export_onnx(
@@ -302,6 +435,7 @@ def export_onnx(
     trained: bool,
     opset: int = DEFAULT_OPSET,
     force: bool = False,
+    temporal_range: tuple[int, int, int] | None = None,
     attention_outputs: bool = False,
 ) -> Sidecar:
     """Export `model` in eval mode to `out` (atomically) with its sidecar `<out>.json`; returns the sidecar.
@@ -309,6 +443,8 @@ def export_onnx(
     classes: one label per output class. preprocessing: one per model input (a TwoStream model: RGB then
     flow). trained: recorded in the sidecar (False for a freshly initialised model). The graph takes
     (N, K, C, H, W) (2D, TSN) or (N, C, T, H, W) (3D) with a dynamic batch N and returns scores (N, classes);
+    K, and T where the architecture allows it, are dynamic too, over `temporal_range` (min, opt, max; default
+    and rules in `temporal_axes`), recorded in the sidecar as the inputs' `ranges`;
     labels, preprocessing and the model config are stored in its metadata_props too, and so are the output
     tensors of its blocks, stages and attention modules (`runtime.bisect`, for `parity --bisect`). The graph
     is refused (ArtifactError) if it holds a random op or STAM's highlighted-map branch, or fails onnx's full check.
@@ -331,7 +467,10 @@ def export_onnx(
     if len(classes) != num_classes:
         raise ConfigError(f"{len(classes)} class labels for a model with {num_classes} classes")
     names = input_names(model)
-    shapes = [p.input_shape(TRACE_BATCH) for p in preps]
+    axes, fixed_reason = temporal_axes(preps, names, config, temporal_range)
+    traced = [replace(p, **{_FIELD[a.name]: _trace_size(a, getattr(p, _FIELD[a.name]))}) if (a := axes.get(n)) else p
+              for n, p in zip(names, preps, strict=True)]
+    shapes = [p.input_shape(TRACE_BATCH) for p in traced]
     example = tuple(torch.randn(s) for s in shapes)
 
     traced_model, extra_outputs = model, []
@@ -344,19 +483,27 @@ def export_onnx(
     traced_model.eval()
     try:
         with torch.no_grad():
-            proto = _trace_to_onnx(traced_model, example, names, opset, outputs=["scores", *extra_outputs])
+            proved: dict[str, tuple[int, int] | None] = {}
+            proto = _trace_to_onnx(traced_model, example, names, opset, axes, outputs=["scores", *extra_outputs],
+                                   proved=proved)
     finally:
         model.train(was_training)
+    axes = _narrowed(axes, proved, preps, names)
 
     record_module_outputs(proto, model, traced_model)  # node scopes do not survive the opset converter
     exported_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if exported_opset is not None and exported_opset != opset:
         proto = _convert_opset(proto, opset)
     _name_batch_axis(proto)
+    _name_temporal_axes(proto, axes)
     inputs = [
-        TensorSpec(name, ["N", *shape[1:]], layout=p.layout)
-        for name, shape, p in zip(names, shapes, preps, strict=True)
+        TensorSpec(name, ["N", *p.input_shape(1)[1:]], layout=p.layout)
+        for name, p in zip(names, preps, strict=True)
     ]
+    for spec in inputs:
+        if (a := axes.get(spec.name)) is not None:
+            spec.shape[a.index] = a.name
+            spec.ranges = {a.name: {"min": a.min, "opt": a.opt, "max": a.max}}
     outputs = [TensorSpec("scores", ["N", num_classes], layout="NC"), *_attention_specs(proto, extra_outputs)]
     prep_dicts: dict[str, Any] | list[dict[str, Any]] = (
         preps[0].to_dict() if len(preps) == 1 else [p.to_dict() for p in preps]
@@ -366,7 +513,8 @@ def export_onnx(
         "aarm.classes": list(classes),
         "aarm.preprocessing": prep_dicts,
         "aarm.trained": bool(trained),
-        "aarm.inputs": [{"name": t.name, "shape": t.shape, "layout": t.layout} for t in inputs],
+        "aarm.inputs": [{"name": t.name, "shape": t.shape, "layout": t.layout, **({"ranges": t.ranges} if t.ranges
+                         else {})} for t in inputs],
     })
     proto.producer_name = "aarm-export"
     check_eval_graph(proto)
@@ -380,8 +528,10 @@ def export_onnx(
     sidecar = Sidecar(
         kind="onnx", stage="export", precision="fp32", model=config, classes=list(classes),
         preprocessing=prep_dicts, inputs=inputs, outputs=outputs, trained=bool(trained),
-        opset=opset_of(proto), extra={"exporter": "torch.onnx (dynamo)", "dynamic_axes": {"batch": "N"}},
+        opset=opset_of(proto), extra={"exporter": "torch.onnx (dynamo)", "dynamic_axes": _dynamic_axes(axes)},
     )
+    if fixed_reason:
+        sidecar.extra["fixed_axes"] = {"frames": fixed_reason}
     write_sidecar(out, sidecar)
     return sidecar
 
@@ -396,17 +546,17 @@ def opset_of(proto: onnx.ModelProto) -> int:
 
 def export_checkpoint(
     checkpoint_path: str | Path, out: Path, *, opset: int = DEFAULT_OPSET, force: bool = False,
-    attention_outputs: bool = False,
+    temporal_range: tuple[int, int, int] | None = None, attention_outputs: bool = False,
 ) -> Sidecar:
     """Export a checkpoint written by `aarm.checkpoint.save_checkpoint`: its classes, preprocessing and
     `trained` flag go into the graph and sidecar, whose parent is the checkpoint (path and sha256)."""
-    return export_loaded_checkpoint(checkpoint_path, out, opset=opset, force=force,
+    return export_loaded_checkpoint(checkpoint_path, out, opset=opset, force=force, temporal_range=temporal_range,
                                     attention_outputs=attention_outputs)[0]
 
 
 def export_loaded_checkpoint(
     checkpoint_path: str | Path, out: Path, *, opset: int = DEFAULT_OPSET, force: bool = False,
-    attention_outputs: bool = False,
+    temporal_range: tuple[int, int, int] | None = None, attention_outputs: bool = False,
 ) -> tuple[Sidecar, nn.Module]:
     """As `export_checkpoint`, also returning the loaded model (eval mode), e.g. for the parity check."""
     from aarm.checkpoint import load_checkpoint
@@ -415,7 +565,7 @@ def export_loaded_checkpoint(
     ckpt = load_checkpoint(checkpoint_path)
     sidecar = export_onnx(
         ckpt.model, out, classes=ckpt.classes, preprocessing=ckpt.preprocessing, trained=ckpt.trained,
-        opset=opset, force=force, attention_outputs=attention_outputs,
+        opset=opset, force=force, temporal_range=temporal_range, attention_outputs=attention_outputs,
     )
     sidecar.extra["checkpoint_meta"] = ckpt.meta
     write_sidecar(out, sidecar, parent=checkpoint_path)

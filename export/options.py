@@ -1,5 +1,5 @@
 """Options and helpers the commands share: the `at_least` check, the runtime options (provider, device,
-threads, PyTorch precision and layout) and opening an artifact with them, the stage-split table."""
+threads, PyTorch precision and layout, K / T) and opening an artifact with them, the stage-split table."""
 
 import math
 from collections.abc import Callable
@@ -44,6 +44,14 @@ ChannelsLastOpt = Annotated[bool, typer.Option(
     "--channels-last", help="PyTorch checkpoints: channels-last (NHWC) weights and activations.")]
 CudaGraphsOpt = Annotated[bool, typer.Option(
     "--cuda-graphs", help="PyTorch checkpoints on CUDA: capture one CUDA graph per batch size, then replay it.")]
+SegmentsOpt = Annotated[int | None, typer.Option(
+    help="2D (TSN) models: segments K per clip, within the range the graph records (default: its sidecar's).",
+    callback=at_least(1))]
+FramesOpt = Annotated[int | None, typer.Option(
+    help="3D models: frames T per clip, within the range the graph records (default: its sidecar's).",
+    callback=at_least(1))]
+
+
 def torch_options(precision: str = "fp32", channels_last: bool = False, cuda_graphs: bool = False) -> dict[str, Any]:
     """The PyTorch runner options the CLI asked for beyond the defaults (see runtime.backends.torch_backend)."""
     given = {"precision": precision, "channels_last": channels_last, "cuda_graphs": cuda_graphs}
@@ -51,18 +59,24 @@ def torch_options(precision: str = "fp32", channels_last: bool = False, cuda_gra
 
 
 def open_cli_runner(path: Path, provider: list[str] | None, device: str | None, threads: int | None,
-                    torch_opts: dict[str, Any] | None = None) -> Runner:
+                    torch_opts: dict[str, Any] | None = None, *, segments: int | None = None,
+                    frames: int | None = None) -> Runner:
     """Open an artifact with the CLI's runtime options; providers go to ONNX graphs, device to the rest,
-    torch_opts (`torch_options`) to PyTorch checkpoints only."""
+    torch_opts (`torch_options`) to PyTorch checkpoints only; segments / frames set its K or T
+    (`runtime.temporal.choose_temporal`)."""
+    from runtime.temporal import choose_temporal
+
     backend = resolve_backend(path)
     if torch_opts and backend != "torch":
         flags = ", ".join("--" + k.replace("_", "-") for k in torch_opts)
         raise ConfigError(f"{path}: {flags} apply to PyTorch checkpoints; a {backend} artifact carries its own")
     if backend == "onnxruntime":
-        return open_runner(path, providers=provider, device=None if provider else device, threads=threads)
-    if backend == "torch":
-        return open_runner(path, device=device, threads=threads, **(torch_opts or {}))
-    return open_runner(path, device=device)
+        runner = open_runner(path, providers=provider, device=None if provider else device, threads=threads)
+    elif backend == "torch":
+        runner = open_runner(path, device=device, threads=threads, **(torch_opts or {}))
+    else:
+        runner = open_runner(path, device=device)
+    return choose_temporal(runner, segments=segments, frames=frames)
 
 
 def print_stage_split(title: str, summary: dict[str, Any]) -> None:

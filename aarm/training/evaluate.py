@@ -1,6 +1,7 @@
 """Evaluate checkpoints on a dataset split: top-1/top-5, per-class accuracy, confusion matrix, and
 two-stream late fusion of an RGB and a flow checkpoint."""
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,10 @@ from torch.utils.data import DataLoader
 from aarm.checkpoint import Checkpoint, load_checkpoint
 from aarm.data.annotations import Split, check_held_out, load_split
 from aarm.data.datasets import VideoDataset
+from aarm.data.preprocessing import Preprocessing
 from aarm.errors import BackendUnavailable, ConfigError, DataError
 from aarm.fileio import atomic_path
+from aarm.models.registry import get_spec
 from aarm.progress import Progress
 from aarm.training.config import check_number
 from aarm.training.metrics import classification_summary
@@ -36,13 +39,15 @@ def checkpoint_scores(
     ckpt: Checkpoint, data: Path, *, split: int = 1, subset: str = "test", dataset_format: str = "auto",
     videos: Path | None = None, annotations: Path | None = None, allow_overlap: bool = False,
     num_clips: int = 1, batch_size: int = 16, workers: int = 2, device: str = "cpu",
-    progress: Progress | None = None,
+    progress: Progress | None = None, segments: int | None = None, frames: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str], list[Path]]:
     """Scores (N, classes), labels (N,), the split's class names and video paths, for one checkpoint.
 
     The test subset must not share videos with the train subset (a plain folder of class folders is both)
-    unless `allow_overlap`.
+    unless `allow_overlap`. segments / frames: sample K segments (2D) or T frames (3D) instead of the
+    checkpoint's (`temporal_preprocessing`).
     """
+    prep = temporal_preprocessing(ckpt, segments=segments, frames=frames)
     where = {"format": dataset_format, "split": split, "videos": videos, "annotations": annotations}
     records = load_split(Path(data), subset=subset, **where)
     if subset == "test" and not allow_overlap:
@@ -50,11 +55,37 @@ def checkpoint_scores(
     if records.classes != ckpt.classes:
         raise DataError(f"{data}: the dataset's {len(records.classes)} classes differ from the checkpoint's "
                         f"{len(ckpt.classes)} ({records.classes[:3]}... vs {ckpt.classes[:3]}...)")
-    dataset = VideoDataset(records.records, ckpt.preprocessing, train=False, num_clips=num_clips)
+    dataset = VideoDataset(records.records, prep, train=False, num_clips=num_clips)
     loader = DataLoader(dataset, batch_size=batch_size, num_workers=workers)
     model = ckpt.model.to(device)
     scores, labels = predict_scores(model, loader, torch.device(device), progress)
     return scores, labels, records.classes, [r.path for r in records.records]
+
+
+def temporal_preprocessing(ckpt: Checkpoint, *, segments: int | None = None,
+                           frames: int | None = None) -> Preprocessing:
+    """The checkpoint's preprocessing with K segments (2D, TSN: any K, the consensus is an average) or T frames
+    (3D models that pool globally; C3D's fully connected layers fix its T). ConfigError for a flag of the
+    other layout or a T that C3D cannot take."""
+    prep = ckpt.preprocessing
+    if segments is None and frames is None:
+        return prep
+    if segments is not None and frames is not None:
+        raise ConfigError("give --segments (2D TSN models) or --frames (3D models), not both")
+    flag, size, layout = ("--segments", segments, "NKCHW") if segments is not None else ("--frames", frames, "NCTHW")
+    assert size is not None
+    if size < 1:
+        raise ConfigError(f"{flag} must be >= 1, got {size}")
+    if prep.layout != layout:
+        other = "--frames (a 3D clip model)" if layout == "NKCHW" else "--segments (a 2D TSN model)"
+        raise ConfigError(f"{flag} does not apply to this checkpoint: it takes {other}")
+    if layout == "NKCHW":
+        return dataclasses.replace(prep, segments=size)
+    name = getattr(ckpt.model, "aarm_config", {}).get("name")
+    if name is not None and get_spec(name).fixed_frames and size != prep.frames:
+        raise ConfigError(f"--frames {size}: {name} has a fixed T = {prep.frames}; its fully connected layers "
+                          "fix it")
+    return dataclasses.replace(prep, frames=size)
 
 
 def check_device(device: str) -> torch.device:
@@ -91,7 +122,8 @@ def evaluate(
     checkpoints: Sequence[Path], data: Sequence[Path], *, weights: Sequence[float] | None = None,
     videos: Sequence[Path] | None = None, annotations: Path | None = None, split: int = 1, subset: str = "test",
     dataset_format: str = "auto", allow_overlap: bool = False, num_clips: int = 1, batch_size: int = 16,
-    workers: int = 2, device: str = "cpu", progress: Progress | None = None,
+    workers: int = 2, device: str = "cpu", progress: Progress | None = None, segments: int | None = None,
+    frames: int | None = None,
 ) -> dict[str, Any]:
     """One checkpoint, or two (RGB and flow, each with its own data root) fused late with `weights`
     (default 1 and 1.5).
@@ -109,10 +141,15 @@ def evaluate(
     check_number("`batch_size`", batch_size, 1, integer=True)
     check_number("`workers`", workers, 0, integer=True)
     check_number("`num_clips`", num_clips, 1, integer=True)
+    if segments is not None and frames is not None:
+        raise ConfigError("give --segments (2D TSN models) or --frames (3D models), not both")
+    for flag, value in (("--segments", segments), ("--frames", frames)):
+        if value is not None:
+            check_number(flag, value, 1, integer=True)
     check_device(device)
     options = dict(split=split, subset=subset, dataset_format=dataset_format, annotations=annotations,
                    allow_overlap=allow_overlap, num_clips=num_clips, batch_size=batch_size, workers=workers,
-                   device=device, progress=progress)
+                   device=device, progress=progress, segments=segments, frames=frames)
     results: dict[str, Any] = {"checkpoints": [str(c) for c in checkpoints], "streams": []}
     fused_scores, first = None, None
     for i, (ckpt_path, root, w) in enumerate(zip(checkpoints, data, weights, strict=True)):

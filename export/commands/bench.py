@@ -12,8 +12,10 @@ from export.options import (
     ChannelsLastOpt,
     CudaGraphsOpt,
     DeviceOpt,
+    FramesOpt,
     PrecisionOpt,
     ProviderOpt,
+    SegmentsOpt,
     ThreadsOpt,
     at_least,
     open_cli_runner,
@@ -55,6 +57,8 @@ def bench(
     precision: PrecisionOpt = "fp32",
     channels_last: ChannelsLastOpt = False,
     cuda_graphs: CudaGraphsOpt = False,
+    segments: SegmentsOpt = None,
+    frames: FramesOpt = None,
     flops: Annotated[bool, typer.Option(help="Count FLOPs and time a matmul for the efficiency column.")] = True,
     memory: Annotated[bool, typer.Option(help="Measure each artifact's peak memory in a fresh process.")] = True,
     videos: Annotated[Path | None, typer.Option(
@@ -79,7 +83,8 @@ def bench(
     batches = parse_batches(batch)
     video_files = find_video_files(videos) if videos is not None else []
     opts = torch_options(precision, channels_last, cuda_graphs)
-    runners = [open_cli_runner(p, provider, device, threads, opts) for p in artifacts]
+    runners = [open_cli_runner(p, provider, device, threads, opts, segments=segments, frames=frames)
+               for p in artifacts]
     if iterations is None and duration is None:
         iterations = 50
     slices = len(batches) * min(rounds, iterations or rounds) * len(runners)

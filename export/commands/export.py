@@ -74,6 +74,10 @@ def export_command(
         int, typer.Option(help="Random inputs for the onnxruntime-vs-PyTorch check (0: skip).", callback=at_least(0))
     ] = 8,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the parity result as JSON.")] = None,
+    temporal_range: Annotated[str | None, typer.Option(
+        "--temporal-range", help="Sizes of K (2D: TSN segments) or T (3D: clip frames) the graph takes, MIN:OPT:MAX; "
+        "one number keeps the axis fixed. Default 1:K:max(K,25) (2D), 1:T:4T (3D, narrowed to what torch.export "
+        "proves); C3D's T is always fixed.")] = None,
     attention_outputs: Annotated[bool, typer.Option(
         "--attention-outputs", help="Also output each stage's STAM maps and CAM weights (stam.<stage>, cam.<stage>) "
         "after the scores, for predict --explain without PyTorch. Default: scores only.")] = False,
@@ -81,8 +85,10 @@ def export_command(
     """Export a checkpoint (or, with --model, a freshly initialised model) to ONNX and check it against PyTorch."""
     from export.onnx_export import export_loaded_checkpoint, export_onnx
     from export.verify import verify_against_torch
+    from runtime.temporal import parse_range
 
     _check_outputs(output, json_out, verify_samples, force, json_needs_check=True)
+    t_range = parse_range(temporal_range, "--temporal-range") if temporal_range is not None else None
     model_flags = {"--num-classes": num_classes, "--input-size": input_size, "--segments": segments,
                    "--frames": frames}
     if (checkpoint is None) == (model is None):
@@ -93,7 +99,7 @@ def export_command(
             raise ConfigError(f"{', '.join(given)} only apply with --model; a checkpoint carries its own")
         with console.status(f"exporting {checkpoint} (torch.onnx, dynamo)"):
             sidecar, net = export_loaded_checkpoint(checkpoint, output, opset=opset, force=force,
-                                                    attention_outputs=attention_outputs)
+                                                    temporal_range=t_range, attention_outputs=attention_outputs)
     else:
         import aarm
         from aarm.data.preprocessing import Preprocessing
@@ -114,13 +120,20 @@ def export_command(
         classes = [f"class_{i}" for i in range(num_classes)]
         with console.status(f"exporting {model} + {attention} (torch.onnx, dynamo)"):
             sidecar = export_onnx(net, output, classes=classes, preprocessing=prep, trained=False, opset=opset,
-                                  force=force, attention_outputs=attention_outputs)
+                                  force=force, temporal_range=t_range, attention_outputs=attention_outputs)
     shapes = ", ".join(f"{t.name} {tuple(t.shape)}" for t in sidecar.inputs)
     console.print(f"wrote {output} (opset {sidecar.opset}, {shapes} -> scores {tuple(sidecar.outputs[0].shape)})",
                   highlight=False)
     if attention_outputs:
         console.print("attention outputs: " + ", ".join(f"{t.name} {tuple(t.shape)}" for t in sidecar.outputs[1:]),
                       highlight=False)
+    for t in sidecar.inputs:
+        for axis, r in (t.ranges or {}).items():
+            flag = "--segments" if axis == "K" else "--frames"
+            console.print(f"{t.name}: dynamic {axis} {r['min']}..{r['max']} (profile opt {r['opt']}); choose it with "
+                          f"{flag} in predict, bench, parity, build", highlight=False)
+    for reason in sidecar.extra.get("fixed_axes", {}).values():
+        console.print(reason, highlight=False)
     if verify_samples > 0:
         with console.status("onnxruntime (CPU) vs PyTorch"):
             result = verify_against_torch(net, output, samples=verify_samples)

@@ -11,8 +11,10 @@ from export.options import (
     ChannelsLastOpt,
     CudaGraphsOpt,
     DeviceOpt,
+    FramesOpt,
     PrecisionOpt,
     ProviderOpt,
+    SegmentsOpt,
     ThreadsOpt,
     at_least,
     open_cli_runner,
@@ -157,6 +159,8 @@ def parity(
     precision: PrecisionOpt = "fp32",
     channels_last: ChannelsLastOpt = False,
     cuda_graphs: CudaGraphsOpt = False,
+    segments: SegmentsOpt = None,
+    frames: FramesOpt = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the metrics as JSON.")] = None,
     force: Annotated[bool, typer.Option(help="Overwrite the --json file.")] = False,
     no_lineage: Annotated[bool, typer.Option(
@@ -189,8 +193,8 @@ def parity(
 
         check_lineage(artifact, reference)  # LineageError naming the broken link
     runner = open_cli_runner(artifact, provider, device, threads,
-                             torch_options(precision, channels_last, cuda_graphs))
-    ref = open_cli_runner(reference, None, device, threads)
+                             torch_options(precision, channels_last, cuda_graphs), segments=segments, frames=frames)
+    ref = open_cli_runner(reference, None, device, threads, segments=segments, frames=frames)
     tol = runner_tolerances(runner, ref).override(**limits)
     labelled = None
     if data is not None:

@@ -12,8 +12,10 @@ from export.options import (
     ChannelsLastOpt,
     CudaGraphsOpt,
     DeviceOpt,
+    FramesOpt,
     PrecisionOpt,
     ProviderOpt,
+    SegmentsOpt,
     ThreadsOpt,
     at_least,
     open_cli_runner,
@@ -37,6 +39,8 @@ def predict(
     precision: PrecisionOpt = "fp32",
     channels_last: ChannelsLastOpt = False,
     cuda_graphs: CudaGraphsOpt = False,
+    segments: SegmentsOpt = None,
+    frames: FramesOpt = None,
     timings: Annotated[bool, typer.Option(
         "--timings", help="Time each stage (decode, sampling, preprocessing, host-to-device copy, inference, "
                           "post-processing) and print p50/p99 and shares; videos then run one at a time.")] = False,
@@ -60,7 +64,7 @@ def predict(
             raise ConfigError(f"--explain {explain}: give one video and a .png file to draw its attention maps to")
         check_writable(explain, force)
     runner = open_cli_runner(artifact, provider, device, threads,
-                             torch_options(precision, channels_last, cuda_graphs))
+                             torch_options(precision, channels_last, cuda_graphs), segments=segments, frames=frames)
     if explain is not None:
         from runtime.explain import require_attention
 

@@ -120,6 +120,10 @@ def evaluate_command(
     split: Annotated[int, typer.Option(callback=at_least(1))] = 1,
     subset: Annotated[str, typer.Option(help="train | test")] = "test",
     clips: Annotated[int, typer.Option(help="Views per video, scores averaged.", callback=at_least(1))] = 1,
+    segments: Annotated[int | None, typer.Option(
+        help="2D (TSN) models: segments K per view (default: the checkpoint's).", callback=at_least(1))] = None,
+    frames: Annotated[int | None, typer.Option(
+        help="3D models: frames T per clip (default: the checkpoint's; C3D's is fixed).", callback=at_least(1))] = None,
     weights: Annotated[str | None, typer.Option(
         help="Two-stream late-fusion weights RGB,flow (default 1,1.5); not for one checkpoint.")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", callback=at_least(1))] = 16,
@@ -139,7 +143,7 @@ def evaluate_command(
         results = evaluate(
             checkpoints, data, weights=chosen if len(checkpoints) > 1 else None, videos=videos or None,
             annotations=annotations, allow_overlap=allow_overlap, split=split, subset=subset, num_clips=clips,
-            batch_size=batch_size, workers=workers, device=device, progress=report,
+            batch_size=batch_size, workers=workers, device=device, progress=report, segments=segments, frames=frames,
         )
     def top5(r: dict) -> str:  # with 5 classes or fewer every class is in the top 5: 100 % says nothing
         return f"{r['top5']:.2%}" if len(results["classes"]) > 5 else "- (<= 5 classes)"

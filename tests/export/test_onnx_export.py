@@ -181,7 +181,7 @@ def test_two_stream_is_one_graph_with_rgb_and_flow_inputs(tmp_path):
     path = export_small(model, tmp_path / "two_stream.onnx")
     graph = onnx.load(str(path)).graph
     assert [i.name for i in graph.input] == ["rgb", "flow"]
-    assert [d.dim_param or d.dim_value for d in graph.input[1].type.tensor_type.shape.dim] == ["N", 1, 20, 64, 64]
+    assert [d.dim_param or d.dim_value for d in graph.input[1].type.tensor_type.shape.dim] == ["N", "K", 20, 64, 64]
     sidecar = read_sidecar(path)
     assert [t.name for t in sidecar.inputs] == ["rgb", "flow"]
     assert [p.modality for p in sidecar.preprocessings()] == ["rgb", "flow"]
@@ -212,7 +212,7 @@ def test_graph_is_clean_eval_graph_with_symbolic_batch(exported):
     assert not ops & {"Dropout", "RandomUniform", "RandomUniformLike", "Bernoulli", "Where", "GreaterOrEqual"}
     assert next(o.version for o in model.opset_import if o.domain == "") == 17
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
-    assert dims == ["N", 2, 3, 64, 64]
+    assert dims == ["N", "K", 3, 64, 64]  # K dynamic too (test_dynamic_temporal)
     assert [d.dim_param or d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim] == ["N", 7]
 
 
@@ -225,7 +225,8 @@ def test_labels_and_preprocessing_in_metadata_and_sidecar(exported):
     sidecar = read_sidecar(path)  # verifies the sha256
     assert (sidecar.kind, sidecar.stage, sidecar.precision, sidecar.opset) == ("onnx", "export", "fp32", 17)
     assert sidecar.classes == labels(7) and sidecar.trained is True
-    assert sidecar.inputs[0].shape == ["N", 2, 3, 64, 64] and sidecar.inputs[0].layout == "NKCHW"
+    assert sidecar.inputs[0].shape == ["N", "K", 3, 64, 64] and sidecar.inputs[0].layout == "NKCHW"
+    assert sidecar.input_shapes() == [["N", 2, 3, 64, 64]]
     assert sidecar.outputs[0].shape == ["N", 7]
 
 
@@ -328,7 +329,7 @@ def test_export_command_fresh_model_prints_parity(tmp_path):
     assert result.exit_code == 0, result.output
     assert "top-1 agreement" in result.output and "100.0%" in result.output
     sidecar = read_sidecar(out)
-    assert sidecar.trained is False and sidecar.inputs[0].shape == ["N", 1, 3, 32, 32]
+    assert sidecar.trained is False and sidecar.input_shapes() == [["N", 1, 3, 32, 32]]
     assert sidecar.classes == [f"class_{i}" for i in range(4)]
 
 
