@@ -1,8 +1,7 @@
-"""Small artifacts for the calibration tests.
+"""Calibration tests use the shared `tiny` AARM ResNet-18 TSN (K = 2, 32x32, five classes, checkpoint + ONNX)
+and `videos` (its five synthetic classes, one train and one test video each) from tests/shared_fixtures.py,
+single-threaded PyTorch throughout, and:
 
-- `tiny`: an untrained AARM ResNet-18 TSN (K = 2, 32x32, five classes) exported as ONNX with its sidecar
-  (through export.onnx_export, the project's exporter).
-- `videos`: a synthetic dataset with those five classes (one train and one test video per class).
 - `probe`: a three-layer CNN trained to 100% on the ten synthetic videos, with a dead channel of constant
   value 1000 after its first conv: harmless in float, it stretches that tensor's int8 range so far that
   the real channels quantize to almost nothing, unless the conv that reads it stays in float. A known
@@ -14,44 +13,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from shared_fixtures import export_cache, one_torch_thread, tiny, videos  # noqa: F401 (fixtures)
 from torch import nn
 
-import aarm
 from aarm.data.annotations import load_split
 from aarm.data.preprocessing import Preprocessing
-from aarm.data.synthetic import list_classes, make_synthetic
 from calibration.reader import ClipReader, ClipSet
 from runtime.artifact import Sidecar, TensorSpec, write_sidecar
 
-CLASSES = list_classes()[:5]
 
-
-@dataclass
-class Tiny:
-    dir: Path
-    model: torch.nn.Module
-    preprocessing: Preprocessing
-    classes: list[str]
-    onnx: Path
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Single-threaded PyTorch: on the shared 2-core machine extra threads only contend."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def export_artifact(model: nn.Module, out: Path, *, classes: list[str], preprocessing: Preprocessing,
-                    config: dict | None = None) -> Path:
-    """ONNX + sidecar: export.onnx_export for registered models, else torch.onnx.export + write_sidecar."""
-    if config is None:
-        from export.onnx_export import export_onnx
-
-        export_onnx(model, out, classes=classes, preprocessing=preprocessing, trained=True)
-        return out
+def export_probe(model: nn.Module, out: Path, *, classes: list[str], preprocessing: Preprocessing,
+                 config: dict) -> Path:
+    """ONNX + sidecar for a model the registry does not build (export.onnx_export exports registered ones)."""
     shape = preprocessing.input_shape(1)
     torch.onnx.export(
         model.eval(), (torch.zeros(shape),), str(out), input_names=["input"], output_names=["scores"],
@@ -64,27 +37,6 @@ def export_artifact(model: nn.Module, out: Path, *, classes: list[str], preproce
         outputs=[TensorSpec("scores", ["N", len(classes)], layout="NC")], opset=17,
     ))
     return out
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    d = tmp_path_factory.mktemp("tiny")
-    model = aarm.create_model("resnet18", num_classes=len(CLASSES), attention="aarm", segments=2).eval()
-    prep = Preprocessing.for_model(model.aarm_config, size=32)
-    path = export_artifact(model, d / "model.onnx", classes=CLASSES, preprocessing=prep)
-    torch.set_num_threads(threads)
-    return Tiny(d, model, prep, CLASSES, path)
-
-
-@pytest.fixture(scope="session")
-def videos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """UCF101 layout: one train and one test 8-frame 32x32 video per class."""
-    root = tmp_path_factory.mktemp("synthetic") / "data"
-    make_synthetic(root, classes=len(CLASSES), videos_per_class=2, frames=8, size=32, seed=0)
-    return root
 
 
 class ProbeNet(nn.Module):
@@ -111,7 +63,7 @@ class Probe:
 
 
 @pytest.fixture(scope="session")
-def probe(videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Probe:
+def probe(videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Probe:  # noqa: F811 (the fixture)
     torch.manual_seed(0)
     data = videos / "videos"  # <class>/<video>: the folder layout, every subset is every video
     prep = Preprocessing(layout="NKCHW", size=32, scale_size=36, segments=2)
@@ -139,6 +91,6 @@ def probe(videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Probe:
     d = tmp_path_factory.mktemp("probe")
     config = {"name": "probe", "num_classes": len(split.classes), "attention": "none", "in_channels": 3,
               "options": {"segments": 2}}
-    path = export_artifact(net, d / "probe.onnx", classes=split.classes, preprocessing=prep, config=config)
+    path = export_probe(net, d / "probe.onnx", classes=split.classes, preprocessing=prep, config=config)
     return Probe(path, data)
 

@@ -1,71 +1,13 @@
-"""Helpers that make runtime test artifacts: export through export.onnx_export (cached across test sessions,
-since the dynamo exporter takes many seconds), derive a modified graph with a valid sidecar, and slow a
-graph down without changing its outputs."""
+"""Helpers that make runtime test artifacts: derive a modified graph with a valid sidecar, and slow a graph
+down without changing its outputs. (Cached exports: tests/shared_fixtures.py.)"""
 
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnx
-import torch
 from onnx import helper, numpy_helper
 
-import export.onnx_export
-from aarm.data.preprocessing import Preprocessing
 from runtime.artifact import read_sidecar, write_sidecar
-from runtime.errors import ArtifactError
-
-
-def _export_key(model: torch.nn.Module, classes: list[str], preprocessing: Preprocessing) -> str:
-    """Everything the exported bytes depend on: exporter source, library versions, config, weights, inputs."""
-    digest = hashlib.sha256()
-    digest.update(Path(export.onnx_export.__file__).read_bytes())
-    digest.update(json.dumps([torch.__version__, onnx.__version__, model.aarm_config, classes,
-                              preprocessing.to_dict()], sort_keys=True).encode())
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:20]
-
-
-def export_artifact(
-    model: torch.nn.Module, cache: Path, slot: str, *, classes: list[str], preprocessing: Preprocessing
-) -> Path:
-    """`cache/slot/<key>/model.onnx` (+ sidecar) from export_onnx, reused while the key matches.
-
-    The key covers the exporter's source, torch/onnx versions, the model's config and weights, classes and
-    preprocessing. A new export goes to a temporary folder renamed into place (safe against a concurrent
-    session) and replaces the slot's older keys. A cached file is used only if its sidecar verifies.
-    """
-    key = _export_key(model, classes, preprocessing)
-    slot_dir = cache / slot
-    target = slot_dir / key / "model.onnx"
-    if target.is_file():
-        try:
-            read_sidecar(target, verify=True)
-            return target
-        except ArtifactError:
-            shutil.rmtree(target.parent, ignore_errors=True)
-    slot_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=slot_dir))
-    try:
-        export.onnx_export.export_onnx(model, tmp / "model.onnx", classes=classes, preprocessing=preprocessing,
-                                       trained=True)
-        try:
-            os.rename(tmp, target.parent)
-        except OSError:  # another session put the same key in place first
-            pass
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    for old in slot_dir.iterdir():
-        if old.name != key and not old.name.startswith("."):
-            shutil.rmtree(old, ignore_errors=True)
-    read_sidecar(target, verify=True)
-    return target
 
 
 def derive_artifact(parent: Path, model: onnx.ModelProto, out: Path, **changes: object) -> Path:

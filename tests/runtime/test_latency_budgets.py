@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from runtime_artifacts import export_artifact
+from shared_fixtures import export_artifact
 
 import aarm
 from aarm.data.preprocessing import Preprocessing
