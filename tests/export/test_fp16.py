@@ -24,7 +24,9 @@ def test_fp16_top1_agreement_at_least_99_percent(converted):
     exported, out = converted
     result = compare_graphs(exported, out, samples=200, batch=50, seed=7)
     assert result["top1_agreement"] >= 0.99, result
-    assert result["max_abs_error"] < 0.05, result
+    # Measured 2.4e-4 on these 200 samples (logits up to 0.25; onnxruntime CPU on an AVX-512 host); the
+    # bound is about twice that.
+    assert result["max_abs_error"] < 5e-4, result
 
 
 def test_fp16_graph_keeps_float32_io_and_fp32_ops(converted):
