@@ -303,22 +303,34 @@ class FlopCount:
     skipped: int
 
 
-def count_onnx_flops(path: str | Path, batch: int = 1) -> FlopCount:
+def count_onnx_flops(
+    path: str | Path, batch: int = 1, shapes: Sequence[Sequence[int | str]] | None = None,
+) -> FlopCount:
     """FLOPs of one forward pass of an ONNX graph at `batch`, from shape inference.
 
+    The inputs' dynamic axes other than the batch (K segments, T frames) take their sizes from `shapes` (one
+    per input, e.g. a runner's specs), else from the graph's sidecar (what its preprocessing samples); a
+    dynamic axis with no known size is an error, since guessing one would scale the count.
     Counts 2 * MACs of Conv, ConvTranspose, Gemm, MatMul and their quantized forms (QLinearConv,
     QLinearMatMul, ConvInteger, MatMulInteger); element-wise work is left out (it is memory-bound).
     """
     from onnx import numpy_helper, shape_inference
 
+    from runtime.artifact import read_sidecar, sidecar_path
     from runtime.onnx_file import load_onnx
 
     model = load_onnx(path, load_external_data=False)
-    for value in model.graph.input:
+    if shapes is None and sidecar_path(path).is_file():
+        shapes = read_sidecar(path, verify=False).input_shapes()
+    for k, value in enumerate(model.graph.input):
         for i, dim in enumerate(value.type.tensor_type.shape.dim):
             if not dim.HasField("dim_value"):
+                known = shapes[k][i] if shapes is not None and k < len(shapes) else None
+                if i > 0 and not isinstance(known, int):
+                    raise ConfigError(f"{path}: input {value.name} axis {i} ({dim.dim_param or '?'}) is dynamic "
+                                      "and no size is known for it; give the input shapes")
                 dim.ClearField("dim_param")
-                dim.dim_value = batch if i == 0 else 1
+                dim.dim_value = batch if i == 0 else int(known)  # type: ignore[arg-type]
     model = shape_inference.infer_shapes(model, data_prop=True)
     shapes: dict[str, list[int | None]] = {}
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
@@ -399,7 +411,7 @@ def runner_flops(runner: Runner) -> int | None:
         onnx_path = parent if want and parent.is_file() and file_sha256(parent) == want else None
     if onnx_path is None:
         return None
-    count = count_onnx_flops(onnx_path)
+    count = count_onnx_flops(onnx_path, shapes=[spec.concrete(1) for spec in runner.input_specs])
     return count.flops if count.counted else None
 
 

@@ -181,6 +181,7 @@ def test_engine_flops_come_only_from_the_parent_graph_its_sidecar_hashed(tiny, t
     from onnx import TensorProto, helper
 
     from runtime.artifact import read_sidecar, write_sidecar
+    from runtime.runner import InputSpec
 
     parent = tmp_path / "model.opt.onnx"
     shutil.copyfile(tiny.onnx, parent)
@@ -189,7 +190,10 @@ def test_engine_flops_come_only_from_the_parent_graph_its_sidecar_hashed(tiny, t
     write_sidecar(engine, read_sidecar(tiny.onnx).derive(kind="engine", stage="build"), parent=parent)
 
     def engine_runner():
-        return SimpleNamespace(backend="tensorrt", path=engine, sidecar=read_sidecar(engine))
+        sidecar = read_sidecar(engine)
+        shapes = sidecar.input_shapes()
+        specs = [InputSpec(t.name, tuple(s)) for t, s in zip(sidecar.inputs, shapes, strict=True)]
+        return SimpleNamespace(backend="tensorrt", path=engine, sidecar=sidecar, input_specs=specs)
 
     assert runner_flops(engine_runner()) == count_onnx_flops(tiny.onnx).flops
     # another graph where the sidecar's parent was: it would count (2 * 4 * 8 FLOPs), but it is not the parent
