@@ -218,14 +218,14 @@ def parity(
                 ["metric", *result.metrics, "limit", "judged on", "limit from"], metric_rows(result))
     if result.rebuild is not None:
         console.print(rebuild_line(result), highlight=False, markup=False)
+    if result.parent is not None:
+        console.print(parent_line(result), highlight=False, markup=False)
     if result.attention:
         from runtime.attention_parity import attention_rows
 
         print_table("Attention outputs vs the reference's PyTorch hooks (same limits, top-k not applicable)",
                     ["input set, output", "max abs error", "max relative error", "min cosine", "verdict"],
                     attention_rows(result.attention, result.violations))
-    if result.parent is not None:
-        console.print(parent_line(result), highlight=False, markup=False)
     bisected = None
     if bisect:  # on the first batch parity compared: the first labelled clips, else the first random ones
         first = None if data is None else next(iter(labelled_batches(
