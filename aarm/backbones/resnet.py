@@ -41,12 +41,7 @@ class BasicBlock(nn.Module):
     expansion = 1
 
     def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int,
-        downsample: nn.Module | None,
-        attention: AttentionFactory,
+        self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, attention: AttentionFactory,
         convs: Convs = CONV2D,
     ) -> None:
         super().__init__()
@@ -71,12 +66,7 @@ class Bottleneck(nn.Module):
     expansion = 4
 
     def __init__(
-        self,
-        inplanes: int,
-        planes: int,
-        stride: int,
-        downsample: nn.Module | None,
-        attention: AttentionFactory,
+        self, inplanes: int, planes: int, stride: int, downsample: nn.Module | None, attention: AttentionFactory,
         convs: Convs = CONV2D,
     ) -> None:
         super().__init__()
