@@ -33,7 +33,7 @@ START_OVER = "pass --force (make demo FORCE=1) to start over"
 
 @dataclass
 class DemoSettings:
-    """Sized to finish in about four minutes on a 2-core CPU."""
+    """Sized to finish in about five minutes on a 2-core CPU (272 s measured quiet, README)."""
 
     classes: int = 4
     videos_per_class: int = 100

@@ -77,7 +77,7 @@ def demo(
     started = time.perf_counter()
     settings = DemoSettings(epochs=epochs, classes=classes)
     what = "resuming the demo in" if not force and demo_state(out, settings) == "resume" else "demo into"
-    console.print(f"aarm {what} {out}: about four minutes on a 2-core CPU from the start; nothing is downloaded",
+    console.print(f"aarm {what} {out}: about five minutes on a 2-core CPU from the start; nothing is downloaded",
                   highlight=False, markup=False)
     with progress_callback() as report:
         result, checkpoint = run_demo(out, settings, force=force, log=_log, progress=report)

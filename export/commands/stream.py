@@ -16,8 +16,10 @@ from export.options import (
     ChannelsLastOpt,
     CudaGraphsOpt,
     DeviceOpt,
+    FramesOpt,
     PrecisionOpt,
     ProviderOpt,
+    SegmentsOpt,
     ThreadsOpt,
     at_least,
     open_cli_runner,
@@ -83,6 +85,8 @@ def stream(
     precision: PrecisionOpt = "fp32",
     channels_last: ChannelsLastOpt = False,
     cuda_graphs: CudaGraphsOpt = False,
+    segments: SegmentsOpt = None,
+    frames: FramesOpt = None,
     jsonl: Annotated[Path | None, typer.Option(
         help="Write the JSON lines here (atomically, when the stream ends) instead of stdout.")] = None,
     explain: Annotated[Path | None, typer.Option(
@@ -105,7 +109,8 @@ def stream(
         check_writable(jsonl, force)
     if explain is not None:
         check_writable(explain, force)
-    runner = open_cli_runner(artifact, provider, device, threads, torch_options(precision, channels_last, cuda_graphs))
+    runner = open_cli_runner(artifact, provider, device, threads, torch_options(precision, channels_last, cuda_graphs),
+                             segments=segments, frames=frames)
     if runner.backend != "torch":
         import torch
 

@@ -163,6 +163,20 @@ def test_json_lines(tiny, clip, tmp_path, capsys, monkeypatch):
     assert kinds == ["stream", "window", "window", "summary"]
 
 
+def test_segments_sample_each_window_with_the_chosen_k(tiny, clip, tmp_path, capsys, monkeypatch):
+    """stream --segments K samples every window with K segments on the same dynamic-K graph (the header says
+    so), and a K outside the graph's recorded range is a one-line error before the source opens."""
+    path, _ = clip
+    out = tmp_path / "s.jsonl"
+    args = ["stream", str(path), "--artifact", str(tiny.onnx), "--window", "0.4s", "--stride", "0.4s",
+            "--threads", "1", "--max-windows", "2", "--segments", "4", "--jsonl", str(out)]
+    code, _, err = run_cli(args, capsys, monkeypatch)
+    assert code == 0, err
+    assert json.loads(out.read_text().splitlines()[0])["sampling"] == "TSN, 4 segments"
+    code, _, err = run_cli(args[:-4] + ["--segments", "1000"], capsys, monkeypatch)
+    assert code != 0 and len(err.strip().splitlines()) == 1 and "1000" in err, err
+
+
 PUBLISHER = """
 import sys, time
 import av
