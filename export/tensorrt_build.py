@@ -111,18 +111,9 @@ def parse_size(text: str) -> int:
 
 def parse_batch(text: str) -> tuple[int, int, int]:
     """'1:8:32' -> (1, 8, 32); a single number 'B' means a fixed batch (B, B, B)."""
-    try:
-        values = [int(v) for v in text.split(":")]
-    except ValueError:
-        raise ConfigError(f"unreadable batch range {text!r}; use MIN:OPT:MAX, e.g. 1:8:32") from None
-    if len(values) == 1:
-        values *= 3
-    if len(values) != 3:
-        raise ConfigError(f"batch range {text!r} needs three values MIN:OPT:MAX")
-    lo, opt, hi = values
-    if not 1 <= lo <= opt <= hi:
-        raise ConfigError(f"batch range needs 1 <= min <= opt <= max, got {lo}:{opt}:{hi}")
-    return lo, opt, hi
+    from runtime.temporal import parse_range
+
+    return parse_range(text, "batch range")
 
 
 def default_engine_path(onnx_path: Path, precision: str) -> Path:
