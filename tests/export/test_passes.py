@@ -217,6 +217,19 @@ def test_optimized_model_has_no_interleaved_fusion_and_uses_global_pools(optimiz
     assert [i.name for i in after.graph.input] == ["input"] and [o.name for o in after.graph.output] == ["scores"]
 
 
+def test_optimized_model_carries_the_inferred_shapes(optimized):
+    """Every intermediate tensor of the optimised graph has its (symbolic) shape recorded, as the exporter's
+    graph has: onnxruntime ran the same ResNet-50 convolutions 10 % slower in a graph without them."""
+    exported, out = optimized
+    model = onnx.load(str(out))
+    shaped = {v.name for v in model.graph.value_info}
+    outputs = {o.name for o in model.graph.output}
+    missing = [t for n in model.graph.node for t in n.output if t and t not in shaped and t not in outputs]
+    assert not missing, missing[:5]
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in model.graph.value_info}
+    assert all(isinstance(shape[0], str) for name, shape in dims.items() if len(shape) == 4)  # N*K: symbolic
+
+
 def test_optimize_writes_a_derived_sidecar(optimized):
     exported, out = optimized
     sidecar = read_sidecar(out)
