@@ -8,10 +8,13 @@ sub-command.
 
 Library errors name a parameter by its Python name in backquotes ("pass `force` to overwrite it"); a command
 re-words each one that is its own option as the flag ("pass --force to overwrite it"). Where the library's name
-differs from the option's, LIBRARY_NAMES says which option it is.
+differs from the option's, LIBRARY_NAMES says which option it is. A hint may name what another command sets
+(opening a graph: "export it with `attention_outputs`"); where the running command has no such option, ELSEWHERE
+gives the CLI words for it. Notes a command prints rather than raises go through `command_words`.
 """
 
 import re
+from contextvars import ContextVar
 from typing import Any
 
 import typer.core
@@ -19,7 +22,15 @@ import typer.core
 from aarm.errors import AarmError
 
 # library parameter -> the CLI option that sets it, where the two names differ
-LIBRARY_NAMES = {"num_clips": "clips", "record_baseline": "update"}
+LIBRARY_NAMES = {"num_clips": "clips", "record_baseline": "update", "max_abs": "atol", "max_rel": "rtol"}
+# library name -> the CLI words for it, where another command sets it (the running command has no such option)
+ELSEWHERE = {
+    "attention_outputs": "--attention-outputs",  # export
+    "kernels": "--kernels",  # optimize
+    "hardware_compat": "--hardware-compat",  # build
+    "version_compat": "--version-compat",  # build
+    "capture_attention": "aarm-export explain",
+}
 
 
 def _bare_flags(params: list[Any]) -> list[Any]:
@@ -31,8 +42,22 @@ def _bare_flags(params: list[Any]) -> list[Any]:
 
 def flag_words(message: str, flags: dict[str, str]) -> str:
     """`message` with each backquoted library parameter that is one of `flags` ({option name: flag}) as its
-    flag; other backquoted words stay as they are."""
-    return re.sub(r"`(\w+)`", lambda m: flags.get(LIBRARY_NAMES.get(m[1], m[1]), m[0]), message)
+    flag, else as its ELSEWHERE words; other backquoted words stay as they are."""
+    return re.sub(r"`(\w+)`", lambda m: flags.get(LIBRARY_NAMES.get(m[1], m[1])) or ELSEWHERE.get(m[1], m[0]),
+                  message)
+
+
+def _own_flags(command: Any) -> dict[str, str]:
+    """{option name: its longest flag} of a click command."""
+    return {p.name: max(p.opts, key=len) for p in command.params if p.param_type_name == "option"}
+
+
+_RUNNING_FLAGS: ContextVar[dict[str, str] | None] = ContextVar("running_flags", default=None)  # while a command runs
+
+
+def command_words(message: str) -> str:
+    """A library note that the running command prints (not raises), in that command's words (`flag_words`)."""
+    return flag_words(message, _RUNNING_FLAGS.get() or {})
 
 
 def _usage_argument(piece: str) -> str:
@@ -52,13 +77,16 @@ class FlagHelpCommand(typer.core.TyperCommand):
         return [_usage_argument(p) for p in super().collect_usage_pieces(ctx)]
 
     def invoke(self, ctx: Any) -> Any:
+        flags = _own_flags(self)
+        running = _RUNNING_FLAGS.set(flags)
         try:
             return super().invoke(ctx)
         except AarmError as exc:
             if exc.args and isinstance(exc.args[0], str):
-                flags = {p.name: max(p.opts, key=len) for p in self.params if p.param_type_name == "option"}
                 exc.args = (flag_words(exc.args[0], flags), *exc.args[1:])
             raise
+        finally:
+            _RUNNING_FLAGS.reset(running)
 
 
 class FlagHelpGroup(typer.core.TyperGroup):

@@ -38,26 +38,25 @@ NONFINITE = ("artifact_nonfinite", "reference_nonfinite")
 
 @dataclass(frozen=True)
 class Limit:
-    """A tolerance field: the metric it bounds, from which side, and the CLI option that sets it."""
+    """A tolerance field: the metric it bounds and from which side."""
 
     field: str
     metric: str
     kind: Literal["max", "min"]
-    option: str
     low: float  # smallest allowed value of the limit itself
     high: float  # largest allowed value
     low_open: bool = False  # the limit must be > low rather than >= low
 
 
 LIMITS: tuple[Limit, ...] = (
-    Limit("max_abs", "max_abs", "max", "--atol", 0.0, math.inf, low_open=True),
-    Limit("max_rel", "max_rel", "max", "--rtol", 0.0, math.inf, low_open=True),
-    Limit("max_rel_rms", "rel_rms", "max", "--max-rel-rms", 0.0, math.inf, low_open=True),
-    Limit("min_cosine", "min_cosine", "min", "--min-cosine", -1.0, 1.0),
-    Limit("min_mean_cosine", "mean_cosine", "min", "--min-mean-cosine", -1.0, 1.0),
-    Limit("min_top1", "top1", "min", "--min-top1", 0.0, 1.0),
-    Limit("min_top5", "top5", "min", "--min-top5", 0.0, 1.0),
-    Limit("max_accuracy_drop", "accuracy_drop", "max", "--max-accuracy-drop", 0.0, 1.0),
+    Limit("max_abs", "max_abs", "max", 0.0, math.inf, low_open=True),
+    Limit("max_rel", "max_rel", "max", 0.0, math.inf, low_open=True),
+    Limit("max_rel_rms", "rel_rms", "max", 0.0, math.inf, low_open=True),
+    Limit("min_cosine", "min_cosine", "min", -1.0, 1.0),
+    Limit("min_mean_cosine", "mean_cosine", "min", -1.0, 1.0),
+    Limit("min_top1", "top1", "min", 0.0, 1.0),
+    Limit("min_top5", "top5", "min", 0.0, 1.0),
+    Limit("max_accuracy_drop", "accuracy_drop", "max", 0.0, 1.0),
 )
 LIMIT_OF_METRIC = {lim.metric: lim for lim in LIMITS}
 
@@ -68,7 +67,7 @@ class Tolerances:
     given, random-input metrics are reported but not judged (INT8: calibration fits ranges to real clips,
     and standard-normal noise falls outside them by design; FP16: noise gives near-tied scores whose top-1
     flips under rounding). Every limit must be finite and inside its metric's range; error limits (max_abs,
-    max_rel, max_rel_rms) must be > 0. ConfigError otherwise, naming the CLI option. `sources`: where each
+    max_rel, max_rel_rms) must be > 0. ConfigError otherwise, naming the limit. `sources`: where each
     limit came from, as (field, origin) pairs (`source`); not part of the limits (equality ignores it)."""
 
     max_abs: float | None = None
@@ -88,20 +87,19 @@ class Tolerances:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ConfigError(f"tolerance {lim.field} ({lim.option}) must be a number, got {value!r}")
+                raise ConfigError(f"tolerance `{lim.field}` must be a number, got {value!r}")
             low_ok = value > lim.low if lim.low_open else value >= lim.low
             if not math.isfinite(value) or not low_ok or value > lim.high:
                 bound = f"> {lim.low:g}" if lim.low_open else f">= {lim.low:g}"
                 if math.isfinite(lim.high):
                     bound += f" and <= {lim.high:g}"
-                raise ConfigError(f"tolerance {lim.field} ({lim.option}) must be a finite number {bound}, got {value}")
+                raise ConfigError(f"tolerance `{lim.field}` must be a finite number {bound}, got {value}")
 
-    def override(self, **changes: float | None) -> "Tolerances":
+    def override(self, origins: Mapping[str, str] | None = None, **changes: float | None) -> "Tolerances":
         """A copy with the given limits replaced (None values in `changes` are ignored); each replaced
-        limit's source becomes its CLI option ("--rtol")."""
+        limit's source becomes its entry in `origins` (the CLI gives its option, "--rtol"), else "given"."""
         given = {k: v for k, v in changes.items() if v is not None}
-        options = {lim.field: lim.option for lim in LIMITS}
-        sources = {**dict(self.sources), **{k: options.get(k, k) for k in given}}
+        sources = {**dict(self.sources), **{k: (origins or {}).get(k, "given") for k in given}}
         return replace(self, **given, sources=tuple(sources.items()))
 
     def limits(self) -> dict[str, float]:

@@ -7,6 +7,7 @@ import typer
 
 from aarm.fileio import check_writable, write_json
 from export.console import console, print_table
+from export.help_format import command_words
 from export.options import (
     ChannelsLastOpt,
     CudaGraphsOpt,
@@ -195,7 +196,8 @@ def parity(
     runner = open_cli_runner(artifact, provider, device, threads,
                              torch_options(precision, channels_last, cuda_graphs), segments=segments, frames=frames)
     ref = open_cli_runner(reference, None, device, threads, segments=segments, frames=frames)
-    tol = runner_tolerances(runner, ref).override(**limits)
+    # each limit given here is "from" its flag: `max_rel` -> "--rtol"
+    tol = runner_tolerances(runner, ref).override({k: command_words(f"`{k}`") for k in limits}, **limits)
     labelled = None
     if data is not None:
         labelled = labelled_batches(str(data), runner.preprocessing[0], [s.name for s in runner.input_specs],

@@ -74,7 +74,8 @@ def test_limits_name_their_source_and_fall_back_to_the_general_default():
     gpu = default_tolerances("fp32", "resnet18", "cuda:0")  # the table was measured on the CPU
     assert gpu == DEFAULT_TOLERANCES["fp32"] and "measured on CPU" in gpu.source("max_rel")
     assert "measured beyond it" in default_tolerances("fp32", "resnet152").source("max_rel")
-    assert tol.override(max_rel=1e-3).source("max_rel") == "--rtol"
+    assert tol.override(max_rel=1e-3).source("max_rel") == "given"
+    assert tol.override({"max_rel": "from the caller"}, max_rel=1e-3).source("max_rel") == "from the caller"
 
 
 def test_parity_picks_the_backbone_limits_and_reports_their_source(tiny):
