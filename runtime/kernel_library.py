@@ -34,7 +34,7 @@ from runtime.graph_precision import all_nodes
 DOMAIN = "com.aarm"
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
-FALLBACK = "re-run `aarm-export optimize --kernels` on this machine, or use the standard-op graph"
+FALLBACK = "re-run optimize with `kernels` on this machine, or use the standard-op graph"
 
 
 def cache_dir() -> Path:

@@ -234,5 +234,5 @@ def test_graph_with_fused_kernels_opens_with_the_library_built_here(tiny, tmp_pa
     with open_runner(fused, threads=1) as runner:
         np.testing.assert_allclose(runner.infer(feed)["scores"], want, atol=1e-4)
     monkeypatch.setenv("AARM_KERNEL_CACHE", str(tmp_path / "empty-cache"))  # no library built here
-    with pytest.raises(ArtifactError, match="com.aarm custom ops.*aarm-export optimize --kernels"):
+    with pytest.raises(ArtifactError, match="com.aarm custom ops.*re-run optimize with `kernels`"):
         open_runner(fused)

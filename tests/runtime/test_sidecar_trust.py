@@ -255,10 +255,15 @@ def test_the_recorded_library_runs_a_fused_graph(fused, own_cache):
         assert runner.infer(runner.example_feed(1))["scores"].shape[0] == 1
 
 
-def test_a_fused_graph_without_a_recorded_library_is_refused(fused, own_cache):
+def test_a_fused_graph_without_a_recorded_library_is_refused(tiny, fused, own_cache, capsys, monkeypatch):
+    from cli_runner import one_line_error, run_cli
+
     with pytest.raises(ArtifactError, match=r"uses the com.aarm custom ops, but this installation has built no "
-                                            r"library .*aarm-export optimize --kernels.*standard-op graph"):
+                                            r"library .*re-run optimize with `kernels` on this machine, or use the "
+                                            r"standard-op graph"):
         open_runner(fused)
+    line = one_line_error(*run_cli(["parity", fused, "--reference", tiny.checkpoint], capsys, monkeypatch)[::2])
+    assert "re-run optimize with --kernels on this machine" in line  # the flag, on the command line
 
 
 def test_a_changed_library_is_refused(fused, own_cache):
