@@ -226,7 +226,7 @@ def compatibility_problems(
                         f"({running.gpu}) has {running.compute_capability}")
     elif hardware_compat == "none" and built.gpu != running.gpu:
         problems.append(f"built on {built.gpu}, this GPU is {running.gpu} (same compute capability: "
-                        f"rebuild with --hardware-compat same-cc to share one engine)")
+                        f"rebuild with `hardware_compat` same-cc to share one engine)")
     return problems
 
 
@@ -254,8 +254,8 @@ def check_engine_compatible(engine_path: str | Path, *, running: EngineTarget | 
     )
     if problems:
         source = sidecar.parent or "the ONNX graph it came from"
-        raise ArtifactError(f"{engine_path} cannot run here: {'; '.join(problems)}; rebuild it on this "
-                            f"machine: aarm-export build {source} -o {engine_path} --force")
+        raise ArtifactError(f"{engine_path} cannot run here: {'; '.join(problems)}; rebuild it from {source} on "
+                            "this machine")
     return sidecar
 
 
@@ -269,8 +269,8 @@ def version_compatible_refusal(engine_path: str | Path, sidecar: Sidecar) -> str
     if isinstance(info, dict) and bool(info.get("version_compatible", False)):
         source = sidecar.parent or "the ONNX graph it came from"
         return (f"{engine_path} is a version-compatible engine, which runs native code embedded in it; "
-                f"rebuild it without --version-compat (aarm-export build {source} -o {engine_path} --force) "
-                "or, for an engine you built yourself, open it with allow_host_code=True")
+                f"rebuild it from {source} without `version_compat` or, for an engine you built yourself, open it "
+                "with allow_host_code=True")
     return None
 
 

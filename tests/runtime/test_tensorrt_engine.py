@@ -7,6 +7,7 @@ import pytest
 
 from aarm.data.preprocessing import Preprocessing
 from aarm.errors import BackendUnavailable
+from export.help_format import flag_words
 from runtime.artifact import Sidecar, TensorSpec, write_sidecar
 from runtime.errors import ArtifactError
 from runtime.tensorrt_engine import (
@@ -90,7 +91,8 @@ def test_version_compatible_engines():
 def test_gpu_model_and_compute_capability():
     pcie = EngineTarget(H100.tensorrt, "NVIDIA H100 PCIe", "9.0")
     (problem,) = compatibility_problems(H100, pcie)
-    assert "NVIDIA H100 PCIe" in problem and "same-cc" in problem
+    assert "NVIDIA H100 PCIe" in problem and "rebuild with `hardware_compat` same-cc" in problem
+    assert "rebuild with --hardware-compat same-cc" in flag_words(problem, {})  # as `aarm-export predict` says it
     assert compatibility_problems(H100, pcie, hardware_compat="same-cc") == []
     a100 = EngineTarget(H100.tensorrt, "NVIDIA A100-SXM4-40GB", "8.0")
     (problem,) = compatibility_problems(H100, a100, hardware_compat="same-cc")
@@ -110,11 +112,11 @@ def test_check_engine_compatible_with_fake_running_targets(tmp_path):
     sidecar = check_engine_compatible(path, running=H100)
     assert sidecar.kind == "engine" and sidecar.precision == "fp16"
     orin = EngineTarget("10.3.0.30", "Orin", "8.7")
-    with pytest.raises(ArtifactError, match="rebuild it on this machine") as info:
+    with pytest.raises(ArtifactError, match="cannot run here") as info:
         check_engine_compatible(path, running=orin)
     message = str(info.value)
     assert "TensorRT 11.4.0.106" in message and "10.3.0.30" in message and "Orin" in message
-    assert "aarm-export build out/model.fp16.onnx" in message and "--force" in message
+    assert message.endswith("; rebuild it from out/model.fp16.onnx on this machine")
 
 
 def test_check_engine_compatible_reads_recorded_options(tmp_path):
@@ -312,7 +314,9 @@ def test_version_compatible_engines_need_host_code_allowed(tmp_path, monkeypatch
         with pytest.raises(ArtifactError, match="version-compatible engine, which runs native code") as info:
             open_it()
         message = str(info.value)
-        assert "\n" not in message and "without --version-compat" in message and "allow_host_code=True" in message
+        assert "\n" not in message and "allow_host_code=True" in message
+        assert "rebuild it from out/model.fp16.onnx without `version_compat`" in message
+        assert "without --version-compat" in flag_words(message, {})  # as `aarm-export predict` says it
     assert records == []  # refused before anything was deserialized or made current
     runner = TensorRTRunner.from_engine(path, device="cuda:1", allow_host_code=True)
     assert runner.engine is engine and runner.device == "cuda:1"
