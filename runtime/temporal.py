@@ -14,8 +14,8 @@ import dataclasses
 from aarm.errors import ConfigError
 from runtime.runner import InputSpec, Runner
 
-# layout -> (axis index, axis name, CLI flag, Preprocessing field)
-AXES = {"NKCHW": (1, "K", "--segments", "segments"), "NCTHW": (2, "T", "--frames", "frames")}
+# layout -> (axis index, axis name, Preprocessing field: also the parameter that sets it)
+AXES = {"NKCHW": (1, "K", "segments"), "NCTHW": (2, "T", "frames")}
 
 
 def parse_range(text: str, option: str) -> tuple[int, int, int]:
@@ -59,17 +59,17 @@ def _requested(segments: int | None, frames: int | None, layouts: list[str], whe
     if segments is None and frames is None:
         return None
     if segments is not None and frames is not None:
-        raise ConfigError("give --segments (2D TSN models) or --frames (3D models), not both")
+        raise ConfigError("give `segments` (2D TSN models) or `frames` (3D models), not both")
     layout, size = ("NKCHW", segments) if segments is not None else ("NCTHW", frames)
     assert size is not None
-    flag = AXES[layout][2]
+    param = f"`{AXES[layout][2]}`"
     if not layouts:
-        raise ConfigError(f"{flag} needs the input layout a sidecar or checkpoint records; {where} has none")
+        raise ConfigError(f"{param} needs the input layout a sidecar or checkpoint records; {where} has none")
     if layout not in layouts:
-        other = "--frames (a 3D clip model, NCTHW)" if layout == "NKCHW" else "--segments (a 2D TSN model, NKCHW)"
-        raise ConfigError(f"{flag} does not apply to {where}: it takes {other}")
+        other = "`frames` (a 3D clip model, NCTHW)" if layout == "NKCHW" else "`segments` (a 2D TSN model, NKCHW)"
+        raise ConfigError(f"{param} does not apply to {where}: it takes {other}")
     if size < 1:
-        raise ConfigError(f"{flag} must be >= 1, got {size}")
+        raise ConfigError(f"{param} must be >= 1, got {size}")
     return layout, size
 
 
@@ -77,14 +77,15 @@ def choose_temporal(runner: Runner, *, segments: int | None = None, frames: int 
     """Set `runner` to `segments` K (2D) or `frames` T (3D) on every input of that layout; returns it.
 
     None for both leaves the runner as its sidecar or checkpoint set it. Refused (ConfigError, one line): a
-    flag for the other layout, a size outside the recorded range, a size other than the fixed one of a graph
+    size for the other layout, a size outside the recorded range, a size other than the fixed one of a graph
     exported without a dynamic K / T or of a model whose architecture fixes T (C3D).
     """
     asked = _requested(segments, frames, [p.layout for p in runner.preprocessing], runner.name)
     if asked is None:
         return runner
     layout, size = asked
-    index, axis, flag, field = AXES[layout]
+    index, axis, field = AXES[layout]
+    param = f"`{field}`"
     specs, preps = list(runner.input_specs), list(runner.preprocessing)
     for i, (spec, prep) in enumerate(zip(specs, preps, strict=True)):
         if prep.layout != layout:
@@ -93,10 +94,10 @@ def choose_temporal(runner: Runner, *, segments: int | None = None, frames: int 
         valid = _ranges(runner, i, axis, layout)
         if valid is None and size != current:
             why = "its architecture fixes it" if runner.sidecar is None else f"export it again with a dynamic {axis}"
-            raise ConfigError(f"{flag} {size}: {runner.name} has a fixed {axis} = {current} (input {spec.name!r}); "
+            raise ConfigError(f"{param} {size}: {runner.name} has a fixed {axis} = {current} (input {spec.name!r}); "
                               f"{why}")
         if valid is not None and not valid[0] <= size <= valid[2]:
-            raise ConfigError(f"{flag} {size} is outside the range {valid[0]}..{valid[2]} that {runner.name} "
+            raise ConfigError(f"{param} {size} is outside the range {valid[0]}..{valid[2]} that {runner.name} "
                               f"records for {axis} (input {spec.name!r})")
         shape = list(spec.shape)
         shape[index] = size

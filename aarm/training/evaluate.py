@@ -65,25 +65,25 @@ def checkpoint_scores(
 def temporal_preprocessing(ckpt: Checkpoint, *, segments: int | None = None,
                            frames: int | None = None) -> Preprocessing:
     """The checkpoint's preprocessing with K segments (2D, TSN: any K, the consensus is an average) or T frames
-    (3D models that pool globally; C3D's fully connected layers fix its T). ConfigError for a flag of the
+    (3D models that pool globally; C3D's fully connected layers fix its T). ConfigError for a size of the
     other layout or a T that C3D cannot take."""
     prep = ckpt.preprocessing
     if segments is None and frames is None:
         return prep
     if segments is not None and frames is not None:
-        raise ConfigError("give --segments (2D TSN models) or --frames (3D models), not both")
-    flag, size, layout = ("--segments", segments, "NKCHW") if segments is not None else ("--frames", frames, "NCTHW")
+        raise ConfigError("give `segments` (2D TSN models) or `frames` (3D models), not both")
+    param, size, layout = ("`segments`", segments, "NKCHW") if segments is not None else ("`frames`", frames, "NCTHW")
     assert size is not None
     if size < 1:
-        raise ConfigError(f"{flag} must be >= 1, got {size}")
+        raise ConfigError(f"{param} must be >= 1, got {size}")
     if prep.layout != layout:
-        other = "--frames (a 3D clip model)" if layout == "NKCHW" else "--segments (a 2D TSN model)"
-        raise ConfigError(f"{flag} does not apply to this checkpoint: it takes {other}")
+        other = "`frames` (a 3D clip model)" if layout == "NKCHW" else "`segments` (a 2D TSN model)"
+        raise ConfigError(f"{param} does not apply to this checkpoint: it takes {other}")
     if layout == "NKCHW":
         return dataclasses.replace(prep, segments=size)
     name = getattr(ckpt.model, "aarm_config", {}).get("name")
     if name is not None and get_spec(name).fixed_frames and size != prep.frames:
-        raise ConfigError(f"--frames {size}: {name} has a fixed T = {prep.frames}; its fully connected layers "
+        raise ConfigError(f"`frames` {size}: {name} has a fixed T = {prep.frames}; its fully connected layers "
                           "fix it")
     return dataclasses.replace(prep, frames=size)
 
@@ -142,10 +142,10 @@ def evaluate(
     check_number("`workers`", workers, 0, integer=True)
     check_number("`num_clips`", num_clips, 1, integer=True)
     if segments is not None and frames is not None:
-        raise ConfigError("give --segments (2D TSN models) or --frames (3D models), not both")
-    for flag, value in (("--segments", segments), ("--frames", frames)):
+        raise ConfigError("give `segments` (2D TSN models) or `frames` (3D models), not both")
+    for param, value in (("`segments`", segments), ("`frames`", frames)):
         if value is not None:
-            check_number(flag, value, 1, integer=True)
+            check_number(param, value, 1, integer=True)
     check_device(device)
     options = dict(split=split, subset=subset, dataset_format=dataset_format, annotations=annotations,
                    allow_overlap=allow_overlap, num_clips=num_clips, batch_size=batch_size, workers=workers,

@@ -86,9 +86,9 @@ def test_parity_command_runs_both_sides_at_the_chosen_k(exported, tmp_path, caps
 def test_k_outside_the_range_or_of_the_wrong_layout_is_refused(exported):
     _, ckpt, path = exported
     runner = open_runner(path)
-    with pytest.raises(ConfigError, match=r"--segments 26 is outside the range 1\.\.25"):
+    with pytest.raises(ConfigError, match=r"`segments` 26 is outside the range 1\.\.25"):  # the parameter
         choose_temporal(runner, segments=26)
-    with pytest.raises(ConfigError, match="--frames does not apply"):
+    with pytest.raises(ConfigError, match="`frames` does not apply"):
         choose_temporal(runner, frames=8)
     with pytest.raises(ConfigError, match="not both"):
         choose_temporal(runner, segments=3, frames=8)
@@ -182,7 +182,7 @@ def test_3d_resnet_graph_matches_pytorch_at_two_t(tmp_path):
         with runner, torch.no_grad():
             np.testing.assert_allclose(runner.infer(feed)["scores"], model(torch.from_numpy(feed["input"])).numpy(),
                                        atol=ATOL, rtol=0)
-    with pytest.raises(ConfigError, match="--segments does not apply"):
+    with pytest.raises(ConfigError, match="`segments` does not apply"):
         choose_temporal(open_runner(path), segments=3)
 
 
@@ -227,14 +227,14 @@ def test_evaluate_samples_the_chosen_k_or_refuses_in_one_line(exported, tmp_path
     assert "--frames does not apply to this checkpoint" in one_line_error(code, err)
     code, _, err = run_cli(["evaluate", ckpt, "--data", tmp_path, "--segments", "3", "--frames", "8"],
                            capsys, monkeypatch)
-    assert "not both" in one_line_error(code, err)
+    assert "give --segments (2D TSN models) or --frames (3D models), not both" in one_line_error(code, err)
     tsn = SimpleNamespace(preprocessing=Preprocessing(segments=3),
                           model=SimpleNamespace(aarm_config={"name": "resnet18"}))
     assert temporal_preprocessing(tsn, segments=25).segments == 25
     c3d_prep = Preprocessing(layout="NCTHW", size=112, scale_size=128, segments=1, frames=16)
     c3d = SimpleNamespace(preprocessing=c3d_prep, model=SimpleNamespace(aarm_config={"name": "c3d"}))
     assert temporal_preprocessing(c3d, frames=16) == c3d_prep
-    with pytest.raises(ConfigError, match="fixed T = 16"):
+    with pytest.raises(ConfigError, match="`frames` 8: c3d has a fixed T = 16"):
         temporal_preprocessing(c3d, frames=8)
     r3d = SimpleNamespace(preprocessing=c3d_prep, model=SimpleNamespace(aarm_config={"name": "resnet3d18"}))
     assert temporal_preprocessing(r3d, frames=32).frames == 32
