@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnx_graphsurgeon as gs
 from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import (
@@ -90,8 +89,10 @@ from calibration.sensitivity import (
     quantized_nodes,
     search_float_groups,
 )
+from calibration.uint8_pools import UINT8_OPS, rewrite_pools, share_max_ranges
 from runtime.artifact import Sidecar, read_sidecar, write_sidecar
 from runtime.errors import ArtifactError
+from runtime.graph_precision import consumers, producers
 from runtime.onnx_file import load_onnx
 
 ProgressFn = Callable[[str, int, int], None]
@@ -129,6 +130,7 @@ class Target:
     options: tuple[tuple[str, Any], ...]  # quantize_static extra_options
     float_conv_max_group_channels: int  # Conv with at most this many input channels per group stays float
     description: str
+    uint8_pools: bool = False  # max / channel-mean pools run on the uint8 map (calibration.uint8_pools)
 
     @property
     def extra_options(self) -> dict[str, Any]:
@@ -138,7 +140,7 @@ class Target:
 TARGETS = {
     "cpu": Target(
         "cpu", QuantType.QUInt8, QuantType.QInt8, (("WeightSymmetric", True),), 2,
-        "onnxruntime CPU: uint8 activations, int8 per-channel weights",
+        "onnxruntime CPU: uint8 activations, int8 per-channel weights", uint8_pools=True,
     ),
     "tensorrt": Target(
         "tensorrt", QuantType.QInt8, QuantType.QInt8,
@@ -247,19 +249,25 @@ def quantize_graph(
     calibration cache file, so it runs no calibration itself. `exclude`: node names kept in float; where
     quantize_static still feeds one of them from a DequantizeLinear (a tensor that a quantized Reshape or
     Concat passes on), it is rewired to the float tensor, so excluded nodes read and compute float only.
-    float_model: `graph` already loaded (else it is read when needed)."""
+    float_model: `graph` already loaded (else it is read when needed). A target with uint8_pools also quantizes
+    ReduceMax, its output on its input's range (calibration.uint8_pools: exact, run on the uint8 map)."""
     _check_choice(target, TARGETS, "target")
     _check_choice(method, METHODS, "calibration method")
     t = TARGETS[target]
+    op_types, unranged = None, []
+    if t.uint8_pools:
+        float_model = float_model or load_onnx(graph)
+        ranges, unranged = share_max_ranges(float_model, ranges)
+        op_types = _op_types() + list(UINT8_OPS)
     with tempfile.TemporaryDirectory(prefix="aarm-quant-") as tmp:
         ranges_file = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, ranges_file)
         with _quiet():
             quantize_static(
-                str(graph), str(out), None, quant_format=QuantFormat.QDQ, per_channel=per_channel,
-                reduce_range=reduce_range, activation_type=t.activation_type, weight_type=t.weight_type,
-                nodes_to_exclude=sorted(exclude), calibrate_method=METHODS[method],
-                extra_options=t.extra_options, calibration_cache_path=ranges_file,
+                str(graph), str(out), None, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
+                per_channel=per_channel, reduce_range=reduce_range, activation_type=t.activation_type,
+                weight_type=t.weight_type, nodes_to_exclude=sorted({*exclude, *unranged}),
+                calibrate_method=METHODS[method], extra_options=t.extra_options, calibration_cache_path=ranges_file,
             )
     if exclude:
         qmodel = load_onnx(out)
@@ -310,27 +318,24 @@ def session_precisions(qmodel: onnx.ModelProto, session: onnx.ModelProto, nodes:
     DequantizeLinear, or only quantized kernels read its input), "float" (a float kernel makes its output
     or, where onnxruntime fused it with a float neighbour, reads its input), or "unknown" (neither tensor
     survives). Layout ops (NCHWc reorders, transposes) are looked through."""
-    graph = gs.import_onnx(session)
-    tensors = graph.tensors()
-    initializers = {t.name for t in qmodel.graph.initializer} | {
-        name for name, t in tensors.items() if isinstance(t, gs.Constant)}
+    producer, readers = producers(session.graph.node), consumers(session.graph.node)
+    initializers = {t.name for t in qmodel.graph.initializer} | {t.name for t in session.graph.initializer}
     by_name = {n.name: n for n in qmodel.graph.node}
 
-    def made_by(name: str) -> gs.Node | None:
-        tensor = tensors.get(name) if name else None
-        node = tensor.inputs[0] if tensor is not None and tensor.inputs else None
-        while node is not None and node.op in _SESSION_LAYOUT_OPS and node.inputs:
-            node = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
+    def made_by(name: str) -> onnx.NodeProto | None:
+        node = producer.get(name) if name else None
+        while node is not None and node.op_type in _SESSION_LAYOUT_OPS and node.input:
+            node = producer.get(node.input[0])
         return node
 
-    def read_by(name: str) -> list[gs.Node]:
-        found, frontier = [], [tensors[name]] if name in tensors else []
+    def read_by(name: str) -> list[onnx.NodeProto]:
+        found, frontier = [], [name]
         for _ in range(4):
             nxt = []
             for tensor in frontier:
-                for n in tensor.outputs:
-                    if n.op in _SESSION_LAYOUT_OPS:
-                        nxt.extend(n.outputs)
+                for n in readers.get(tensor, []):
+                    if n.op_type in _SESSION_LAYOUT_OPS:
+                        nxt.extend(n.output)
                     else:
                         found.append(n)
             frontier = nxt
@@ -343,19 +348,19 @@ def session_precisions(qmodel: onnx.ModelProto, session: onnx.ModelProto, nodes:
             verdicts[name] = "unknown"
             continue
         # onnxruntime names the kernel that replaces a node after it (QDQ fusions append "_token_<n>")
-        named = [n for n in graph.nodes if n.name == name or n.name.startswith(name + "_token_")]
-        if any(n.op in SESSION_INT8_OPS for n in named):
+        named = [n for n in session.graph.node if n.name == name or n.name.startswith(name + "_token_")]
+        if any(n.op_type in SESSION_INT8_OPS for n in named):
             verdicts[name] = "int8"
             continue
         made = made_by(node.output[0]) if node.output else None
         if made is not None:
-            verdicts[name] = "int8" if made.op in SESSION_INT8_OPS else "float"
+            verdicts[name] = "int8" if made.op_type in SESSION_INT8_OPS else "float"
             continue
         data = [i for i in node.input if i and i not in initializers]
         found = [r for i in data for r in read_by(i)]
         if not found:
             verdicts[name] = "unknown"
-        elif all(r.op in SESSION_INT8_OPS for r in found):
+        elif all(r.op_type in SESSION_INT8_OPS for r in found):
             verdicts[name] = "int8"
         else:
             verdicts[name] = "float"
@@ -619,6 +624,12 @@ def calibrate(
         work = Path(tmp)
         graph, fmodel, passes_run = _float_graph(source, config, graph_passes, work)
         ranges, cache_use = _ranges(graph, source, clips.calib, config, passes_run, work, progress)
+        quant_passes = passes_run
+        if target.uint8_pools:  # same tensor names, so the ranges (and the cache) of `graph` apply
+            fmodel, rewritten = rewrite_pools(fmodel)
+            if rewritten:
+                graph, quant_passes = work / "uint8_pools.onnx", [*passes_run, "uint8_pools"]
+                onnx.save_model(fmodel, str(graph))
         forced = {**match_nodes(fmodel, config.exclude), **slow_int8_nodes(fmodel, config.target)}
         count = itertools.count()
 
@@ -637,7 +648,7 @@ def calibrate(
                 format="QDQ", activation_type=_TYPE_NAMES[target.activation_type],
                 weight_type=_TYPE_NAMES[target.weight_type], per_channel=config.per_channel,
                 reduce_range=config.reduce_range, extra_options=target.extra_options, preprocessed=config.preprocess,
-                graph_passes=passes_run, quantized_nodes=len(quantized_nodes(qmodel)),
+                graph_passes=quant_passes, quantized_nodes=len(quantized_nodes(qmodel)),
                 qdq_nodes=sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in qmodel.graph.node),
             ),
             calibration=CalibrationData(clips.calib.source, len(clips.calib), config.seed, config.batch_size,
@@ -658,7 +669,7 @@ def calibrate(
             "calibration_data": clips.calib.source, "activation_type": report.quantization.activation_type,
             "weight_type": report.quantization.weight_type, "per_channel": config.per_channel,
             "excluded": report_json["excluded"], "accuracy": report_json["accuracy"],
-            "budget_note": clips.budget_note, "graph_passes": passes_run, "report": report_path.name,
+            "budget_note": clips.budget_note, "graph_passes": quant_passes, "report": report_path.name,
         }},
     )
     write_sidecar(out, child)  # the parent's sha256 is the one read_sidecar verified: the file is hashed once

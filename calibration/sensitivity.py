@@ -31,7 +31,7 @@ from aarm.progress import Progress
 from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
 from runtime.compare import label_metrics, score_metrics
 from runtime.errors import ArtifactError
-from runtime.graph_precision import QDQ_OPS
+from runtime.graph_precision import QDQ_OPS, producers
 from runtime.onnx_file import load_onnx
 
 ROLES = {"cam": "AARM channel attention (CAM)", "stam": "AARM spatio-temporal attention (STAM)",
@@ -155,7 +155,7 @@ def layer_groups(model: onnx.ModelProto) -> list[LayerGroup]:
     else from the name of its weight ("backbone.layer1.0.conv1.weight", as torch's dynamo exporter keeps
     parameter names). A node with neither (Relu, MaxPool, a residual Add, an attention gate's Mul under the
     dynamo exporter) joins the group of the node that feeds it."""
-    producer = {o: n for n in model.graph.node for o in n.output}
+    producer = producers(model.graph.node)
     initializers = {t.name for t in model.graph.initializer}
 
     def source(tensor: str) -> str:
@@ -215,7 +215,7 @@ def float_variant(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, nodes: Colle
     model.CopyFrom(qmodel)
     graph = model.graph
     float_nodes = {n.name: n for n in fmodel.graph.node}
-    float_producer = {o: n for n in fmodel.graph.node for o in n.output}
+    float_producer = producers(fmodel.graph.node)
     float_init = {t.name: t for t in fmodel.graph.initializer}
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     for node in graph.node:

@@ -19,6 +19,7 @@ from onnxconverter_common import float16
 from aarm.fileio import atomic_path, check_writable
 from runtime.artifact import Sidecar, read_sidecar, write_sidecar
 from runtime.errors import ArtifactError
+from runtime.graph_precision import producers
 from runtime.onnx_file import load_onnx
 
 FP32_OPS: tuple[str, ...] = (
@@ -53,12 +54,12 @@ def _float32_outputs(model: onnx.ModelProto) -> None:
     """Make every graph output float32. onnxconverter-common leaves an output float16 when the op producing
     it is kept in float32 (TSN's consensus ReduceMean): it casts that op's result back to float16 after it.
     Such a trailing Cast becomes a cast to float32; any other float16 output gets a Cast appended."""
-    producers = {o: n for n in model.graph.node for o in n.output}
+    made_by = producers(model.graph.node)
     for value in model.graph.output:
         tensor_type = value.type.tensor_type
         if tensor_type.elem_type != onnx.TensorProto.FLOAT16:
             continue
-        node = producers.get(value.name)
+        node = made_by.get(value.name)
         if node is not None and node.op_type == "Cast":
             for attr in node.attribute:
                 if attr.name == "to":

@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime.graph_precision import QDQ_OPS, RANDOM_OPS
+from runtime.graph_precision import QDQ_OPS, RANDOM_OPS, consumers, producers
 from runtime.onnx_file import load_onnx
 
 MIN_OPSET, MAX_OPSET = 9, 24
@@ -159,14 +159,8 @@ class _Graph:
         g = model.graph
         self.initializers = {t.name: t for t in g.initializer}
         self.value_info = {v.name: v for v in [*g.input, *g.value_info, *g.output]}
-        self.producer: dict[str, onnx.NodeProto] = {}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for node in g.node:
-            for out in node.output:
-                self.producer[out] = node
-            for inp in node.input:
-                if inp:
-                    self.consumers.setdefault(inp, []).append(node)
+        self.producer = producers(g.node)
+        self.consumers = consumers(g.node)
         self.graph_outputs = {o.name for o in g.output}
 
     def elem_type(self, name: str) -> int | None:

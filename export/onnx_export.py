@@ -42,7 +42,7 @@ from aarm.models.tsn import TwoStream
 from runtime.artifact import Sidecar, TensorSpec, write_sidecar
 from runtime.bisect import record_module_outputs
 from runtime.errors import ArtifactError
-from runtime.graph_precision import RANDOM_OPS
+from runtime.graph_precision import RANDOM_OPS, consumers, producers
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 17
@@ -106,12 +106,12 @@ def _ancestors(name: str, producer: dict[str, onnx.NodeProto], depth: int = 8) -
     return names, boundary
 
 
-def _feeds_mask_consumer(name: str, consumers: dict[str, list[onnx.NodeProto]], depth: int = 4) -> bool:
+def _feeds_mask_consumer(name: str, readers: dict[str, list[onnx.NodeProto]], depth: int = 4) -> bool:
     frontier = [name]
     for _ in range(depth):
         nxt = []
         for t in frontier:
-            for node in consumers.get(t, []):
+            for node in readers.get(t, []):
                 if node.op_type in ("Where", "Cast"):
                     return True
                 if node.op_type in ("Not", "And", "Or", "Unsqueeze", "Reshape", "Expand"):
@@ -131,11 +131,7 @@ def check_eval_graph(model: onnx.ModelProto) -> None:
     Raises ArtifactError.
     """
     for where, nodes in _graphs(model):
-        producer = {o: n for n in nodes for o in n.output if o}
-        consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in nodes:
-            for i in n.input:
-                consumers.setdefault(i, []).append(n)
+        producer, readers = producers(nodes), consumers(nodes)
         for node in nodes:
             if node.op_type in TRAINING_OPS and node.domain in ("", "ai.onnx"):
                 raise ArtifactError(f"not an eval graph: random op {_node_label(node)} in the {where}")
@@ -149,7 +145,7 @@ def check_eval_graph(model: onnx.ModelProto) -> None:
                     if reduce.op_type != "ReduceMax":
                         continue
                     reduced, _ = _ancestors(reduce.input[0], producer)
-                    if reduced & names_other and _feeds_mask_consumer(node.output[0], consumers):
+                    if reduced & names_other and _feeds_mask_consumer(node.output[0], readers):
                         raise ArtifactError(
                             f"not an eval graph: highlighted-map branch in the {where} ({_node_label(node)} "
                             f"thresholds a tensor against {_node_label(reduce)}); export STAM in eval mode"

@@ -44,6 +44,7 @@ from aarm.errors import ConfigError
 from runtime.artifact import read_sidecar
 from runtime.compare import Failure, Tolerances, judge, score_metrics
 from runtime.errors import ArtifactError
+from runtime.graph_precision import consumers, producers
 from runtime.onnx_file import load_onnx
 
 __all__ = ["MODULE_OUTPUTS_KEY", "SCOPES_KEY", "BisectResult", "ModuleCheck", "bisect", "checked_modules",
@@ -114,15 +115,13 @@ def scope_outputs(model: onnx.ModelProto, prefix: str = "") -> dict[str, str]:
         for path in s or ():
             if path.startswith(prefix):
                 members.setdefault(path[len(prefix):], set()).add(i)
-    readers: dict[str, list[int]] = {}
-    for i, n in enumerate(nodes):
-        for name in n.input:
-            readers.setdefault(name, []).append(i)
+    readers = consumers(nodes)
     graph_outputs = {o.name for o in model.graph.output}
     found: dict[str, str] = {}
     for path, inside in members.items():
         produced = {o for i in inside for o in nodes[i].output if o}
-        leaving = {o for o in produced if any(r not in inside for r in readers.get(o, ()))}
+        mine = {id(nodes[i]) for i in inside}  # the node objects of `nodes`, which `readers` holds
+        leaving = {o for o in produced if any(id(r) not in mine for r in readers.get(o, ()))}
         leaving = leaving or produced & graph_outputs
         if len(leaving) == 1:
             found[path] = leaving.pop()
@@ -286,10 +285,7 @@ def _dequantized(model: onnx.ModelProto) -> dict[str, str]:
     their one reader is a QuantizeLinear feeding a DequantizeLinear. Downstream nodes read the dequantized
     value, and the quantizer may have dropped a ReLU that the quantized range replaces (the tensor then holds
     the sum before it), so that value is the module's output in the graph."""
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = consumers(model.graph.node)
     carried = {}
     for name, nodes in readers.items():
         if len(nodes) == 1 and nodes[0].op_type == "QuantizeLinear" and nodes[0].input[0] == name:
@@ -361,7 +357,7 @@ def bisect(
         raise ConfigError(f"{path}: the feed gives {', '.join(feed)}; the graph takes {', '.join(graph_inputs)}")
 
     wanted = checked_modules(reference)
-    produced = {o for n in graph.graph.node for o in n.output} | {o.name for o in graph.graph.output}
+    produced = set(producers(graph.graph.node)) | {o.name for o in graph.graph.output}
     carried = _dequantized(graph)
     tensors = {p: carried.get(recorded[p], recorded[p]) for p in wanted if p in recorded and recorded[p] in produced}
     runner = OnnxRuntimeRunner(_marked(graph, sorted(set(tensors.values()))), name=path.name,

@@ -11,8 +11,11 @@
 Subgraphs (If / Loop bodies) and model-local functions count too.
 
 The op sets other modules read a graph by live here too: QDQ_OPS (the Q/DQ pair of an INT8 graph) and
-RANDOM_OPS (ops that draw random numbers at inference, so outputs change from run to run).
+RANDOM_OPS (ops that draw random numbers at inference, so outputs change from run to run), and the one
+lookup of a node list's edges for code that reads protos: `producers` and `consumers`.
 """
+
+from collections.abc import Iterable
 
 import onnx
 from onnx import AttributeProto, TensorProto
@@ -42,6 +45,23 @@ def subgraphs(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
 def all_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Every node of a model: its graph, the subgraphs inside it and its model-local functions."""
     return [n for g in subgraphs(model.graph) for n in g.node] + [n for f in model.functions for n in f.node]
+
+
+def producers(nodes: Iterable[onnx.NodeProto]) -> dict[str, onnx.NodeProto]:
+    """{tensor name: the node that outputs it} over `nodes` (a graph's or a function's node list); optional
+    outputs left empty are not tensors. Read-only: a rewrite imports the graph into onnx-graphsurgeon."""
+    return {o: n for n in nodes for o in n.output if o}
+
+
+def consumers(nodes: Iterable[onnx.NodeProto]) -> dict[str, list[onnx.NodeProto]]:
+    """{tensor name: the nodes that read it, in node order, once per input slot} over `nodes`; optional inputs
+    left empty are not tensors."""
+    found: dict[str, list[onnx.NodeProto]] = {}
+    for node in nodes:
+        for name in node.input:
+            if name:
+                found.setdefault(name, []).append(node)
+    return found
 
 
 def _is_int8_op(node: onnx.NodeProto) -> bool:
