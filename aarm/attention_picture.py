@@ -54,7 +54,7 @@ def maps_from_outputs(outputs: Mapping[str, np.ndarray], layouts: Mapping[str, s
     outputs hold no attention maps."""
     stam = [n for n, lay in layouts.items() if lay == STAM_LAYOUT and n.startswith(STAM_PREFIX)]
     if not stam:
-        raise ConfigError("the graph has no attention outputs; export it with --attention-outputs")
+        raise ConfigError("the graph has no attention outputs; export it with `attention_outputs`")
     stages, stam_maps, cam_maps = [], [], []
     for name in stam:
         stage = name[len(STAM_PREFIX):]

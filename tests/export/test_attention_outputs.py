@@ -179,18 +179,31 @@ def test_predict_explain_needs_attention_outputs(tmp_path_factory, tiny, video, 
     _, _, plain = cached_resnet18_aarm(tmp_path_factory)
     line = one_line_error(*run_cli(["predict", video, "--artifact", plain, "--explain", tmp_path / "a.png"],
                                    capsys, monkeypatch)[::2])
-    assert "no attention outputs" in line and "--attention-outputs" in line
+    assert "no attention outputs" in line and "export it with --attention-outputs" in line
     line = one_line_error(*run_cli(["stream", video, "--artifact", plain, "--explain", tmp_path / "d"],
                                    capsys, monkeypatch)[::2])
     assert "--attention-outputs" in line
     _, _, ckpt, path = tiny
     line = one_line_error(*run_cli(["predict", video, "--artifact", ckpt, "--explain", tmp_path / "b.png"],
                                    capsys, monkeypatch)[::2])
-    assert "aarm-export explain" in line
+    assert "for a checkpoint use aarm-export explain" in line
     line = one_line_error(*run_cli(["predict", video, video, "--artifact", path, "--explain", tmp_path / "c.png"],
                                    capsys, monkeypatch)[::2])
     assert "one video" in line
     assert not any((tmp_path / n).exists() for n in ("a.png", "b.png", "c.png", "d"))
+
+
+def test_explain_from_python_names_the_parameters(tmp_path_factory, tiny, tmp_path):
+    from aarm.attention_picture import maps_from_outputs
+    from runtime.explain import require_attention
+
+    _, _, plain = cached_resnet18_aarm(tmp_path_factory)
+    with pytest.raises(ConfigError, match="has no attention outputs; export it with `attention_outputs`$"):
+        require_attention(open_runner(plain, threads=1))
+    with pytest.raises(ConfigError, match="for a checkpoint use `capture_attention`$"):
+        require_attention(open_runner(tiny[2]))
+    with pytest.raises(ConfigError, match="export it with `attention_outputs`$"):
+        maps_from_outputs({"scores": np.zeros((1, 5))}, {"scores": "NC"})
 
 
 def test_stream_explain_draws_each_window(tiny, video, tmp_path, capsys, monkeypatch):
