@@ -215,7 +215,8 @@ def reference_graphs(work: Path, prep: Preprocessing, classes: list[str]) -> dic
     prepared = prepare_graph(fp32, work / "reference.prepared.onnx")
     x = np.random.default_rng(0).standard_normal((4, *prep.input_shape(1)[1:]), dtype=np.float32)
     ranges = compute_ranges(prepared, ArrayReader("input", x), "minmax", workdir=work)
-    int8 = quantize_graph(prepared, work / "reference.cpu.int8.onnx", ranges, target="cpu", method="minmax")
+    int8 = work / "reference.cpu.int8.onnx"
+    quantize_graph(prepared, int8, ranges, target="cpu", method="minmax")
     return {"reference fp32": fp32, "reference cpu int8": int8}
 
 

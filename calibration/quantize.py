@@ -83,6 +83,7 @@ from calibration.report import (
 )
 from calibration.sensitivity import (
     QDQ_OPS,
+    Quantized,
     Search,
     float_variant,
     graph_scores,
@@ -244,8 +245,8 @@ def compute_ranges(
 def quantize_graph(
     graph: Path, out: Path, ranges: TensorsData, *, target: str, method: str, exclude: Collection[str] = (),
     per_channel: bool = True, reduce_range: bool = False, float_model: onnx.ModelProto | None = None,
-) -> Path:
-    """A QDQ graph of `graph` (pre-processed) from precomputed ranges: quantize_static reads them from a
+) -> onnx.ModelProto:
+    """Writes to `out` and returns a QDQ graph of `graph` (pre-processed) from ranges: quantize_static reads them from a
     calibration cache file, so it runs no calibration itself. `exclude`: node names kept in float; where
     quantize_static still feeds one of them from a DequantizeLinear (a tensor that a quantized Reshape or
     Concat passes on), it is rewired to the float tensor, so excluded nodes read and compute float only.
@@ -269,12 +270,12 @@ def quantize_graph(
                 weight_type=t.weight_type, nodes_to_exclude=sorted({*exclude, *unranged}),
                 calibrate_method=METHODS[method], extra_options=t.extra_options, calibration_cache_path=ranges_file,
             )
-    if exclude:
-        qmodel = load_onnx(out)
-        fed = {n.name for n in quantized_nodes(qmodel)} & set(exclude)
-        if fed:
-            onnx.save(float_variant(qmodel, float_model or load_onnx(graph), fed), str(out))
-    return out
+    qmodel = load_onnx(out)
+    fed = {n.name for n in quantized_nodes(qmodel)} & set(exclude)
+    if fed:
+        qmodel = float_variant(qmodel, float_model or load_onnx(graph), fed)
+        onnx.save(qmodel, str(out))
+    return qmodel
 
 
 def slow_int8_nodes(model: onnx.ModelProto, target: str) -> dict[str, str]:
@@ -560,9 +561,9 @@ def _ranges(
 
 
 def _quantize_within_budget(
-    quantize: Callable[[Collection[str]], Path], fmodel: onnx.ModelProto, source: _FloatArtifact, clips: _Clips,
+    quantize: Callable[[Collection[str]], Quantized], fmodel: onnx.ModelProto, source: _FloatArtifact, clips: _Clips,
     config: CalibrationConfig, progress: ProgressFn | None,
-) -> tuple[Path, Search | None, HeldOutAccuracy | None]:
+) -> tuple[Quantized, Search | None, HeldOutAccuracy | None]:
     """The INT8 graph: everything quantizable quantized when there are no held-out clips, else the exclusion
     search's graph (calibration.sensitivity) with its accuracy on them."""
     held = clips.held
@@ -633,13 +634,14 @@ def calibrate(
         forced = {**match_nodes(fmodel, config.exclude), **slow_int8_nodes(fmodel, config.target)}
         count = itertools.count()
 
-        def quantize(extra: Collection[str]) -> Path:
-            return quantize_graph(graph, work / f"int8-{next(count)}.onnx", ranges, target=config.target,
-                                  method=config.method, exclude=set(forced) | set(extra),
-                                  per_channel=config.per_channel, reduce_range=config.reduce_range, float_model=fmodel)
+        def quantize(extra: Collection[str]) -> Quantized:
+            path = work / f"int8-{next(count)}.onnx"
+            return Quantized(path, quantize_graph(
+                graph, path, ranges, target=config.target, method=config.method, exclude=set(forced) | set(extra),
+                per_channel=config.per_channel, reduce_range=config.reduce_range, float_model=fmodel))
 
-        qpath, search, accuracy = _quantize_within_budget(quantize, fmodel, source, clips, config, progress)
-        qmodel = load_onnx(qpath)
+        quantized, search, accuracy = _quantize_within_budget(quantize, fmodel, source, clips, config, progress)
+        qpath, qmodel = quantized.path, quantized.model
         excluded = _kept_in_float(forced, search, clips.max_drop)
         report = CalibrationReport(
             model=str(model), output=str(out), target=config.target, target_description=target.description,

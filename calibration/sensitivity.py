@@ -32,7 +32,6 @@ from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
 from runtime.compare import label_metrics, score_metrics
 from runtime.errors import ArtifactError
 from runtime.graph_precision import QDQ_OPS, producers
-from runtime.onnx_file import load_onnx
 
 ROLES = {"cam": "AARM channel attention (CAM)", "stam": "AARM spatio-temporal attention (STAM)",
          "fuse": "AARM fusion", "vcm": "VCM (score recalibration)"}
@@ -304,6 +303,14 @@ def measure_sensitivity(
 # ---------------------------------------------------------------------------------------------- search
 
 
+@dataclass(frozen=True)
+class Quantized:
+    """An INT8 graph file and its model, read once (the search scores the model and groups its nodes)."""
+
+    path: Path
+    model: onnx.ModelProto
+
+
 @dataclass
 class Search:
     """What the exclusion search did: the groups it keeps in float, the INT8 graph it ended with and that
@@ -311,7 +318,7 @@ class Search:
     every graph it scored ("quantized": a real quantization, "surgery": a variant of the all-INT8 graph)."""
 
     float_groups: list[LayerGroup]
-    graph: Path
+    graph: Quantized
     result: Comparison
     fp32: Comparison
     sensitivity: list[Sensitivity]
@@ -319,7 +326,7 @@ class Search:
 
 
 def search_float_groups(
-    quantize: Callable[[list[str]], Path], fmodel: onnx.ModelProto, x: np.ndarray, reference: np.ndarray,
+    quantize: Callable[[list[str]], Quantized], fmodel: onnx.ModelProto, x: np.ndarray, reference: np.ndarray,
     labels: np.ndarray, *, max_drop: float | None, threads: int = 0, progress: Progress | None = None,
 ) -> Search:
     """Keep the fewest, most harmful groups in float that hold the top-1 loss on held-out inputs x (N, ...)
@@ -327,7 +334,8 @@ def search_float_groups(
     The loss counts clips the float graph gets right and INT8 wrong (`lost`), so lucky flips the other way
     cannot hide broken ones.
 
-    `quantize(nodes)` writes the INT8 graph with `nodes` (and whatever the caller excludes anyway) in float.
+    `quantize(nodes)` writes the INT8 graph with `nodes` (and whatever the caller excludes anyway) in float and
+    returns it, file and model.
     Everything is quantized first; over budget, groups are ranked by sensitivity, the most harmful go to
     float one by one on surgery variants of the all-INT8 graph until the budget holds, those it holds
     without go back to INT8, and a real quantization confirms, adding the next group while it does not hold.
@@ -335,7 +343,7 @@ def search_float_groups(
     fp32 = Comparison.of(reference, reference, labels)
     steps: list[dict[str, Any]] = []
 
-    def evaluate(candidate: Path | onnx.ModelProto, kind: str, groups: Sequence[LayerGroup]) -> Comparison:
+    def evaluate(candidate: onnx.ModelProto, kind: str, groups: Sequence[LayerGroup]) -> Comparison:
         c = Comparison.of(graph_scores(candidate, x, threads=threads), reference, labels)
         steps.append({"graph": kind, "float_groups": [g.name for g in groups], "top1": c.top1,
                       "drop": fp32.top1 - c.top1, "lost": c.lost, "agreement": c.agreement, "error": c.error})
@@ -348,11 +356,11 @@ def search_float_groups(
         return [n for g in groups for n in g.nodes]
 
     graph = quantize([])
-    result = evaluate(graph, "quantized", [])
+    result = evaluate(graph.model, "quantized", [])
     chosen: list[LayerGroup] = []
     if within(result):
         return Search(chosen, graph, result, fp32, [], steps)
-    qmodel = load_onnx(graph)
+    qmodel = graph.model
     candidates = layer_groups(qmodel)
     ranking = measure_sensitivity(qmodel, fmodel, x, reference, labels, candidates, threads=threads,
                                   progress=progress)
@@ -371,7 +379,7 @@ def search_float_groups(
     remaining = [g for g in order if g not in chosen]
     while True:
         graph = quantize(nodes(chosen))
-        result = evaluate(graph, "quantized", chosen)
+        result = evaluate(graph.model, "quantized", chosen)
         if within(result) or not remaining:
             break
         chosen.append(remaining.pop(0))

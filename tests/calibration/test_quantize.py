@@ -287,21 +287,23 @@ def test_the_budget_counts_lost_clips_that_lucky_flips_cannot_offset():
 
 def test_the_float_artifact_is_read_and_hashed_once(probe, tmp_path, monkeypatch):
     """calibrate verifies the model's sha256 once (read_sidecar) and reuses it for the cache key and the child's
-    parent hash; it parses the model file once (the CLI's path: graph passes, then pre-processing)."""
+    parent hash; it parses the model file once (the CLI's path: graph passes, then pre-processing), and each graph
+    it writes once (the INT8 graph is scored from the model quantize_graph read back, not from its file)."""
     import calibration.reader
-    import calibration.sensitivity
     import runtime.artifact
+    import runtime.backends.onnxruntime_backend
     from export.passes import run_passes
 
     model = str(probe.onnx)
     hashed, loaded = [], []
     real_sha, real_load = runtime.artifact.file_sha256, quantize_module.load_onnx
     monkeypatch.setattr(runtime.artifact, "file_sha256", lambda p: hashed.append(str(p)) or real_sha(p))
-    for module in (quantize_module, calibration.reader, calibration.sensitivity):
+    for module in (quantize_module, calibration.reader, runtime.backends.onnxruntime_backend):
         monkeypatch.setattr(module, "load_onnx", lambda p, **k: loaded.append(str(p)) or real_load(p, **k))
     result = calibrate_with(probe.onnx, tmp_path / "x.onnx", data=probe.data, clips=2, max_drop=None,
                             cache=tmp_path / "cache.json", graph_passes=run_passes)
     assert hashed.count(model) == 1 and loaded.count(model) == 1
+    assert any(p.endswith("int8-0.onnx") for p in loaded) and len(set(loaded)) == len(loaded), loaded
     assert result.sidecar.parent_sha256 == read_sidecar(probe.onnx).sha256 == real_sha(probe.onnx)
     meta = next(iter(json.loads((tmp_path / "cache.json").read_text())["entries"].values()))["meta"]
     assert meta["graph_sha256"] == result.sidecar.parent_sha256
