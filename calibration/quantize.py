@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import (
     HistogramCalibrater,
@@ -236,7 +235,7 @@ def compute_ranges(
         with _quiet():
             ranges = calibrator.compute_data()
     except ValueError as exc:  # e.g. numpy cannot bin a tensor whose values are all (nearly) equal
-        raise ArtifactError(f"{method} calibration of {graph} failed ({exc}); try another --method") from None
+        raise ArtifactError(f"{method} calibration of {graph} failed ({exc}); try another `method`") from None
     finally:
         reader.rewind()
     return ranges
@@ -381,10 +380,10 @@ def match_nodes(model: onnx.ModelProto, patterns: Sequence[str]) -> dict[str, st
                 if any(k == pattern or fnmatch.fnmatchcase(k, pattern) or k.startswith(prefixes) for k in names)]
         if not hits:
             sample = ", ".join(list(keys)[:5])
-            raise ArtifactError(f"--exclude {pattern!r} matches no node (by node name, glob or module path) of the "
+            raise ArtifactError(f"`exclude` {pattern!r} matches no node (by node name, glob or module path) of the "
                                 f"graph; its nodes are named like {sample}")
         for hit in hits:
-            matched.setdefault(hit, f"requested (--exclude {pattern})")
+            matched.setdefault(hit, f"requested (`exclude` {pattern})")
     return matched
 
 
@@ -511,11 +510,11 @@ def _choose_clips(config: CalibrationConfig, sidecar: Sidecar) -> _Clips:
     max_drop, note = config.max_drop, None
     if max_drop is not None and held is None and not config.require_labels:
         note = (f"no accuracy budget: {calib.source} has no labelled held-out clips, so INT8 accuracy is not "
-                "checked (pass --eval-data with labelled clips to check it)")
+                "checked (pass `eval_data` with labelled clips to check it)")
         max_drop = None
     elif max_drop is not None and held is None:
-        raise DataError(f"an accuracy budget (--max-drop) needs labelled held-out clips; {calib.source} has "
-                        "no test subset with labels: pass --eval-data")
+        raise DataError(f"an accuracy budget (`max_drop`) needs labelled held-out clips; {calib.source} has "
+                        "no test subset with labels: pass `eval_data`")
     return _Clips(calib, held, max_drop, note)
 
 
@@ -704,13 +703,3 @@ def _check_session(
         unknown=[e.node for e in excluded if e.in_session == "unknown"],
         int8_kernels=sum(v for k, v in ops.items() if k in SESSION_INT8_OPS - QDQ_OPS), ops=dict(sorted(ops.items())),
     )
-
-
-def zero_points(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """The zero point of every QuantizeLinear / DequantizeLinear node (node name -> array), as stored."""
-    inits = {t.name: t for t in model.graph.initializer}
-    out = {}
-    for node in model.graph.node:
-        if node.op_type in ("QuantizeLinear", "DequantizeLinear") and len(node.input) > 2 and node.input[2] in inits:
-            out[node.name] = numpy_helper.to_array(inits[node.input[2]])
-    return out

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from export.console import console, err_console, print_table
+from export.help_format import command_words
 from export.progress import progress_callback
 
 
@@ -69,7 +70,7 @@ def calibrate_command(
     if q.graph_passes:
         console.print(f"graph passes first: {', '.join(q.graph_passes)}", highlight=False)
     if r.budget_note:
-        err_console.print(f"[bold yellow]note:[/] {r.budget_note}", highlight=False)
+        err_console.print(f"[bold yellow]note:[/] {command_words(r.budget_note)}", highlight=False)
     if r.sensitivity:
         print_table(
             "Layer sensitivity (only that module quantized, the rest float)",
@@ -81,7 +82,7 @@ def calibrate_command(
         where = "in onnxruntime's optimised session" if session.checked else "not checked"
         print_table(
             f"Kept in float ({len(r.excluded)} nodes)", ["node", "module", f"runs ({where})", "reason"],
-            [(e.node, e.group or "-", e.in_session or "-", e.reason) for e in r.excluded],
+            [(e.node, e.group or "-", e.in_session or "-", command_words(e.reason)) for e in r.excluded],
         )
     if session.checked:
         console.print(f"onnxruntime session: {session.int8_kernels} int8 kernels, {len(session.float_nodes)} kept-"

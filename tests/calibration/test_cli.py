@@ -6,12 +6,11 @@ import shutil
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto
+from onnx import TensorProto, numpy_helper
 from typer.testing import CliRunner
 
 from aarm.errors import ConfigError
 from calibration.cache import read_tensorrt_table
-from calibration.quantize import zero_points
 from calibration.sensitivity import graph_scores
 from export.cli import app
 from runtime.artifact import read_sidecar
@@ -49,11 +48,11 @@ def test_tensorrt_target_has_symmetric_int8_with_zero_points_zero(tensorrt_int8)
     from export.lint import lint_onnx
 
     model = onnx.load(str(tensorrt_int8[0]))
-    points = zero_points(model)
-    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
-    assert qdq and len(points) == len(qdq)  # every Q/DQ node has its zero point as an initializer
-    assert all(p.dtype == np.int8 and not p.any() for p in points.values())
     inits = {t.name: t for t in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    points = [numpy_helper.to_array(inits[n.input[2]]) for n in qdq if len(n.input) > 2 and n.input[2] in inits]
+    assert qdq and len(points) == len(qdq)  # every Q/DQ node has its zero point as an initializer
+    assert all(p.dtype == np.int8 and not p.any() for p in points)
     dq_inputs = {inits[n.input[0]].data_type for n in qdq if n.op_type == "DequantizeLinear" and n.input[0] in inits}
     assert dq_inputs == {TensorProto.INT8}  # weights int8; no int32 biases (TensorRT's DQ takes none)
     assert [f for f in lint_onnx(model) if f.severity == "error"] == []
@@ -66,6 +65,15 @@ def test_cli_refuses_to_overwrite_and_reports_bad_options(tensorrt_int8, tiny, v
     result = CliRunner().invoke(app, ["calibrate", str(tiny.onnx), "--data", str(videos), "--method", "kl",
                                       "-o", str(out.with_name("other.onnx"))])
     assert isinstance(result.exception, ConfigError) and "unknown calibration method 'kl'" in str(result.exception)
+    result = CliRunner().invoke(app, ["calibrate", str(tiny.onnx), "--data", str(videos), "--clips", "2",
+                                      "--method", "minmax", "--exclude", "/nowhere",
+                                      "-o", str(out.with_name("other.onnx"))])
+    assert "--exclude '/nowhere' matches no node" in str(result.exception)
+    result = CliRunner().invoke(app, ["calibrate", str(tiny.onnx), "--data", str(videos), "--clips", "2",
+                                      "--method", "minmax", "--eval-clips", "2", "--no-passes",
+                                      "--exclude", "backbone.fc", "-o", str(out.with_name("excluded.onnx"))])
+    assert result.exit_code == 0, result.output
+    assert "requested (--exclude backbone.fc)" in result.output  # the table's reason, in the command's words
 
 
 def test_unlabelled_folder_of_videos_calibrates_without_a_budget_and_says_so(tiny, videos, tmp_path):
@@ -78,8 +86,10 @@ def test_unlabelled_folder_of_videos_calibrates_without_a_budget_and_says_so(tin
                                       "--method", "minmax", "-o", str(out)])
     assert result.exit_code == 0, result.output
     assert "no accuracy budget" in result.output and "no labelled held-out clips" in result.output
+    assert "pass --eval-data with labelled clips" in " ".join(result.output.split())  # the flag, as typed
     report = json.loads(out.with_name("model.int8.calibration.json").read_text())
     assert report["accuracy"] is None and "no accuracy budget" in report["budget_note"]
+    assert "pass `eval_data` with labelled clips" in report["budget_note"]  # the file names the parameter
     assert report["calibration"]["clips"] == 3 and "folder of 3 videos" in report["calibration"]["data"]
     assert "rewrite_channel_fusion" in report["quantization"]["graph_passes"]  # the standard-op passes ran first
     assert report["session"]["checked"] and set(report["session"]["float"]) == {e["node"] for e in report["excluded"]}
@@ -88,6 +98,8 @@ def test_unlabelled_folder_of_videos_calibrates_without_a_budget_and_says_so(tin
     result = CliRunner().invoke(app, ["calibrate", str(tiny.onnx), "--data", str(folder), "--max-drop", "1",
                                       "-o", str(tmp_path / "other.onnx")])
     assert result.exit_code != 0 and "needs labelled held-out clips" in str(result.exception)
+    assert str(result.exception).startswith("an accuracy budget (--max-drop) needs")
+    assert str(result.exception).endswith("no test subset with labels: pass --eval-data")
 
 
 def test_videos_and_annotations_elsewhere_are_found_as_train_takes_them(tiny, videos, tmp_path, capsys, monkeypatch):

@@ -66,6 +66,7 @@ def test_exclusions_stay_float(cpu_int8):
     by_op = {n.name: n.op_type for n in model.graph.node}
     requested = [n for n, r in excluded.items() if r.startswith("requested")]
     assert [by_op[n] for n in requested] == ["Gemm"]  # backbone.fc, not the VCM's fc
+    assert {excluded[n] for n in requested} == {"requested (`exclude` backbone.fc)"}  # the parameter, not a flag
     slow = [n for n, r in excluded.items() if "slower in int8" in r]
     assert len(slow) == 8 * 3  # per AARM block the three one-channel STAM convs (the fusion exports as sums)
     for node in excluded:
@@ -118,7 +119,7 @@ def test_kept_in_float_is_checked_in_the_optimised_session(legacy, tiny, videos,
 
 
 def test_unknown_exclusion_is_an_error(probe, tmp_path):
-    with pytest.raises(ArtifactError, match="matches no node"):
+    with pytest.raises(ArtifactError, match="`exclude` '/nowhere' matches no node"):
         calibrate_with(probe.onnx, tmp_path / "x.onnx", data=probe.data, clips=2, max_drop=None, exclude=["/nowhere"],
                   preprocess=False)
 
