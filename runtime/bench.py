@@ -23,7 +23,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 
 from aarm.errors import ConfigError
+from aarm.progress import Progress
 from runtime.artifact import file_sha256
 from runtime.host import CpuUse, host_info, thread_settings, usable_cores
 from runtime.runner import Runner
 
 BENCH_VERSION = 2
-ProgressFn = Callable[[str], None]
 # A speed-up whose interval spans more than this fraction of its value ((high - low) / value) is flagged
 # "wide": the run cannot tell it apart from values 10% away; rerun with more rounds on a quieter machine.
 WIDE_INTERVAL = 0.10
@@ -471,7 +471,7 @@ def benchmark(
     memory: bool = True,
     confidence: float = 0.95,
     seed: int = 0,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Benchmark runners at each batch size, interleaved; returns the JSON-ready result (`kind: bench`).
 
@@ -481,8 +481,9 @@ def benchmark(
     calls each time a round switches to a runner; the first of them is timed apart as the switch cost.
     memory: measure each artifact's peak memory in a fresh process (`_MemoryProbe`). flops: count each
     model's FLOPs; reference: time a large matmul (before and after the runners; the best rate counts)
-    for the FLOP-efficiency column. confidence: of the speed-up intervals. progress: called once per
-    memory probe and per (round, runner) slice.
+    for the FLOP-efficiency column. confidence: of the speed-up intervals. progress: `progress("peak memory",
+    probes done, runners)` after each memory probe, `progress("<runner name> batch <b>", rounds done, rounds)`
+    after each (round, runner) slice.
     """
     iterations, rounds = _checked_counts(runners, batches, iterations, duration, warmup, rounds, switch_warmup)
     rng = np.random.default_rng(seed)
@@ -549,17 +550,17 @@ def _checked_counts(
 
 
 def _measure_memory(
-    runners: Sequence[Runner], batches: Sequence[int], warmup: int, progress: ProgressFn | None,
+    runners: Sequence[Runner], batches: Sequence[int], warmup: int, progress: Progress | None,
 ) -> list[dict[str, Any]]:
     """Each runner's peak memory per batch (`_MemoryProbe`), before any timing: the probes' processes run side
     by side, one per usable core."""
     memory_of: list[dict[str, Any]] = [NOT_MEASURED] * len(runners)
     with ThreadPoolExecutor(max_workers=max(1, min(len(runners), len(usable_cores())))) as pool:
         futures = {pool.submit(_MemoryProbe(r, batches, warmup).measure): k for k, r in enumerate(runners)}
-        for future in as_completed(futures):
+        for done, future in enumerate(as_completed(futures), start=1):
             memory_of[futures[future]] = future.result()
             if progress is not None:
-                progress(f"memory of {runners[futures[future]].name}")
+                progress("peak memory", done, len(runners))
     return memory_of
 
 
@@ -595,7 +596,7 @@ def _bench_batch(
     switch_warmup: int,
     confidence: float,
     seed: int,
-    progress: ProgressFn | None,
+    progress: Progress | None,
 ) -> list[dict[str, Any]]:
     """The interleaved rounds of one batch size: one result row per runner, in the runners' order."""
     feeds = [r.example_feed(batch, rng=rng) for r in runners]
@@ -627,7 +628,7 @@ def _bench_batch(
                     block.append(timer(feed))
             timed[k].append(block)
             if progress is not None:
-                progress(f"{runners[k].name} batch {batch}")
+                progress(f"{runners[k].name} batch {batch}", rnd + 1, rounds)
     rows = []
     for k, r in enumerate(runners):
         samples = [s for block in timed[k] for s in block]

@@ -16,6 +16,7 @@ import numpy as np
 from aarm.attention_picture import CAM_LAYOUT, STAM_LAYOUT, AttentionMaps, maps_from_outputs, render_png
 from aarm.errors import ConfigError
 from runtime.runner import Runner
+from runtime.scoring import load_inputs
 
 ATTENTION_LAYOUTS = (STAM_LAYOUT, CAM_LAYOUT)
 
@@ -33,9 +34,9 @@ def require_attention(runner: Runner) -> dict[str, str]:
     if not any(layout == STAM_LAYOUT for layout in found.values()):
         what = runner.path or runner.name
         if runner.sidecar is None:
-            raise ConfigError(f"{what}: attention pictures come from the attention outputs of an ONNX graph or "
-                              "engine; for a checkpoint use `capture_attention`")
-        raise ConfigError(f"{what} has no attention outputs; export it with `attention_outputs`")
+            raise ConfigError(f"{what}: --explain draws the attention outputs of an ONNX graph or engine; for a "
+                              "checkpoint use aarm-export explain")
+        raise ConfigError(f"{what} has no attention outputs; export it with --attention-outputs")
     return found
 
 
@@ -44,7 +45,7 @@ def explain_feed(runner: Runner, feed: Mapping[str, np.ndarray], out: Path, *, t
     `out` (PNG, atomic). Single-input artifacts; returns the maps (stages in output order)."""
     layouts = require_attention(runner)
     if len(runner.input_specs) != 1:
-        raise ConfigError(f"{runner.name}: attention pictures need a single-input model")
+        raise ConfigError(f"{runner.name}: --explain takes a single-input model")
     first = {name: np.ascontiguousarray(x[:1]) for name, x in feed.items()}
     outputs = runner.infer(first)
     maps = maps_from_outputs(outputs, layouts)
@@ -54,7 +55,5 @@ def explain_feed(runner: Runner, feed: Mapping[str, np.ndarray], out: Path, *, t
 
 def explain_video(runner: Runner, path: str | Path, out: Path) -> AttentionMaps:
     """Decode and preprocess one video as the artifact was trained (its first view) and draw its maps to `out`."""
-    from runtime.predict import load_inputs
-
     require_attention(runner)
     return explain_feed(runner, load_inputs(runner, path, 1), out, title=Path(path).name)

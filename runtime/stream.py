@@ -43,8 +43,8 @@ from aarm.data.clips import StageFn, sample_indices
 from aarm.data.preprocessing import Preprocessing
 from aarm.data.transforms import eval_transform
 from aarm.errors import ConfigError, DataError
-from runtime.predict import softmax
 from runtime.runner import Runner
+from runtime.scoring import softmax
 from runtime.timings import StageTimes, infer_staged, summarise
 
 STREAM_VERSION = 1

@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from aarm.errors import ConfigError
+from aarm.progress import Progress
 from runtime.runner import Runner
+from runtime.scoring import Prediction, class_scores, load_inputs, softmax, top_labels
 
 STAGES = ("decode", "sampling", "preprocess", "h2d", "inference", "post")
 LABELS = {"decode": "decode", "sampling": "sampling", "preprocess": "preprocessing", "h2d": "host-to-device copy",
@@ -138,14 +140,12 @@ def preprocessing_threads(runners: Sequence[Runner], threads: int = 1) -> Iterat
 def infer_staged(runner: Runner, feed: Mapping[str, np.ndarray], times: StageTimes) -> np.ndarray:
     """The runner's scores (N, num_classes) for `feed`, timing "h2d" apart from "inference" where the
     backend lets it (a PyTorch runner on a GPU: copy, then forward, each synchronised)."""
-    from runtime.predict import _scores
-
     if not runner.is_active:
         raise ConfigError(f"runner {runner.name} is not active; use it in a `with` block or call activate()")
     if runner.device == "cpu":
         times.skip("h2d", "CPU runner: no host-to-device copy")
         with times.stage("inference"):
-            return _scores(runner, feed)
+            return class_scores(runner, feed)
     if runner.backend == "torch" and hasattr(runner, "to_device") and hasattr(runner, "forward"):
         import torch
 
@@ -157,44 +157,44 @@ def infer_staged(runner: Runner, feed: Mapping[str, np.ndarray], times: StageTim
             return runner.forward(x).float().cpu().numpy()  # type: ignore[attr-defined]
     times.skip("h2d", f"{runner.backend} copies inside its call: counted in inference")
     with times.stage("inference"):
-        return _scores(runner, feed)
+        return class_scores(runner, feed)
 
 
 def predict_timed(runner: Runner, path: str | Path, times: StageTimes, *, top_k: int = 5,
-                  num_clips: int = 1) -> Any:
+                  num_clips: int = 1) -> Prediction:
     """`runtime.predict.predict_video` of one video with every stage timed into `times`; the runner must be
-    active. Returns the Prediction."""
-    from runtime.predict import _top_k, load_inputs, softmax
-
+    active."""
     feed = load_inputs(runner, path, num_clips, stage=times.stage)
     scores = infer_staged(runner, feed, times)
     with times.stage("post"):
         probs = softmax(scores).mean(axis=0)
-        return _top_k(runner, path, probs, top_k, views=next(iter(feed.values())).shape[0])
+        return top_labels(runner, path, probs, top_k, views=next(iter(feed.values())).shape[0])
 
 
 def predict_videos_timed(runner: Runner, videos: Sequence[str | Path], *, top_k: int = 5, num_clips: int = 1,
-                         progress: Any = None) -> tuple[list[Any], list[StageTimes]]:
+                         progress: Progress | None = None) -> tuple[list[Prediction], list[StageTimes]]:
     """Predictions of each video, one at a time (its views are one batch; no decoding threads, so no stage
-    overlaps another), with each video's StageTimes."""
-    predictions, times = [], []
+    overlaps another), with each video's StageTimes. progress: `progress("predicting", videos done, videos)`."""
+    predictions: list[Prediction] = []
+    times: list[StageTimes] = []
     with runner, preprocessing_threads([runner]):
         for path in videos:
             t = StageTimes()
             predictions.append(predict_timed(runner, path, t, top_k=top_k, num_clips=num_clips))
             times.append(t)
             if progress is not None:
-                progress(1)
+                progress("predicting", len(times), len(videos))
     return predictions, times
 
 
 def video_stage_bench(
     runners: Sequence[Runner], videos: Sequence[str | Path], *, rounds: int = 10, warmup: int = 1,
-    progress: Any = None,
+    progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """End-to-end stage split of each runner over real video files: every round runs every video through
     every runner (the runners' order rotating per round, so load drifts hit them alike), after `warmup`
-    untimed videos per runner. One summary per runner: {name, provider, device, videos, rounds, ...summarise}."""
+    untimed videos per runner. One summary per runner: {name, provider, device, videos, rounds, ...summarise}.
+    progress: `progress("videos: <runner name>", rounds done, rounds)` after each runner's share of a round."""
     if not videos:
         raise ConfigError("no videos to time")
     if rounds < 1 or warmup < 0:
@@ -215,7 +215,7 @@ def video_stage_bench(
                         predict_timed(runners[k], path, t)
                         per_runner[k].append(t)
                     if progress is not None:
-                        progress(f"videos: {runners[k].name}")
+                        progress(f"videos: {runners[k].name}", rnd + 1, rounds)
     finally:
         for r in runners:
             r.deactivate()

@@ -22,7 +22,7 @@ from export.options import (
     print_stage_split,
     torch_options,
 )
-from export.progress import progress_bar
+from export.progress import progress_callback
 
 
 def parse_batches(text: str) -> list[int]:
@@ -85,14 +85,10 @@ def bench(
     opts = torch_options(precision, channels_last, cuda_graphs)
     runners = [open_cli_runner(p, provider, device, threads, opts, segments=segments, frames=frames)
                for p in artifacts]
-    if iterations is None and duration is None:
-        iterations = 50
-    slices = len(batches) * min(rounds, iterations or rounds) * len(runners)
-    with progress_bar() as bar:
-        task = bar.add_task("benchmarking", total=slices + (len(runners) if memory else 0))
+    with progress_callback() as report:
         result = benchmark(runners, batches=batches, iterations=iterations, duration=duration, warmup=warmup,
                            rounds=rounds, switch_warmup=switch_warmup, flops=flops, reference=flops, memory=memory,
-                           seed=seed, progress=lambda what: bar.update(task, advance=1, description=what))
+                           seed=seed, progress=report)
     print_table("Benchmark (median latency per call; every column from the median)", bench_columns(result),
                 bench_rows(result))
     for line in bench_notes(result):
@@ -104,11 +100,8 @@ def bench(
     if video_files:
         from runtime.timings import video_stage_bench
 
-        with progress_bar() as bar:
-            task = bar.add_task("videos", total=rounds * len(runners))
-            result["video_stages"] = video_stage_bench(
-                runners, video_files, rounds=rounds,
-                progress=lambda what: bar.update(task, advance=1, description=what))
+        with progress_callback() as report:
+            result["video_stages"] = video_stage_bench(runners, video_files, rounds=rounds, progress=report)
         for split in result["video_stages"]:
             print_stage_split(f"{split['name']} ({split['provider']}) on {split['videos']} video(s) x "
                               f"{split['rounds']} rounds: end-to-end per video, batch = its views", split)

@@ -22,7 +22,7 @@ from export.options import (
     print_stage_split,
     torch_options,
 )
-from export.progress import progress_bar
+from export.progress import progress_callback
 
 
 def predict(
@@ -70,17 +70,15 @@ def predict(
 
         require_attention(runner)  # before any decoding: a graph without attention outputs is a one-line error
     split = None
-    with progress_bar() as bar:
-        task = bar.add_task("predicting", total=len(videos))
+    with progress_callback() as report:
         if timings:
             from runtime.timings import predict_videos_timed, summarise
 
-            predictions, times = predict_videos_timed(runner, videos, top_k=top_k, num_clips=clips,
-                                                      progress=lambda n: bar.advance(task, n))
+            predictions, times = predict_videos_timed(runner, videos, top_k=top_k, num_clips=clips, progress=report)
             split = summarise(times)
         else:
             predictions = predict_videos(runner, videos, top_k=top_k, batch=batch, num_clips=clips,
-                                         workers=workers, progress=lambda n: bar.advance(task, n))
+                                         workers=workers, progress=report)
     k = max((len(p.labels) for p in predictions), default=0)
     print_table(
         f"Predictions of {artifact.name} ({runner.provider})",

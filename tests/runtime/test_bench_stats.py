@@ -88,8 +88,12 @@ def test_benchmark_excludes_the_switch_cost():
 
 def test_benchmark_of_sleeping_runners():
     fast, slow = SleepRunner("fast", 0.010), SleepRunner("slow", 0.020)
+    seen = []
     result = benchmark([fast, slow], batches=[1, 3], iterations=10, warmup=1, rounds=2, flops=False,
-                       reference=False)
+                       reference=False, progress=lambda *step: seen.append(step))
+    assert seen == [("peak memory", 1, 2), ("peak memory", 2, 2),  # then each (runner, batch) per round, rotating
+                    ("fast batch 1", 1, 2), ("slow batch 1", 1, 2), ("slow batch 1", 2, 2), ("fast batch 1", 2, 2),
+                    ("fast batch 3", 1, 2), ("slow batch 3", 1, 2), ("slow batch 3", 2, 2), ("fast batch 3", 2, 2)]
     assert result["kind"] == "bench" and len(result["results"]) == 4 and result["version"] == 2
     by = {(r["name"], r["batch"]): r for r in result["results"]}
     for (name, batch), r in by.items():

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from aarm.data.clips import load_video_input
 from export.cli import app
 from runtime.backends import open_runner
-from runtime.predict import load_inputs, predict_video, predict_videos, softmax
+from runtime.predict import predict_video, predict_videos
+from runtime.scoring import load_inputs, softmax
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,9 @@ def files(videos):
 
 def test_predictions_follow_the_model_and_agree_across_backends(tiny, files):
     onnx_runner = open_runner(tiny.onnx, threads=1)
-    preds = predict_videos(onnx_runner, files, top_k=3, batch=3, num_clips=2)
+    seen = []
+    preds = predict_videos(onnx_runner, files, top_k=3, batch=3, num_clips=2, progress=lambda *s: seen.append(s))
+    assert seen == [("predicting", 2, 6), ("predicting", 4, 6), ("predicting", 6, 6)]  # 2 views each, 3 a batch
     assert [p.path for p in preds] == [str(f) for f in files]
     for f, p in zip(files, preds, strict=True):
         x = load_video_input(f, tiny.preprocessing, num_clips=2)  # (2, K, C, H, W)

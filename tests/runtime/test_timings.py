@@ -9,7 +9,8 @@ import pytest
 from cli_runner import run_cli
 
 from runtime.backends.onnxruntime_backend import OnnxRuntimeRunner
-from runtime.predict import load_inputs, predict_video
+from runtime.predict import predict_video
+from runtime.scoring import load_inputs
 from runtime.timings import STAGES, StageTimes, predict_timed, predict_videos_timed, stage_rows, summarise
 
 
@@ -122,5 +123,7 @@ def test_preprocessing_runs_on_one_torch_thread_beside_an_onnx_runner(tiny, file
     torch.set_num_threads(2)
     runner = OnnxRuntimeRunner.from_artifact(tiny.onnx, threads=1)
     predict_videos(runner, files, workers=1)
-    predict_videos_timed(runner, files)
+    steps = []
+    predict_videos_timed(runner, files, progress=lambda *step: steps.append(step))
     assert seen == [1] * (2 * len(files)) and torch.get_num_threads() == 2
+    assert steps == [("predicting", i + 1, len(files)) for i in range(len(files))]  # one video at a time
