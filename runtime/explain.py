@@ -34,9 +34,9 @@ def require_attention(runner: Runner) -> dict[str, str]:
     if not any(layout == STAM_LAYOUT for layout in found.values()):
         what = runner.path or runner.name
         if runner.sidecar is None:
-            raise ConfigError(f"{what}: --explain draws the attention outputs of an ONNX graph or engine; for a "
-                              "checkpoint use aarm-export explain")
-        raise ConfigError(f"{what} has no attention outputs; export it with --attention-outputs")
+            raise ConfigError(f"{what}: attention pictures come from the attention outputs of an ONNX graph or "
+                              "engine; for a checkpoint use `capture_attention`")
+        raise ConfigError(f"{what} has no attention outputs; export it with `attention_outputs`")
     return found
 
 
@@ -45,7 +45,7 @@ def explain_feed(runner: Runner, feed: Mapping[str, np.ndarray], out: Path, *, t
     `out` (PNG, atomic). Single-input artifacts; returns the maps (stages in output order)."""
     layouts = require_attention(runner)
     if len(runner.input_specs) != 1:
-        raise ConfigError(f"{runner.name}: --explain takes a single-input model")
+        raise ConfigError(f"{runner.name}: attention pictures need a single-input model")
     first = {name: np.ascontiguousarray(x[:1]) for name, x in feed.items()}
     outputs = runner.infer(first)
     maps = maps_from_outputs(outputs, layouts)
