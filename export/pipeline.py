@@ -266,8 +266,8 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
         runners = [open_runner(ckpt, threads=cfg.threads)] + [open_runner(p, threads=cfg.threads)
                                                                for p in targets.values()]
         result = benchmark(runners, batches=cfg.bench_batches, iterations=cfg.bench_iterations)
-        write_json(bench_json, result)
-        return {"rows": len(result["results"])}
+        write_json(bench_json, result.to_json())
+        return {"rows": len(result.rows)}
 
     stages.append(Stage("parity", [ckpt, *targets.values(), *_dataset_files(cfg.data)],
                         {"samples": cfg.parity_samples, "data": cfg.data}, [parity_json], run_parity))

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any
 
 from aarm.errors import ConfigError
-from runtime.bench import BENCH_VERSION, speedup_label
+from runtime.bench_result import BENCH_VERSION, BenchResult, speedup_label
 
 
 def summary_rows(parity_json: Path, bench_json: Path) -> list[dict[str, Any]]:
@@ -19,36 +19,36 @@ def summary_rows(parity_json: Path, bench_json: Path) -> list[dict[str, Any]]:
     if bench_data.get("version") != BENCH_VERSION:
         raise ConfigError(f"{bench_json}: bench result version {bench_data.get('version')} is from another aarm; "
                           f"rerun the bench stage (delete the file)")
-    bench = bench_data["results"]
-    largest = max(r["batch"] for r in bench)
-    rows_at = [r for r in bench if r["batch"] == largest]
-    torch_row = next((r for r in rows_at if r["backend"] == "torch"), rows_at[0])
-    from_bench = torch_row["speedup"]["is_baseline"]  # the bench's own interval is over this baseline
+    bench = BenchResult.from_json(bench_data)
+    largest = max(r.batch for r in bench.rows)
+    rows_at = [r for r in bench.rows if r.batch == largest]
+    torch_row = next((r for r in rows_at if r.backend == "torch"), rows_at[0])
+    from_bench = torch_row.speedup.is_baseline  # the bench's own interval is over this baseline
     rows = []
     for r in rows_at:
-        name = Path(r["path"]).name if r.get("path") else r["name"]
+        name = Path(r.path).name if r.path else r.name
         p = parity.get(name)
         data = (p or {}).get("metrics", {}).get("data", {})
         agreement = data or (p or {}).get("metrics", {}).get("random", {})
-        if r["backend"] == "torch" and parity:
+        if r.backend == "torch" and parity:
             any_data = next((q["metrics"].get("data") for q in parity.values() if q["metrics"].get("data")), None)
             data = {"accuracy": any_data["reference_accuracy"]} if any_data else {}
-        s = r["speedup"]
+        s = r.speedup
         rows.append({
             "artifact": name,
-            "backend": r["backend"],
-            "precision": r["precision"],
+            "backend": r.backend,
+            "precision": r.precision,
             "accuracy": data.get("accuracy"),
             "top1_agreement": agreement.get("top1"),
             "max_abs": agreement.get("max_abs"),
             "parity": None if p is None else bool(p["passed"]),
             "batch": largest,
-            "p50_ms": r["latency_ms"]["p50"],
-            "clips_per_s": r["throughput"]["clips_per_s"],
-            "baseline": Path(torch_row["path"]).name if torch_row.get("path") else torch_row["name"],
-            "speedup": torch_row["latency_ms"]["p50"] / r["latency_ms"]["p50"],
-            "speedup_interval": (s["low"], s["high"], s["wide"]) if from_bench and r is not torch_row else None,
-            "confidence": bench_data["settings"]["confidence"],
+            "p50_ms": r.latency_ms["p50"],
+            "clips_per_s": r.throughput.clips_per_s,
+            "baseline": Path(torch_row.path).name if torch_row.path else torch_row.name,
+            "speedup": torch_row.latency_ms["p50"] / r.latency_ms["p50"],
+            "speedup_interval": (s.low, s.high, s.wide) if from_bench and r is not torch_row else None,
+            "confidence": bench.settings.confidence,
         })
     return rows
 

@@ -35,10 +35,18 @@ import numpy as np
 from aarm.errors import ConfigError
 from aarm.progress import Progress
 from runtime.artifact import file_sha256
+from runtime.bench_result import (
+    BenchResult,
+    BenchRow,
+    BenchSettings,
+    MatmulReference,
+    PeakMemory,
+    Speedup,
+    Throughput,
+)
 from runtime.host import CpuUse, host_info, thread_settings, usable_cores
 from runtime.runner import Runner
 
-BENCH_VERSION = 2
 # A speed-up whose interval spans more than this fraction of its value ((high - low) / value) is flagged
 # "wide": the run cannot tell it apart from values 10% away; rerun with more rounds on a quieter machine.
 WIDE_INTERVAL = 0.10
@@ -472,8 +480,8 @@ def benchmark(
     confidence: float = 0.95,
     seed: int = 0,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Benchmark runners at each batch size, interleaved; returns the JSON-ready result (`kind: bench`).
+) -> BenchResult:
+    """Benchmark runners at each batch size, interleaved; `to_json()` of the result is the `kind: bench` file.
 
     iterations: timed calls per (runner, batch) (default 50), split over `rounds` interleaved rounds (at most
     one round per call); or duration: seconds of timed calls per (runner, batch), split likewise (at least
@@ -490,36 +498,29 @@ def benchmark(
     memory_of = _measure_memory(runners, batches, warmup, progress) if memory else [NOT_MEASURED] * len(runners)
     flop_counts = [runner_flops(r) if flops else None for r in runners]
     refs = _matmul_rates(runners if reference else [], {})  # before and after the runners; the best rate counts
-    results: list[dict[str, Any]] = []
+    timed: list[_Timed] = []
     for r in runners:
         r.activate()
     try:
         threads = thread_settings()
         with CpuUse() as cpu_use:
             for batch in batches:
-                results += _bench_batch(runners, batch, rng=rng, iterations=iterations, duration=duration,
-                                        warmup=warmup, rounds=rounds, switch_warmup=switch_warmup,
-                                        confidence=confidence, seed=seed, progress=progress)
+                timed += _bench_batch(runners, batch, rng=rng, iterations=iterations, duration=duration,
+                                      warmup=warmup, rounds=rounds, switch_warmup=switch_warmup,
+                                      confidence=confidence, seed=seed, progress=progress)
     finally:
         for r in runners:
             r.deactivate()
     refs = _matmul_rates(runners if reference else [], refs)
-    n = len(runners)  # results: per batch, one row per runner in the runners' order
-    rows = [{**row, **_efficiency(row, flop_counts[i % n], refs.get(_reference_key(runners[i % n])), memory_of[i % n])}
-            for i, row in enumerate(results)]
-    return {
-        "kind": "bench",
-        "version": BENCH_VERSION,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "host": host_info(),
-        "threads": threads,
-        "load": cpu_use.result(),
-        "settings": {"batches": list(batches), "iterations": iterations, "duration": duration, "warmup": warmup,
-                     "rounds": rounds, "switch_warmup": switch_warmup, "statistic": "median",
-                     "confidence": confidence, "wide_interval": WIDE_INTERVAL, "memory": memory, "seed": seed},
-        "reference": [{"device": d, "dtype": t, "matmul_flops_per_s": v} for (d, t), v in refs.items()],
-        "results": rows,
-    }
+    n = len(runners)  # timed: per batch, one per runner in the runners' order
+    rows = [_row(t, flop_counts[i % n], refs.get(_reference_key(t.runner)), memory_of[i % n])
+            for i, t in enumerate(timed)]
+    settings = BenchSettings(batches=list(batches), iterations=iterations, duration=duration, warmup=warmup,
+                             rounds=rounds, switch_warmup=switch_warmup, statistic="median", confidence=confidence,
+                             wide_interval=WIDE_INTERVAL, memory=memory, seed=seed)
+    return BenchResult(created=datetime.now(UTC).isoformat(timespec="seconds"), host=host_info(), threads=threads,
+                       load=cpu_use.result(), settings=settings,
+                       reference=[MatmulReference(d, t, v) for (d, t), v in refs.items()], rows=rows)
 
 
 NOT_MEASURED: dict[str, Any] = {"method": None, "reason": "not asked for"}
@@ -573,15 +574,41 @@ def _matmul_rates(runners: Sequence[Runner], best: dict[tuple[str, str], float])
     return rates
 
 
-def _efficiency(row: dict[str, Any], flops: int | None, ref: float | None, mem: dict[str, Any]) -> dict[str, Any]:
-    """A timing row's FLOP columns (against the matmul rate `ref`) and its runner's memory at the row's batch."""
-    achieved = flops * row["throughput"]["clips_per_s"] if flops else None
-    return {
-        "flops_per_clip": flops, "flops_per_s": achieved,
-        "fraction_of_matmul": achieved / ref if achieved and ref else None,
-        "memory": {"method": mem["method"], **mem.get("batches", {}).get(str(row["batch"]), {})}
-        if mem["method"] else dict(mem),
-    }
+@dataclass
+class _Timed:
+    """The calls of one runner at one batch size, in ms: timed ones per interleaved round, and the first calls
+    after a switch (untimed in the statistics); its speed-up over the first runner. `described`: what the runner
+    said of itself while active (an onnxruntime session's providers are gone after)."""
+
+    runner: Runner
+    described: dict[str, Any]
+    batch: int
+    timing: str
+    rounds_ms: list[list[float]]
+    switch_ms: list[float]
+    speedup: Speedup
+
+
+def _row(t: _Timed, flops: int | None, ref: float | None, mem: dict[str, Any]) -> BenchRow:
+    """A timed runner's row: statistics and throughput from the median, its FLOP columns (against the matmul
+    rate `ref`) and its runner's memory at the row's batch (a `_MemoryProbe` result)."""
+    samples = [s for block in t.rounds_ms for s in block]
+    stats = latency_stats(samples)
+    clips_per_s = t.batch * 1e3 / stats["p50"]
+    switch_p50 = float(np.median(t.switch_ms)) if t.switch_ms else None
+    achieved = flops * clips_per_s if flops else None
+    return BenchRow(
+        runner=t.described, threads=t.runner.threads, batch=t.batch, iterations=len(samples),
+        timing=t.timing, latency_ms=stats, samples_ms=[round(s, 6) for s in samples],
+        rounds_ms=[[round(s, 6) for s in block] for block in t.rounds_ms],
+        switch_ms=[round(s, 6) for s in t.switch_ms],
+        switch_cost_ms=None if switch_p50 is None else switch_p50 - stats["p50"],
+        throughput=Throughput(clips_per_s=clips_per_s, frames_per_s=clips_per_s * t.runner.frames_per_clip),
+        speedup=t.speedup, flops_per_clip=flops, flops_per_s=achieved,
+        fraction_of_matmul=achieved / ref if achieved and ref else None,
+        memory=PeakMemory(method=mem["method"], **mem.get("batches", {}).get(str(t.batch), {}))
+        if mem["method"] else PeakMemory(**mem),
+    )
 
 
 def _bench_batch(
@@ -597,8 +624,8 @@ def _bench_batch(
     confidence: float,
     seed: int,
     progress: Progress | None,
-) -> list[dict[str, Any]]:
-    """The interleaved rounds of one batch size: one result row per runner, in the runners' order."""
+) -> list[_Timed]:
+    """The interleaved rounds of one batch size: the calls of each runner, in the runners' order."""
     feeds = [r.example_feed(batch, rng=rng) for r in runners]
     timers = [_Timer(r) for r in runners]
     for r, feed in zip(runners, feeds, strict=True):
@@ -629,124 +656,13 @@ def _bench_batch(
             timed[k].append(block)
             if progress is not None:
                 progress(f"{runners[k].name} batch {batch}", rnd + 1, rounds)
-    rows = []
-    for k, r in enumerate(runners):
-        samples = [s for block in timed[k] for s in block]
-        stats = latency_stats(samples)
+    out = []
+    for k in range(len(runners)):
         if k == 0:
             value = low = high = 1.0
         else:
             value, low, high = speedup_interval(timed[0], timed[k], confidence=confidence, seed=seed)
-        clips_per_s = batch * 1e3 / stats["p50"]
-        switch_p50 = float(np.median(switch[k])) if switch[k] else None
-        rows.append({
-            **r.describe(),
-            "threads": getattr(r, "threads", None),
-            "batch": batch,
-            "iterations": len(samples),
-            "timing": timers[k].method,
-            "latency_ms": stats,
-            "samples_ms": [round(s, 6) for s in samples],
-            "rounds_ms": [[round(s, 6) for s in block] for block in timed[k]],
-            "switch_ms": [round(s, 6) for s in switch[k]],
-            "switch_cost_ms": None if switch_p50 is None else switch_p50 - stats["p50"],
-            "throughput": {"clips_per_s": clips_per_s, "frames_per_s": clips_per_s * r.frames_per_clip},
-            "speedup": {"value": value, "low": low, "high": high, "confidence": confidence,
-                        "baseline": runners[0].name, "is_baseline": k == 0,
-                        "wide": (high - low) / value > WIDE_INTERVAL},
-        })
-    return rows
-
-
-# -- tables ------------------------------------------------------------------------------------------
-def _check_version(result: dict[str, Any]) -> None:
-    if result.get("version") != BENCH_VERSION:
-        raise ConfigError(f"bench result version {result.get('version')} is from another aarm; this one reads "
-                          f"version {BENCH_VERSION}: rerun `aarm-export bench`")
-
-
-def speedup_label(baseline: str) -> str:
-    """What a speed-up column means, for a table header."""
-    return f"speed-up vs {baseline} (x, higher is faster)"
-
-
-def bench_columns(result: dict[str, Any]) -> list[str]:
-    """Column names of `bench_rows` for this result (the speed-up column names its baseline)."""
-    _check_version(result)
-    base = result["results"][0]["speedup"]["baseline"]
-    conf = result["settings"]["confidence"]
-    return ["artifact", "provider", "threads", "precision", "batch", "p50 ms", "p90 ms", "clips/s", "frames/s",
-            speedup_label(base), f"{100 * conf:.0f}% interval", "GFLOP/s", "of matmul", "peak MB"]
-
-
-def _interval_cell(s: dict[str, Any]) -> str:
-    if s["is_baseline"]:
-        return "baseline"
-    return f"{s['low']:.2f}-{s['high']:.2f}" + (" WIDE" if s["wide"] else "")
-
-
-def bench_rows(result: dict[str, Any]) -> list[tuple[str, ...]]:
-    """Table rows of a bench result: one per (runner, batch), every column from the median latency."""
-    _check_version(result)
-    rows = []
-    for r in result["results"]:
-        lat, thr, s = r["latency_ms"], r["throughput"], r["speedup"]
-        frac = r.get("fraction_of_matmul")
-        mem = r["memory"].get("gpu_peak_mb", r["memory"].get("cpu_peak_mb"))
-        rows.append((
-            r["name"], r["provider"].removesuffix("ExecutionProvider"), str(r["threads"] or "default"),
-            r["precision"], str(r["batch"]), f"{lat['p50']:.2f}", f"{lat['p90']:.2f}", f"{thr['clips_per_s']:.1f}",
-            f"{thr['frames_per_s']:.0f}", f"{s['value']:.2f}x", _interval_cell(s),
-            f"{r['flops_per_s'] / 1e9:.1f}" if r.get("flops_per_s") else "-",
-            f"{100 * frac:.0f}%" if frac else "-",
-            f"{mem:.0f}" if mem is not None else "-",
-        ))
-    return rows
-
-
-def bench_notes(result: dict[str, Any]) -> list[str]:
-    """Lines that say how a bench result was measured and on what: method, host, threads, load (with a
-    BUSY warning), versions, and switch costs that the statistics leave out."""
-    _check_version(result)
-    st, host, load = result["settings"], result["host"], result["load"]
-    rows = result["results"]
-    per_round = f"{st['iterations']} timed calls" if st["iterations"] else f"{st['duration']:g} s of timed calls"
-    lines = [
-        f"Method: {per_round} per artifact and batch in {st['rounds']} interleaved rounds (order rotating), "
-        f"{st['warmup']} warm-up calls first and {st['switch_warmup']} untimed call(s) after every switch; "
-        f"every column from the median latency (p50): clips/s = batch / p50, speed-up = p50 of "
-        f"{rows[0]['speedup']['baseline']} / p50 of the artifact at the same batch (higher is faster), with a "
-        f"{100 * st['confidence']:.0f}% bootstrap interval over the rounds; WIDE: the interval spans more than "
-        f"{100 * st['wide_interval']:.0f}% of the value.",
-        f"Host: {host.get('hostname')}, {host['cpu']}, {host.get('usable_cores')} of {host['cores']} cores usable, "
-        f"{host['system']}{', GPU ' + host['gpu'] if host.get('gpu') else ''}; python {host['python']}, "
-        f"onnxruntime {host.get('onnxruntime')}, torch {host.get('torch')}, numpy {host['numpy']}.",
-    ]
-    threads = result.get("threads", {})
-    torch_threads = (f"torch intra-op {threads['torch_intra_op']}, inter-op {threads['torch_inter_op']}"
-                     if "torch_intra_op" in threads else "torch not loaded")
-    env = ", ".join(f"{k}={v}" for k, v in threads.get("env", {}).items()) or "no thread variables set"
-    lines.append(f"Threads: {torch_threads}; {env}; per artifact in the threads column (default: the backend's).")
-    others = load.get("others_cores")
-    lines.append(
-        f"Load: load average {load.get('load_before')} before, {load.get('load_after')} after; this process used "
-        f"{load['own_cores']:.2f} cores"
-        + (f", other processes {others:.2f} cores" if others is not None else "")
-        + f" during the {load['wall_s']:.0f} s of timed rounds.")
-    if load["busy"]:
-        lines.append(f"BUSY: {load['busy_rule']}; the figures may be noisy - rerun on a quiet machine.")
-    slow = [r for r in rows if (r["switch_cost_ms"] or 0) > 0.5 * r["latency_ms"]["p50"]]
-    if slow:
-        lines.append("First call after a switch (untimed in the statistics): " + "; ".join(
-            f"{r['name']} batch {r['batch']} {r['switch_cost_ms'] + r['latency_ms']['p50']:.1f} ms against p50 "
-            f"{r['latency_ms']['p50']:.1f}" for r in slow) + ".")
-    memory = {r["memory"].get("method") for r in rows}
-    if None in memory:
-        reasons = sorted({r["memory"].get("reason", "") for r in rows if r["memory"].get("method") is None})
-        which = "any artifact" if all(r["memory"].get("method") is None for r in rows) else "some artifacts"
-        lines.append(f"Peak memory not measured for {which}: {'; '.join(reasons)}.")
-    if memory - {None}:
-        lines.append("Peak MB: the artifact's resident-set high-water mark in a fresh process over that process's "
-                     "footprint before opening it (weights, session and the largest call's working set); "
-                     "GPU rows: the CUDA peak.")
-    return lines
+        speedup = Speedup(value=value, low=low, high=high, confidence=confidence, baseline=runners[0].name,
+                          is_baseline=k == 0, wide=(high - low) / value > WIDE_INTERVAL)
+        out.append(_Timed(runners[k], runners[k].describe(), batch, timers[k].method, timed[k], switch[k], speedup))
+    return out

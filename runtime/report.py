@@ -19,7 +19,7 @@ from typing import Any
 
 from aarm.errors import ConfigError
 from aarm.fileio import atomic_path, check_writable, write_text
-from runtime.bench import bench_columns, bench_notes, bench_rows
+from runtime.bench_result import BenchResult, BenchRow, bench_columns, bench_notes, bench_rows
 
 KINDS = ("bench", "parity", "regress")
 PARITY_COLUMNS = ["artifact", "precision", "inputs", "samples", "NaN/Inf", "max abs", "max rel", "min cosine",
@@ -115,24 +115,24 @@ def _png(fig: Any) -> bytes:
     return buf.getvalue()
 
 
-def _labels(items: list[dict[str, Any]]) -> list[str]:
+def _labels(items: list[BenchRow]) -> list[str]:
     """Artifact names, with the provider added where a name repeats."""
-    names = [i["name"] for i in items]
-    return [f"{i['name']} ({i['provider']})" if names.count(i["name"]) > 1 else i["name"] for i in items]
+    names = [i.name for i in items]
+    return [f"{i.name} ({i.provider})" if names.count(i.name) > 1 else i.name for i in items]
 
 
-def bench_figures(results: list[dict[str, Any]]) -> list[Figure]:
+def bench_figures(results: list[BenchResult]) -> list[Figure]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    items = [r for res in results for r in res["results"]]
+    items = [r for res in results for r in res.rows]
     figures = []
-    for batch in sorted({r["batch"] for r in items}):
-        at = [r for r in items if r["batch"] == batch]
+    for batch in sorted({r.batch for r in items}):
+        at = [r for r in items if r.batch == batch]
         fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(at) + 2), 3.8))
-        ax.boxplot([r["samples_ms"] for r in at], showfliers=True)
+        ax.boxplot([r.samples_ms for r in at], showfliers=True)
         ax.set_xticks(range(1, len(at) + 1), _labels(at), rotation=20, ha="right")
         ax.set_ylabel("latency per call (ms)")
         ax.set_title(f"Latency distribution, batch {batch}")
@@ -141,15 +141,14 @@ def bench_figures(results: list[dict[str, Any]]) -> list[Figure]:
     fig, ax = plt.subplots(figsize=(6, 3.8))
     keys: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
     for r in items:
-        keys.setdefault((r["name"], r["provider"], r["precision"]), []).append(
-            (r["batch"], r["throughput"]["clips_per_s"]))
+        keys.setdefault((r.name, r.provider, r.precision), []).append((r.batch, r.throughput.clips_per_s))
     for (name, provider, precision), pts in keys.items():
         pts.sort()
         ax.plot([b for b, _ in pts], [t for _, t in pts], marker="o", label=f"{name} ({provider}, {precision})")
     ax.set_xlabel("batch size")
     ax.set_ylabel("clips / s")
     ax.set_xscale("log", base=2)
-    batches = sorted({r["batch"] for r in items})
+    batches = sorted({r.batch for r in items})
     ax.set_xticks(batches, [str(b) for b in batches])
     ax.minorticks_off()
     ax.set_title("Throughput by batch size")
@@ -212,13 +211,13 @@ def parity_figures(results: list[dict[str, Any]]) -> list[Figure]:
 
 def build_sections(results: list[dict[str, Any]]) -> list[Section]:
     sections = []
-    bench = [r for r in results if r["kind"] == "bench"]
+    bench = [(r.get("_source", ""), BenchResult.from_json(r)) for r in results if r["kind"] == "bench"]
     parity = [r for r in results if r["kind"] == "parity"]
     regress = [r for r in results if r["kind"] == "regress"]
-    for i, r in enumerate(bench):  # one table per bench run: each names its own speed-up baseline
-        title = "Benchmark" if len(bench) == 1 else f"Benchmark ({Path(r['_source']).name})"
-        sections.append(Section(title, bench_columns(r), bench_rows(r), bench_figures(bench) if i == 0 else [],
-                                notes=bench_notes(r)))
+    for i, (source, r) in enumerate(bench):  # one table per bench run: each names its own speed-up baseline
+        title = "Benchmark" if len(bench) == 1 else f"Benchmark ({Path(source).name})"
+        sections.append(Section(title, bench_columns(r), bench_rows(r),
+                                bench_figures([b for _, b in bench]) if i == 0 else [], notes=bench_notes(r)))
     if parity:
         sections.append(Section("Parity", PARITY_COLUMNS, [row for r in parity for row in parity_rows(r)],
                                 parity_figures(parity)))

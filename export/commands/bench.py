@@ -74,7 +74,8 @@ def bench(
     bootstrap interval (flagged WIDE past 10%), peak memory, achieved FLOP/s as a share of a matmul timed in
     the same run; the host, threads and load are printed and saved.
     """
-    from runtime.bench import bench_columns, bench_notes, bench_rows, benchmark
+    from runtime.bench import benchmark
+    from runtime.bench_result import bench_columns, bench_notes, bench_rows
 
     if iterations is not None and duration is not None:
         raise ConfigError("give --iterations or --duration, not both")
@@ -94,19 +95,19 @@ def bench(
     for line in bench_notes(result):
         console.print(line, highlight=False, markup=False, soft_wrap=True,
                       style="bold red" if line.startswith("BUSY") else None)
-    for ref in result["reference"]:
-        console.print(f"matmul reference on {ref['device']} ({ref['dtype']}): "
-                      f"{ref['matmul_flops_per_s'] / 1e9:.1f} GFLOP/s", highlight=False)
+    for ref in result.reference:
+        console.print(f"matmul reference on {ref.device} ({ref.dtype}): {ref.matmul_flops_per_s / 1e9:.1f} GFLOP/s",
+                      highlight=False)
     if video_files:
         from runtime.timings import video_stage_bench
 
         with progress_callback() as report:
-            result["video_stages"] = video_stage_bench(runners, video_files, rounds=rounds, progress=report)
-        for split in result["video_stages"]:
+            result.video_stages = video_stage_bench(runners, video_files, rounds=rounds, progress=report)
+        for split in result.video_stages:
             print_stage_split(f"{split['name']} ({split['provider']}) on {split['videos']} video(s) x "
                               f"{split['rounds']} rounds: end-to-end per video, batch = its views", split)
     if json_out:
-        write_json(json_out, result)
+        write_json(json_out, result.to_json())
         console.print(f"wrote {json_out}", highlight=False, markup=False)
 
 

@@ -3,6 +3,7 @@ command."""
 
 import json
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,8 +16,6 @@ from export.cli import app
 from runtime.backends import open_runner
 from runtime.bench import (
     _MemoryProbe,
-    bench_notes,
-    bench_rows,
     benchmark,
     count_onnx_flops,
     count_torch_flops,
@@ -24,6 +23,7 @@ from runtime.bench import (
     runner_flops,
     speedup_interval,
 )
+from runtime.bench_result import BenchResult, bench_notes, bench_rows
 
 
 def test_latency_stats_of_known_samples():
@@ -77,11 +77,12 @@ def test_benchmark_excludes_the_switch_cost():
     result = benchmark([a, b], iterations=12, rounds=6, warmup=1, flops=False, reference=False, memory=False,
                        confidence=0.999)
     assert "Peak memory not measured for any artifact: not asked for." in bench_notes(result)
-    for r in result["results"]:
+    rows = result.to_json()["results"]
+    for r in rows:
         assert 4.0 <= r["latency_ms"]["p50"] < 4.0 + 3, r["latency_ms"]  # warm: no 16 ms switch call in it
         assert r["switch_cost_ms"] > 8.0 and len(r["rounds_ms"]) == 6
         assert len(r["switch_ms"]) in (3, 4)  # a round starting with the runner that ended the last is no switch
-    s = result["results"][1]["speedup"]
+    s = rows[1]["speedup"]
     assert s["low"] <= 1.0 <= s["high"] and s["baseline"] == "a" and not s["is_baseline"]
     assert any(line.startswith("First call after a switch") for line in bench_notes(result))
 
@@ -90,7 +91,7 @@ def test_benchmark_of_sleeping_runners():
     fast, slow = SleepRunner("fast", 0.010), SleepRunner("slow", 0.020)
     seen = []
     result = benchmark([fast, slow], batches=[1, 3], iterations=10, warmup=1, rounds=2, flops=False,
-                       reference=False, progress=lambda *step: seen.append(step))
+                       reference=False, progress=lambda *step: seen.append(step)).to_json()
     assert seen == [("peak memory", 1, 2), ("peak memory", 2, 2),  # then each (runner, batch) per round, rotating
                     ("fast batch 1", 1, 2), ("slow batch 1", 1, 2), ("slow batch 1", 2, 2), ("fast batch 1", 2, 2),
                     ("fast batch 3", 1, 2), ("slow batch 3", 1, 2), ("slow batch 3", 2, 2), ("fast batch 3", 2, 2)]
@@ -120,7 +121,7 @@ def test_benchmark_of_sleeping_runners():
 def test_benchmark_by_duration_and_bad_settings():
     r = SleepRunner("r", 0.005)
     result = benchmark([r], duration=0.06, rounds=3, warmup=1, flops=False, reference=False)
-    n = result["results"][0]["iterations"]
+    n = result.rows[0].iterations
     assert 3 <= n <= 14
     with pytest.raises(ConfigError, match="either iterations or duration, not both"):
         benchmark([r], iterations=5, duration=1.0)
@@ -133,13 +134,26 @@ def test_benchmark_by_duration_and_bad_settings():
             benchmark([r], **bad)
 
 
+def test_a_bench_file_reads_into_the_typed_result_and_back_unchanged():
+    """A file the dict-based bench wrote (onnxruntime rows, whose describe() holds threads, and video stages)
+    becomes a BenchResult and is written back byte for byte; a row with a field missing is one ConfigError."""
+    text = (Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "demo_stage_split.json").read_text()
+    data = json.loads(text)
+    result = BenchResult.from_json(data)
+    assert json.dumps(result.to_json(), indent=2) + "\n" == text
+    assert [row[:2] for row in bench_rows(result)] == [(r["name"], "CPU") for r in data["results"]]
+    del data["results"][0]["speedup"]
+    with pytest.raises(ConfigError, match="bench result with a missing or malformed field"):
+        BenchResult.from_json(data)
+
+
 def test_known_speedups_of_a_real_graph_are_recovered(tiny):
     """The same graph twice has a true speed-up of 1; the graph run 4 times per call against 2 times, 0.5.
     Both must lie inside their 99.9% intervals (the wide confidence keeps a correct run from failing 1 in 20)."""
     inner = open_runner(tiny.onnx, threads=1)
     runners = [RepeatRunner(inner, 2), RepeatRunner(inner, 2), RepeatRunner(inner, 4)]
     result = benchmark(runners, batches=[2], iterations=30, rounds=10, warmup=2, flops=False, reference=False,
-                       memory=False, confidence=0.999)
+                       memory=False, confidence=0.999).to_json()
     same, double = result["results"][1]["speedup"], result["results"][2]["speedup"]
     assert same["low"] <= 1.0 <= same["high"], same
     assert double["low"] <= 0.5 <= double["high"], double
@@ -151,7 +165,7 @@ def test_consecutive_runs_agree_within_their_intervals(tiny):
     def run() -> dict:
         runners = [open_runner(tiny.checkpoint, threads=1), open_runner(tiny.onnx, threads=1)]
         return benchmark(runners, batches=[2], iterations=20, rounds=10, warmup=2, flops=False, reference=False,
-                         memory=False)["results"][1]["speedup"]
+                         memory=False).to_json()["results"][1]["speedup"]
 
     first, second = run(), run()
     assert first["low"] <= second["high"] and second["low"] <= first["high"], (first, second)
@@ -289,6 +303,7 @@ def test_bench_command(tiny, tmp_path):
         assert r["throughput"]["clips_per_s"] == pytest.approx(r["batch"] * 1e3 / r["latency_ms"]["p50"])
         assert 0 < r["fraction_of_matmul"] < 10 and r["memory"]["cpu_peak_mb"] > 1  # measured, not 0
     assert np.isfinite(data["reference"][0]["matmul_flops_per_s"])
+    assert json.dumps(BenchResult.from_json(data).to_json(), indent=2) + "\n" == out.read_text()  # typed, same file
     before = out.read_bytes()
     res = CliRunner().invoke(app, args)  # no overwrite without --force
     assert isinstance(res.exception, AarmError) and "--force" in str(res.exception)
@@ -337,10 +352,10 @@ class JitterRunner(SleepRunner):
 def test_wide_intervals_and_a_busy_machine_are_flagged():
     result = benchmark([SleepRunner("steady", 0.005), JitterRunner("noisy")], iterations=6, rounds=3, warmup=1,
                        flops=False, reference=False, memory=False)
-    s = result["results"][1]["speedup"]
+    s = result.to_json()["results"][1]["speedup"]
     assert s["wide"] and (s["high"] - s["low"]) / s["value"] > 0.10, s
     assert bench_rows(result)[1][10].endswith(" WIDE") and bench_rows(result)[0][10] == "baseline"
-    result["load"].update(busy=True, busy_rule="other processes used 1.50 cores on the 2 usable (busy over 0.25)")
+    result.load.update(busy=True, busy_rule="other processes used 1.50 cores on the 2 usable (busy over 0.25)")
     busy = [line for line in bench_notes(result) if line.startswith("BUSY")]
     assert busy == ["BUSY: other processes used 1.50 cores on the 2 usable (busy over 0.25); the figures may be "
                     "noisy - rerun on a quiet machine."]

@@ -27,7 +27,7 @@ def results(tiny, tmp_path_factory):
     m = RatioMeasurement("a.onnx", "reference:mixed", 1.2, 1.1, 1.3, 0.95, [1.2] * 3, [2.0] * 3, [1.7] * 3, 5, 1)
     regress = RegressResult("fail", "1.200x mixed over the 10% tolerance", "a.onnx", "a.onnx", {}, measurement=m,
                             baseline_ratio=1.0, threshold=1.1)
-    return [write_json(d / "bench.json", bench), write_json(d / "parity.json", parity.to_dict()),
+    return [write_json(d / "bench.json", bench.to_json()), write_json(d / "parity.json", parity.to_dict()),
             write_json(d / "regress.json", regress.to_dict())]
 
 
