@@ -236,7 +236,7 @@ def float_variant(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, nodes: Colle
             node.output.extend(source.output)
     names = {n.name for n in graph.node}
     while True:
-        available = {o for n in graph.node for o in n.output}
+        available = set(producers(graph.node))
         available |= {i.name for i in graph.input} | {t.name for t in graph.initializer}
         missing = sorted({i for n in graph.node for i in n.input if i and i not in available})
         if not missing:
