@@ -14,8 +14,9 @@ Vocabulary (every metric a fraction, never a percent):
   rel_rms              RMS of (scores - reference) over the RMS of the reference
   rel_mse              rel_rms squared (calibration's per-layer "score error")
   min_cosine, mean_cosine   per-clip cosine similarity of the two score vectors
-  top1, top5           share of clips whose top-1 class / top-5 set is the reference's (top5: None for
-                       5 classes or fewer, where the set is every class)
+  top1, top5           share of clips whose top-1 class / top-5 set is a top-1 / top-5 of the reference
+                       (where reference scores tie, any of the tied classes is; top5: None for 5 classes
+                       or fewer, where the set is every class)
 and with labels (N,): accuracy, reference_accuracy, accuracy_drop (reference minus artifact) and lost
 (share of clips the reference gets right and the artifact wrong; flips the other way do not offset it).
 
@@ -192,15 +193,18 @@ def score_metrics(scores: np.ndarray, reference: np.ndarray, *, rankings: bool =
     }
     if not rankings:
         return {**errors, "top1": None, "top5": None}
+    # Agreement: the artifact's top-k is a top-k of the reference. Where the reference has tied scores, any of
+    # the tied classes is as much in its top-k as the one its sort happened to pick (a trained model's noise
+    # scores can tie exactly), so a class counts if its reference score reaches the reference's k-th largest.
     k = min(5, a.shape[1])
     top_a = np.argsort(-a, axis=1, kind="stable")[:, :k]
-    top_b = np.argsort(-b, axis=1, kind="stable")[:, :k]
+    ranked = -np.sort(-b, axis=1)
+    in_b = np.take_along_axis(b, top_a, axis=1) >= ranked[:, k - 1 : k]
     return {
         **errors,
-        "top1": float(np.mean(top_a[:, 0] == top_b[:, 0])),
+        "top1": float(np.mean(np.take_along_axis(b, top_a[:, :1], axis=1)[:, 0] >= ranked[:, 0])),
         # with 5 classes or fewer the top-5 set is every class: agreement would be 100 % by construction
-        "top5": float(np.mean([set(x) == set(y) for x, y in zip(top_a, top_b, strict=True)]))
-        if a.shape[1] > 5 else None,
+        "top5": float(np.mean(in_b.all(axis=1))) if a.shape[1] > 5 else None,
     }
 
 
