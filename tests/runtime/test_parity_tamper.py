@@ -18,6 +18,7 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
+from shared_fixtures import CLASSES
 from typer.testing import CliRunner
 
 import aarm
@@ -128,8 +129,6 @@ def test_parity_command_fails_the_tampered_graph(resnet18, videos, precision):
 @pytest.mark.slow
 def test_resnet50_correct_passes_and_tampered_fails(tmp_path, videos):
     """AARM ResNet-50 (TSN, K = 2, 32x32, 5 classes), exported by the project's exporter."""
-    from conftest import CLASSES
-
     torch.manual_seed(0)
     model = aarm.create_model("resnet50", num_classes=len(CLASSES), attention="aarm", segments=2).eval()
     prep = Preprocessing.for_model(model.aarm_config, size=32)
