@@ -19,23 +19,15 @@ from torch import nn
 from aarm.data.annotations import load_split
 from aarm.data.preprocessing import Preprocessing
 from calibration.reader import ClipReader, ClipSet
-from runtime.artifact import Sidecar, TensorSpec, write_sidecar
+from export.onnx_export import export_onnx
 
 
 def export_probe(model: nn.Module, out: Path, *, classes: list[str], preprocessing: Preprocessing,
                  config: dict) -> Path:
-    """ONNX + sidecar for a model the registry does not build (export.onnx_export exports registered ones)."""
-    shape = preprocessing.input_shape(1)
-    torch.onnx.export(
-        model.eval(), (torch.zeros(shape),), str(out), input_names=["input"], output_names=["scores"],
-        dynamic_axes={"input": {0: "N"}, "scores": {0: "N"}}, opset_version=17, dynamo=False,
-    )
-    write_sidecar(out, Sidecar(
-        kind="onnx", stage="export", precision="fp32", model=config, classes=classes,
-        preprocessing=preprocessing.to_dict(),
-        inputs=[TensorSpec("input", ["N", *shape[1:]], layout=preprocessing.layout)],
-        outputs=[TensorSpec("scores", ["N", len(classes)], layout="NC")], opset=17,
-    ))
+    """ONNX + sidecar through the project's exporter, for a model the registry does not build: `config`
+    becomes its `aarm_config` (a 2D TSN model, so no registry look-up)."""
+    model.aarm_config = config
+    export_onnx(model.eval(), out, classes=classes, preprocessing=preprocessing, trained=True)
     return out
 
 
