@@ -140,7 +140,8 @@ class Target:
 TARGETS = {
     "cpu": Target(
         "cpu", QuantType.QUInt8, QuantType.QInt8, (("WeightSymmetric", True),), 2,
-        "onnxruntime CPU: uint8 activations, int8 per-channel weights", uint8_pools=True,
+        "onnxruntime CPU: uint8 activations, int8 per-channel weights, max and channel-mean pools on the uint8 map",
+        uint8_pools=True,
     ),
     "tensorrt": Target(
         "tensorrt", QuantType.QInt8, QuantType.QInt8,
@@ -624,11 +625,10 @@ def calibrate(
         work = Path(tmp)
         graph, fmodel, passes_run = _float_graph(source, config, graph_passes, work)
         ranges, cache_use = _ranges(graph, source, clips.calib, config, passes_run, work, progress)
-        quant_passes = passes_run
         if target.uint8_pools:  # same tensor names, so the ranges (and the cache) of `graph` apply
             fmodel, rewritten = rewrite_pools(fmodel)
             if rewritten:
-                graph, quant_passes = work / "uint8_pools.onnx", [*passes_run, "uint8_pools"]
+                graph = work / "uint8_pools.onnx"
                 onnx.save_model(fmodel, str(graph))
         forced = {**match_nodes(fmodel, config.exclude), **slow_int8_nodes(fmodel, config.target)}
         count = itertools.count()
@@ -649,7 +649,7 @@ def calibrate(
                 format="QDQ", activation_type=_TYPE_NAMES[target.activation_type],
                 weight_type=_TYPE_NAMES[target.weight_type], per_channel=config.per_channel,
                 reduce_range=config.reduce_range, extra_options=target.extra_options, preprocessed=config.preprocess,
-                graph_passes=quant_passes, quantized_nodes=len(quantized_nodes(qmodel)),
+                graph_passes=passes_run, quantized_nodes=len(quantized_nodes(qmodel)),
                 qdq_nodes=sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in qmodel.graph.node),
             ),
             calibration=CalibrationData(clips.calib.source, len(clips.calib), config.seed, config.batch_size,
@@ -670,7 +670,7 @@ def calibrate(
             "calibration_data": clips.calib.source, "activation_type": report.quantization.activation_type,
             "weight_type": report.quantization.weight_type, "per_channel": config.per_channel,
             "excluded": report_json["excluded"], "accuracy": report_json["accuracy"],
-            "budget_note": clips.budget_note, "graph_passes": quant_passes, "report": report_path.name,
+            "budget_note": clips.budget_note, "graph_passes": passes_run, "report": report_path.name,
         }},
     )
     write_sidecar(out, child)  # the parent's sha256 is the one read_sidecar verified: the file is hashed once
