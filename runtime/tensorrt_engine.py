@@ -312,19 +312,6 @@ def load_engine(engine_path: str | Path, *, device: int = 0, allow_host_code: bo
                               name=str(engine_path))
 
 
-def load_trt_runner(engine_path: str | Path, *, device: int = 0, allow_host_code: bool = False) -> Any:
-    """Polygraphy `TrtRunner` over `load_engine(engine_path, device=device, allow_host_code=...)`.
-
-    The runner is lazy: use it as a context manager (`with runner: runner.infer({...})`), inputs
-    shaped as in the sidecar, e.g. (N, K, C, H, W) with N inside the engine's profile. Calls from another
-    thread need `use_cuda_device(device)` first.
-    """
-    from polygraphy.backend.trt import TrtRunner
-
-    return TrtRunner(load_engine(engine_path, device=device, allow_host_code=allow_host_code),
-                     name=Path(engine_path).name)
-
-
 def engine_io(
     engine: Any, trt: ModuleType | Any | None = None
 ) -> tuple[list[tuple[str, list[int], str]], list[str], dict[str, list[int]]]:

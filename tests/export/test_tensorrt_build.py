@@ -262,7 +262,8 @@ def test_real_build_runs_like_onnxruntime(tmp_path):
     pytest.importorskip("tensorrt", reason="needs TensorRT's Python bindings")
     import onnxruntime as ort
 
-    from runtime.tensorrt_engine import current_gpu, load_trt_runner
+    from runtime.backends import open_runner
+    from runtime.tensorrt_engine import current_gpu
 
     try:
         current_gpu()
@@ -277,7 +278,7 @@ def test_real_build_runs_like_onnxruntime(tmp_path):
     expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
         None, {"clips": clips}
     )[0]
-    with load_trt_runner(engine) as runner:
+    with open_runner(engine) as runner:
         got = runner.infer({"clips": clips})["scores"]
     np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-3, atol=1e-3)
     with pytest.raises(AarmError, match="exists"):

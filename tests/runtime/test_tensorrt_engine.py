@@ -9,13 +9,13 @@ from aarm.data.preprocessing import Preprocessing
 from aarm.errors import BackendUnavailable
 from export.help_format import flag_words
 from runtime.artifact import Sidecar, TensorSpec, write_sidecar
+from runtime.backends import open_runner
 from runtime.errors import ArtifactError
 from runtime.tensorrt_engine import (
     EngineTarget,
     check_engine_compatible,
     compatibility_problems,
     current_gpu,
-    load_trt_runner,
     tensorrt_version,
 )
 
@@ -148,7 +148,7 @@ def test_without_tensorrt(tmp_path):
     path = fake_engine(tmp_path, target=EngineTarget("1.0.0", "nowhere", "1.0"))
     assert check_engine_compatible(path).kind == "engine"  # nothing to compare against here
     with pytest.raises(BackendUnavailable, match="pip install tensorrt"):
-        load_trt_runner(path)
+        open_runner(path)
 
 
 @pytest.mark.skipif(HAVE_DRIVER, reason="checks the path taken where no NVIDIA driver is installed")
