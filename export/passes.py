@@ -483,6 +483,56 @@ def fuse_aarm_kernels(graph: gs.Graph) -> gs.Graph:
 KERNEL_PASSES: tuple[Pass, ...] = (*DEFAULT_PASSES, fuse_aarm_kernels)
 
 
+# ------------------------------------------------------------------------------ onnxruntime's blocked layout
+
+
+@rewrite
+def blocked_gates(graph: gs.Graph) -> gs.Graph:
+    """The rewritten parallel fusion on a 4-D map, M * (G_ch + w2*S) [+ b] (G_ch (N, C, 1, 1), the weighted channel
+    gate; S (N, 1, H, W), the spatial gate; w2, b per channel), with w2*S as a 1x1 Conv 1 -> C (weights w2) and + b
+    as a depthwise 1x1 Conv (weights 1, bias b): the same products and sums, in ops that onnxruntime's NCHWc
+    transformer keeps in its blocked layout (it keeps a Mul or an Add only when every input is blocked, and never
+    a Mul or Add with a constant). The map then stays blocked from the block's last convolution through the gate,
+    the residual addition (fused into the bias conv) and the ReLU into the next block's convolutions: no
+    ReorderInput per block. Only the channel max / mean of STAM still reads M in the plain layout. 3-D maps
+    (which the transformer does not block) are left alone; so is the kernel graph (`KERNEL_PASSES`)."""
+    for mul in [n for n in graph.nodes if n.op == "Mul" and len(n.inputs) == 2]:
+        for data, other in ((0, 1), (1, 0)):
+            m, add = mul.inputs[data], _producer(mul.inputs[other])
+            if add is None or add.op != "Add" or len(add.inputs) != 2 or _rank(m) != 4:
+                continue
+            channels = m.shape[1]
+            if not isinstance(channels, int | np.integer):
+                continue
+            channels = int(channels)
+            scaled = [_scaled(t) for t in add.inputs]
+            roles = _gate_roles(m, scaled[0][0], scaled[1][0])
+            spatial = 0 if roles is not None and roles[1] is scaled[0][0] else 1
+            w2 = _per_channel(scaled[spatial][1], channels) if roles is not None else None
+            term = _producer(add.inputs[spatial])
+            if w2 is None or term is None or term.op != "Mul":  # w2*S as exported: a Mul by a constant
+                continue
+            add.inputs[spatial] = graph.layer(op="Conv", inputs=[scaled[spatial][0], w2.reshape(channels, 1, 1, 1)],
+                                              outputs=["aarm_gate/spatial"], attrs={"kernel_shape": [1, 1]})[0]
+            nxt = _only_consumer(mul.outputs[0], graph)
+            if nxt is not None and nxt.op == "Add" and len(nxt.inputs) == 2:
+                value = _const(nxt.inputs[1] if nxt.inputs[0] is mul.outputs[0] else nxt.inputs[0])
+                bias = _per_channel(value, channels) if value is not None else None
+                if bias is not None:
+                    y = nxt.outputs[0]
+                    nxt.outputs.clear()
+                    graph.layer(op="Conv", inputs=[mul.outputs[0], np.ones((channels, 1, 1, 1), np.float32), bias],
+                                outputs=[y], attrs={"kernel_shape": [1, 1], "group": channels})
+            break
+    return graph.cleanup().toposort()
+
+
+# What `optimize` writes without --kernels: the portable passes, then the layout rewrite for onnxruntime's CPU
+# provider (still standard ops). calibrate's graph passes (`run_passes`) and the kernel graph start from
+# DEFAULT_PASSES.
+OPTIMIZE_PASSES: tuple[Pass, ...] = (*DEFAULT_PASSES, blocked_gates)
+
+
 # ---------------------------------------------------------------------------------------------- whole graphs
 
 
@@ -542,7 +592,7 @@ def optimize_onnx(
     """Optimise an exported graph file into `out` (atomic) with a sidecar derived from the source's
     (stage "optimize", parent = source path and sha256). Returns the sidecar and the per-pass rows.
 
-    passes: default `DEFAULT_PASSES` (standard ops only: runs on any ONNX runtime), or `KERNEL_PASSES`
+    passes: default `OPTIMIZE_PASSES` (standard ops only: runs on any ONNX runtime), or `KERNEL_PASSES`
     with kernels=True: the AARM blocks become `export.kernels`' fused CPU ops; the library is built first
     and recorded in the kernel cache's manifest (runtime.kernel_library), which is what runners load it from;
     the sidecar's `extra["custom_ops"]` only describes it.
@@ -558,7 +608,7 @@ def optimize_onnx(
 
         library = custom_op_library()  # BackendUnavailable here, before anything is written
         extra["custom_ops"] = {"domain": DOMAIN, "ops": ["AarmPool", "AarmGate"], "library": str(library)}
-    chosen = passes if passes is not None else (KERNEL_PASSES if kernels else DEFAULT_PASSES)
+    chosen = passes if passes is not None else (KERNEL_PASSES if kernels else OPTIMIZE_PASSES)
     model, rows = run_passes(load_onnx(src), chosen)
     with atomic_path(out) as tmp:
         onnx.save_model(model, str(tmp))
