@@ -36,7 +36,7 @@ def _parity(name: str, passed: bool) -> dict:
 
 
 def test_summary_speedup_is_the_bench_speedup(tmp_path):
-    bench = benchmark([Sleeper("model.pt", 0.008, "torch"), Sleeper("model.onnx", 0.004, "onnxruntime")],
+    bench = benchmark([Sleeper("model.pt", 0.02, "torch"), Sleeper("model.onnx", 0.005, "onnxruntime")],
                       batches=[1, 2], iterations=8, rounds=4, warmup=1, flops=False, reference=False,
                       memory=False).to_json()
     bench_json = write_json(tmp_path / "bench.json", bench)
