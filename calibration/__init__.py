@@ -30,7 +30,6 @@ _EXPORTS = {
     "load_ranges": "calibration.cache",
     "save_ranges": "calibration.cache",
     "write_tensorrt_table": "calibration.cache",
-    "read_tensorrt_table": "calibration.cache",
     "layer_groups": "calibration.sensitivity",
     "measure_sensitivity": "calibration.sensitivity",
     "float_variant": "calibration.sensitivity",

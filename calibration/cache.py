@@ -130,17 +130,3 @@ def write_tensorrt_table(ranges: TensorsData, path: str | Path, *, version: int 
         lines.append(f"{name}: {struct.pack('>f', tensorrt_scale(lo, hi)).hex()}")
     return write_text(path, "\n".join(lines) + "\n")
 
-
-def read_tensorrt_table(path: str | Path) -> dict[str, float]:
-    """{tensor: scale} of a TensorRT calibration table."""
-    path = Path(path)
-    lines = path.read_text().splitlines()
-    if not lines or not lines[0].startswith("TRT-"):
-        raise ArtifactError(f"{path}: not a TensorRT calibration table (no TRT-<version>-<algorithm> header)")
-    table = {}
-    for number, line in enumerate(lines[1:], start=2):
-        name, sep, value = line.rpartition(": ")
-        if not sep:
-            raise ArtifactError(f"{path}:{number}: expected '<tensor>: <hex scale>', got {line!r}")
-        table[name] = struct.unpack(">f", bytes.fromhex(value.strip().rjust(8, "0")))[0]
-    return table

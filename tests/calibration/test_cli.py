@@ -7,10 +7,10 @@ import numpy as np
 import onnx
 import pytest
 from onnx import TensorProto, numpy_helper
+from tensorrt_table import table_scales
 from typer.testing import CliRunner
 
 from aarm.errors import ConfigError
-from calibration.cache import read_tensorrt_table
 from calibration.sensitivity import graph_scores
 from export.cli import app
 from runtime.artifact import read_sidecar
@@ -39,7 +39,7 @@ def test_cli_writes_graph_sidecar_report_and_table(tensorrt_int8, tiny):
     assert report["quantization"]["preprocessed"] is True  # onnxruntime's quant_pre_process ran
     assert report["accuracy"]["clips"] == 5 and report["accuracy"]["within_budget"] is True
     table = out.with_name("model.int8.calibration.cache")
-    assert table.read_text().startswith("TRT-") and all(s > 0 for s in read_tensorrt_table(table).values())
+    assert table.read_text().startswith("TRT-") and all(s > 0 for s in table_scales(table).values())
     x = np.random.default_rng(0).standard_normal((3, *tiny.preprocessing.input_shape(1)[1:]), dtype=np.float32)
     assert graph_scores(out, x).shape == (3, len(tiny.classes))
 

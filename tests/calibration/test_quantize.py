@@ -9,11 +9,12 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, numpy_helper
+from tensorrt_table import table_scales
 
 import calibration.quantize as quantize_module
 from aarm.attention import AARMBlock
 from aarm.errors import AarmError, DataError
-from calibration.cache import cache_key, load_ranges, read_tensorrt_table, save_ranges, write_tensorrt_table
+from calibration.cache import cache_key, load_ranges, save_ranges, write_tensorrt_table
 from calibration.quantize import CalibrationConfig, calibrate
 from calibration.sensitivity import QDQ_OPS, float_variant, graph_scores, layer_groups
 from runtime.artifact import read_sidecar, write_sidecar
@@ -172,7 +173,7 @@ def test_cache_entries_are_keyed_and_the_tensorrt_table_holds_scales(tmp_path):
     table = write_tensorrt_table(ranges, tmp_path / "calibration.cache")
     lines = table.read_text().splitlines()
     assert lines[0] == "TRT-100300-EntropyCalibration2" and lines[1].startswith("a: ")
-    scales = read_tensorrt_table(table)
+    scales = table_scales(table)
     assert scales["a"] == pytest.approx(2.5 / 127) and scales["b"] == pytest.approx(6.35 / 127)
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ArtifactError, match="not an aarm calibration cache"):
