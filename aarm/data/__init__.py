@@ -20,7 +20,6 @@ _EXPORTS = {
     "read_frames": "aarm.data.video",
     "read_rgb_frames": "aarm.data.frames",
     "read_flow_frames": "aarm.data.frames",
-    "read_flow_stacks": "aarm.data.frames",
     "VideoDataset": "aarm.data.datasets",
     "load_video_input": "aarm.data.clips",
     "make_synthetic": "aarm.data.synthetic",

@@ -91,15 +91,6 @@ def read_flow_frames(folder: Path, indices: Sequence[int]) -> np.ndarray:
     return _read_many(Path(folder), [FLOW_X_TEMPLATE, FLOW_Y_TEMPLATE], indices, "L")
 
 
-def read_flow_stacks(folder: Path, starts: Sequence[int], stack: int, num_flows: int | None = None) -> np.ndarray:
-    """One stack of `stack` consecutive flow fields from each start: (S, H, W, 2 * stack) uint8, channels
-    interleaved x0, y0, x1, y1, ...; fields past the last one repeat it (`num_flows` counted if not given)."""
-    n = frame_folder_count(Path(folder), "flow") if num_flows is None else num_flows
-    idx = np.minimum(np.asarray(starts, dtype=np.int64)[:, None] + np.arange(stack), n - 1)
-    flows = read_flow_frames(folder, idx.reshape(-1).tolist())  # (S * L, H, W, 2)
-    return interleave_flow(flows.reshape(len(idx), stack, *flows.shape[1:]))
-
-
 def interleave_flow(flows: np.ndarray) -> np.ndarray:
     """(..., L, H, W, 2) -> (..., H, W, 2L) with channels x0, y0, x1, y1, ..."""
     *lead, length, h, w, two = flows.shape

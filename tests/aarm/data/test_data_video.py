@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from data_helpers import gray_video, write_frame_folder
 
+from aarm.data.clips import read_indices
 from aarm.data.frames import (
     frame_folder_count,
     interleave_flow,
     is_frame_folder,
     read_flow_frames,
-    read_flow_stacks,
     read_rgb_frames,
 )
 from aarm.data.video import frame_count, read_frames
@@ -73,7 +73,9 @@ def test_flow_frame_folder_and_interleaving(tmp_path: Path) -> None:
     fields = read_flow_frames(folder, [0, 3])
     assert fields.shape == (2, 24, 32, 2)
     np.testing.assert_allclose(fields[0, 0, 0], [101, 151], atol=1)  # channel 0 = x, 1 = y
-    stacks = read_flow_stacks(folder, [0, 2], stack=3)  # second stack runs past the end: 3, 4, 4 (1-based)
+    # two stacks of three fields as the samplers index them (a stack past the end repeats the last field),
+    # read and interleaved the way load_views does: the second is fields 3, 4, 4 (1-based)
+    stacks = interleave_flow(read_indices(folder, np.array([[0, 1, 2], [2, 3, 3]]), "flow"))
     assert stacks.shape == (2, 24, 32, 6)
     np.testing.assert_allclose(stacks[0, 5, 5], [101, 151, 102, 152, 103, 153], atol=1)
     np.testing.assert_allclose(stacks[1, 5, 5], [103, 153, 104, 154, 104, 154], atol=1)
