@@ -26,7 +26,7 @@ value is a failure whatever the limits. An error metric that could not be measur
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -119,10 +119,6 @@ class Tolerances:
     def to_dict(self) -> dict[str, Any]:
         """The limits and gate_random (None for a limit not set); sources are `limit_sources`."""
         return {k: v for k, v in asdict(self).items() if k != "sources"}
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls) if f.name != "sources"]
 
 
 @dataclass(frozen=True)
