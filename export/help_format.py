@@ -30,6 +30,7 @@ ELSEWHERE = {
     "hardware_compat": "--hardware-compat",  # build
     "version_compat": "--version-compat",  # build
     "capture_attention": "aarm-export explain",
+    "extract_flow": "aarm-export extract-flow",
 }
 
 

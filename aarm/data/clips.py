@@ -32,7 +32,7 @@ def count_frames(path: Path, modality: str = "rgb") -> int:
     if path.is_dir():
         return frame_folder_count(path, modality)
     if modality == "flow":
-        raise DataError(f"{path}: flow input needs a frame folder of flow_x/flow_y JPEGs; run aarm-export extract-flow")
+        raise DataError(f"{path}: flow input needs a frame folder of flow_x/flow_y JPEGs; run `extract_flow`")
     return frame_count(path)
 
 

@@ -262,6 +262,13 @@ def test_extract_flow_refuses_bad_numbers(extra, message, dataset, tmp_path, cap
     assert not out.exists()
 
 
+def test_training_flow_on_videos_says_which_command_makes_the_flow(dataset, tmp_path, capsys, monkeypatch):
+    args = ["train", dataset, "-o", tmp_path / "run", "--model", "resnet18", "--modality", "flow", "--epochs", "1",
+            "--size", "32", "--workers", "0"]
+    line = one_line_error(*run_cli(args, capsys, monkeypatch)[::2])
+    assert line.endswith(": flow input needs a frame folder of flow_x/flow_y JPEGs; run aarm-export extract-flow")
+
+
 def test_train_keeps_files_in_its_out_folder_without_force(dataset, tmp_path, capsys, monkeypatch):
     out = tmp_path / "mine"
     out.mkdir()

@@ -91,7 +91,7 @@ def test_sample_indices_follow_the_preprocessing() -> None:
 
 def test_errors(tiny_synthetic: Path) -> None:
     records = load_split(tiny_synthetic).records
-    with pytest.raises(DataError, match="flow input needs a frame folder"):
+    with pytest.raises(DataError, match="flow input needs a frame folder of flow_x/flow_y JPEGs; run `extract_flow`$"):
         VideoDataset(records, FLOW_TSN, train=False)[0]
     with pytest.raises(DataError, match="at least one video"):
         VideoDataset([], RGB_TSN, train=True)
