@@ -31,6 +31,7 @@ ELSEWHERE = {
     "version_compat": "--version-compat",  # build
     "capture_attention": "aarm-export explain",
     "extract_flow": "aarm-export extract-flow",
+    "benchmark": "aarm-export bench",
 }
 
 

@@ -187,7 +187,7 @@ class BenchResult:
         ConfigError."""
         if data.get("version") != BENCH_VERSION:
             raise ConfigError(f"bench result version {data.get('version')} is from another aarm; this one reads "
-                              f"version {BENCH_VERSION}: rerun `aarm-export bench`")
+                              f"version {BENCH_VERSION}: rerun `benchmark`")
         try:
             return cls(
                 created=data["created"], host=data["host"], threads=data.get("threads", {}), load=data["load"],

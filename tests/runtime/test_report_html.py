@@ -80,5 +80,7 @@ def test_report_refuses_an_old_bench_result(results, tmp_path):
     old = json.loads(results[0].read_text())
     old["version"] = 1
     path = write_json(tmp_path / "old.json", old)
-    with pytest.raises(ConfigError, match="bench result version 1 .* rerun `aarm-export bench`"):
+    with pytest.raises(ConfigError, match="bench result version 1 .* rerun `benchmark`$"):  # runtime.bench's
         build_report([path], tmp_path / "r.html")
+    res = CliRunner().invoke(app, ["report", str(path), "-o", str(tmp_path / "r.html")])
+    assert str(res.exception).endswith(": rerun aarm-export bench")  # the command, on the command line
