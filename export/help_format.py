@@ -23,7 +23,8 @@ from aarm.errors import AarmError
 
 # library parameter -> the CLI option that sets it, where the two names differ
 LIBRARY_NAMES = {"num_clips": "clips", "record_baseline": "update", "max_abs": "atol", "max_rel": "rtol"}
-# library name -> the CLI words for it, where another command sets it (the running command has no such option)
+# library name -> the CLI words for it, where another command sets it or is it (a parameter of another command's
+# function, or the function itself); used where the running command has no option of that name
 ELSEWHERE = {
     "attention_outputs": "--attention-outputs",  # export
     "kernels": "--kernels",  # optimize
@@ -32,6 +33,8 @@ ELSEWHERE = {
     "capture_attention": "aarm-export explain",
     "extract_flow": "aarm-export extract-flow",
     "benchmark": "aarm-export bench",
+    "export_onnx": "aarm-export export",
+    "build_engine": "aarm-export build",
 }
 
 

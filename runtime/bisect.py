@@ -170,7 +170,7 @@ def module_outputs(model: onnx.ModelProto, where: str = "graph") -> dict[str, st
     if not found:
         raise ArtifactError(f"{where}: the graph records no module scopes (no {MODULE_OUTPUTS_KEY} metadata, no "
                             f"{SCOPES_KEY} node metadata), so its tensors cannot be matched to PyTorch modules; "
-                            "export it again with aarm-export export")
+                            "export it again with `export_onnx`")
     return found
 
 

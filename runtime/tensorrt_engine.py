@@ -58,7 +58,7 @@ class EngineTarget:
         info = sidecar.extra.get("tensorrt")
         if not isinstance(info, dict) or not all(k in info for k in ("version", "gpu", "compute_capability")):
             raise ArtifactError("engine sidecar lacks extra.tensorrt {version, gpu, compute_capability}; "
-                                "rebuild the engine with `aarm-export build`")
+                                "rebuild the engine with `build_engine`")
         return cls(str(info["version"]), str(info["gpu"]), str(info["compute_capability"]))
 
 

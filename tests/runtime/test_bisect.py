@@ -154,7 +154,7 @@ def test_skipped_modules_say_why(graphs, tiny):
     assert "(18 modules compared, 8 skipped)" in result.summary()
 
 
-def test_graph_without_module_scopes_is_refused(graphs, tiny, tmp_path):
+def test_graph_without_module_scopes_is_refused(graphs, tiny, tmp_path, capsys, monkeypatch):
     model = onnx.load(str(graphs["exported"]))
     kept = [p for p in model.metadata_props if p.key != MODULE_OUTPUTS_KEY]
     del model.metadata_props[:]
@@ -162,8 +162,11 @@ def test_graph_without_module_scopes_is_refused(graphs, tiny, tmp_path):
     bare = tmp_path / "bare.onnx"
     onnx.save(model, str(bare))
     write_sidecar(bare, read_sidecar(graphs["exported"]).derive(stage="optimize"), parent=graphs["exported"])
-    with pytest.raises(ArtifactError, match="records no module scopes"):
+    with pytest.raises(ArtifactError, match="records no module scopes.*; export it again with `export_onnx`$"):
         _bisect(bare, tiny)
+    code, _, err = run_cli(["parity", bare, "--reference", tiny.checkpoint, "--samples", "2", "--batch", "2",
+                            "--threads", "1", "--no-lineage", "--bisect"], capsys, monkeypatch)
+    assert one_line_error(code, err).endswith("; export it again with aarm-export export")
 
 
 def test_parity_command_names_the_block(graphs, tiny, tmp_path, capsys, monkeypatch):

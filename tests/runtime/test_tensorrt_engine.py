@@ -119,6 +119,16 @@ def test_check_engine_compatible_with_fake_running_targets(tmp_path):
     assert message.endswith("; rebuild it from out/model.fp16.onnx on this machine")
 
 
+def test_an_engine_sidecar_without_its_build_facts_says_to_rebuild():
+    from runtime.tensorrt_engine import EngineTarget
+
+    sidecar = Sidecar(kind="engine", stage="build", precision="fp16", model=CONFIG, classes=["a", "b", "c"],
+                      preprocessing={}, inputs=[], outputs=[], extra={})
+    with pytest.raises(ArtifactError, match="rebuild the engine with `build_engine`$") as info:
+        EngineTarget.from_sidecar(sidecar)
+    assert flag_words(str(info.value), {}).endswith("rebuild the engine with aarm-export build")
+
+
 def test_check_engine_compatible_reads_recorded_options(tmp_path):
     path = fake_engine(tmp_path, hardware="ampere+", version_compatible=True)
     assert (
