@@ -9,9 +9,12 @@ Targets (DESIGN, "TensorRT as it is today"):
   needs), per-channel weights along the output channel, biases left in float (TensorRT fuses them itself and
   its DequantizeLinear takes no int32).
 - `cpu`: unsigned 8-bit activations and int8 per-channel weights, which onnxruntime's CPU kernels run
-  fastest. Convolutions with at most 2 input channels per group (AARM's STAM convs on a one-channel map,
-  the channel-wise fusion conv) stay in float: onnxruntime's int8 kernels are several times slower than
-  its float ones on them.
+  fastest. Grouped convolutions with at most 2 input channels per group (the channel-wise fusion conv of
+  older exports) stay in float: onnxruntime's int8 kernels are several times slower than its float ones on
+  them. AARM's STAM convs (one input channel, not grouped) are quantized: a float conv in the block makes
+  onnxruntime convert the whole map between its channels-last int8 layout and channels-first twice per
+  block, which costs more than the int8 convs do (docs/optimize.md). AARM's max and channel-mean pools
+  run on the uint8 map (calibration.uint8_pools).
 
 Steps: the caller's graph passes, if given (`aarm-export calibrate` passes export.passes' standard-op passes,
 which rewrite AARM's grouped channel-wise fusion conv of older exports into weighted sums); onnxruntime's
@@ -128,7 +131,7 @@ class Target:
     activation_type: QuantType
     weight_type: QuantType
     options: tuple[tuple[str, Any], ...]  # quantize_static extra_options
-    float_conv_max_group_channels: int  # Conv with at most this many input channels per group stays float
+    float_conv_max_group_channels: int  # grouped Conv with at most this many input channels per group stays float
     description: str
     uint8_pools: bool = False  # max / channel-mean pools run on the uint8 map (calibration.uint8_pools)
 
@@ -279,19 +282,20 @@ def quantize_graph(
 
 
 def slow_int8_nodes(model: onnx.ModelProto, target: str) -> dict[str, str]:
-    """Nodes the target keeps in float for speed, with the reason: Conv whose weight has at most
-    `float_conv_max_group_channels` input channels per group."""
+    """Nodes the target keeps in float for speed, with the reason: grouped Conv (group > 1) whose weight has at
+    most `float_conv_max_group_channels` input channels per group."""
     limit = TARGETS[target].float_conv_max_group_channels
     if limit <= 0:
         return {}
     weights = {t.name: list(t.dims) for t in model.graph.initializer}
     slow = {}
     for node in model.graph.node:
-        if node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in weights:
+        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
+        if node.op_type == "Conv" and groups > 1 and len(node.input) > 1 and node.input[1] in weights:
             per_group = weights[node.input[1]][1]
             if per_group <= limit:
-                slow[node.name] = (f"{target} target: Conv with {per_group} input channel(s) per group runs slower "
-                                   "in int8 than in float on onnxruntime CPU")
+                slow[node.name] = (f"{target} target: grouped Conv with {per_group} input channel(s) per group runs "
+                                   "slower in int8 than in float on onnxruntime CPU")
     return slow
 
 

@@ -67,9 +67,22 @@ def test_int8_session_pools_the_uint8_map(users_int8, passes_graph):
                 source = producer.get(source.input[0])
             assert source is not None and source.op_type != "DequantizeLinear", name
     assert "GlobalMaxPool" not in report["session"]["ops"]
-    # what the report keeps in float is what the session runs in float (the STAM convs)
-    assert sorted(report["session"]["float"]) == sorted(e["node"] for e in report["excluded"])
-    assert {e["in_session"] for e in report["excluded"]} == {"float"}
+
+
+def test_int8_session_keeps_the_block_channels_last(users_int8, passes_graph):
+    """STAM's one-channel convs are quantized, so no float conv makes onnxruntime convert each block's map out of its
+    channels-last int8 layout and back (a Transpose pair over the full map per block)."""
+    report = users_int8.report.to_json()
+    assert report["excluded"] == [] and report["session"]["float"] == []
+    weights = {t.name: list(t.dims) for t in passes_graph.graph.initializer}
+    stam = [n.name for n in passes_graph.graph.node if n.op_type == "Conv" and weights[n.input[1]][1] == 1]
+    assert len(stam) == 3 * 8  # three per AARM block
+    session = session_graph(users_int8.output)
+    for name in stam:
+        assert {n.op_type for n in session.graph.node if n.name.startswith(name + "_token_")} == {"QLinearConv"}, name
+    ops = report["session"]["ops"]
+    assert "Conv" not in ops and "ReorderOutput" not in ops  # no float (NCHWc) convolution left
+    assert ops.get("Transpose", 0) < 8  # the input's and a few [N, C, 1, 1] ones, not two per block
 
 
 def test_int8_parity_with_float(users_int8, users_config, passes_graph, tiny, tmp_path, monkeypatch):
