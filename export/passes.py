@@ -14,6 +14,8 @@ Passes, in the order `DEFAULT_PASSES` runs them; all match by op pattern, never 
 - `global_pools`: ReduceMean / ReduceMax over every spatial axis (keepdims) -> GlobalAveragePool /
   GlobalMaxPool, which onnxruntime's CPU provider runs in its blocked NCHWc layout straight from the
   producing convolution.
+- `blocked_gates` (`OPTIMIZE_PASSES`, what `optimize` runs without kernels): the fusion's spatial gate term and
+  bias as 1x1 convs, so onnxruntime's NCHWc layout holds through the gate, residual Add and ReLU.
 - `fuse_aarm_kernels` (only with `kernels=True`): the rewritten AARM block -> the fused CPU custom ops
   of `export.kernels` (see there); the standard-op graph stays the portable artifact.
 
