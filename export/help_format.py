@@ -47,9 +47,14 @@ def _bare_flags(params: list[Any]) -> list[Any]:
 
 def flag_words(message: str, flags: dict[str, str]) -> str:
     """`message` with each backquoted library parameter that is one of `flags` ({option name: flag}) as its
-    flag, else as its ELSEWHERE words; other backquoted words stay as they are."""
-    return re.sub(r"`(\w+)`", lambda m: flags.get(LIBRARY_NAMES.get(m[1], m[1])) or ELSEWHERE.get(m[1], m[0]),
-                  message)
+    flag (an option of its own name first, then the one LIBRARY_NAMES gives), else as its ELSEWHERE words; other
+    backquoted words stay as they are."""
+
+    def words(m: re.Match[str]) -> str:
+        name = m[1]
+        return flags.get(name) or flags.get(LIBRARY_NAMES.get(name, "")) or ELSEWHERE.get(name, m[0])
+
+    return re.sub(r"`(\w+)`", words, message)
 
 
 def _own_flags(command: Any) -> dict[str, str]:

@@ -10,6 +10,7 @@ def test_a_commands_own_option_becomes_its_flag():
     # LIBRARY_NAMES: the library's name differs from the option's
     assert flag_words("`num_clips` must be >= 1", flags) == "--clips must be >= 1"
     assert flag_words("tolerance `max_rel` must be > 0", flags) == "tolerance --rtol must be > 0"
+    assert flag_words("`max_rel` > 0", {"max_rel": "--max-rel"}) == "--max-rel > 0"  # its own option first
     # not an option of this command, nor set elsewhere: the parameter stays as it is
     assert flag_words("pass `resume` to continue", flags) == "pass `resume` to continue"
 
