@@ -700,7 +700,7 @@ def _check_session(
         names = ", ".join(e.node for e in quantized[:5])
         raise ArtifactError(
             f"{len(quantized)} node(s) kept in float run quantized in onnxruntime's optimised session ({names}); "
-            "quantize the standard-op graph (aarm-export optimize, or calibrate with the graph passes)")
+            "quantize the standard-op graph (`optimize_onnx`, or calibrate with `graph_passes`)")
     ops = Counter(n.op_type for n in session.graph.node)
     return SessionCheck(
         True, float_nodes=[e.node for e in excluded if e.in_session == "float"],

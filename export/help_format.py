@@ -22,7 +22,8 @@ import typer.core
 from aarm.errors import AarmError
 
 # library parameter -> the CLI option that sets it, where the two names differ
-LIBRARY_NAMES = {"num_clips": "clips", "record_baseline": "update", "max_abs": "atol", "max_rel": "rtol"}
+LIBRARY_NAMES = {"num_clips": "clips", "record_baseline": "update", "max_abs": "atol", "max_rel": "rtol",
+                 "graph_passes": "passes"}
 # library name -> the CLI words for it, where another command sets it or is it (a parameter of another command's
 # function, or the function itself); used where the running command has no option of that name
 ELSEWHERE = {
@@ -35,6 +36,7 @@ ELSEWHERE = {
     "benchmark": "aarm-export bench",
     "export_onnx": "aarm-export export",
     "build_engine": "aarm-export build",
+    "optimize_onnx": "aarm-export optimize",
 }
 
 
