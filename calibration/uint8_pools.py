@@ -66,7 +66,7 @@ def rewrite_pools(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, st
         elif (node.op_type == "ReduceMean" and static and _keepdims(node) == 1
               and _reduce_axes(node, initializers) in ([1], [-3])):
             weight = numpy_helper.from_array(np.full((1, dims[1], 1, 1), 1.0 / dims[1], np.float32),
-                                             f"{node.name}_channel_mean_weight")
+                                             f"{node.output[0]}_channel_mean_weight")  # outputs are unique
             weights.append(weight)
             node = helper.make_node("Conv", [node.input[0], weight.name], list(node.output), name=node.name,
                                     kernel_shape=[1, 1])
