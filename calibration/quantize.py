@@ -87,6 +87,7 @@ from calibration.sensitivity import (
     QDQ_OPS,
     Quantized,
     Search,
+    dequantized_readers,
     float_variant,
     graph_scores,
     quantized_nodes,
@@ -252,7 +253,8 @@ def quantize_graph(
     """Writes to `out` and returns a QDQ graph of `graph` (pre-processed) from ranges: quantize_static reads them from a
     calibration cache file, so it runs no calibration itself. `exclude`: node names kept in float; where
     quantize_static still feeds one of them from a DequantizeLinear (a tensor that a quantized Reshape or
-    Concat passes on), it is rewired to the float tensor, so excluded nodes read and compute float only.
+    Concat passes on, or one that reaches it through a Reshape that onnxruntime would move the
+    DequantizeLinear past), it is rewired to the float tensor, so excluded nodes read and compute float only.
     float_model: `graph` already loaded (else it is read when needed). A target with uint8_pools also quantizes
     ReduceMax, its output on its input's range (calibration.uint8_pools: exact, run on the uint8 map)."""
     _check_choice(target, TARGETS, "target")
@@ -274,7 +276,7 @@ def quantize_graph(
                 calibrate_method=METHODS[method], extra_options=t.extra_options, calibration_cache_path=ranges_file,
             )
     qmodel = load_onnx(out)
-    fed = {n.name for n in quantized_nodes(qmodel)} & set(exclude)
+    fed = dequantized_readers(qmodel, set(exclude))
     if fed:
         qmodel = float_variant(qmodel, float_model or load_onnx(graph), fed)
         onnx.save(qmodel, str(out))

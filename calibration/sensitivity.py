@@ -203,6 +203,29 @@ def layer_groups(model: onnx.ModelProto) -> list[LayerGroup]:
 # ---------------------------------------------------------------------------------------------- surgery
 
 
+# ops onnxruntime's QDQ propagation moves a DequantizeLinear past (DQ -> Reshape becomes Reshape -> DQ)
+PASS_THROUGH_OPS = frozenset({"Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze"})
+
+
+def _passes_on_dequantized(tensor: str, producer: dict[str, onnx.NodeProto], dequantized: set[str]) -> bool:
+    """Whether `tensor` is made by a chain of PASS_THROUGH_OPS from a DequantizeLinear's output."""
+    node = producer.get(tensor)
+    while node is not None and node.op_type in PASS_THROUGH_OPS and node.input:
+        if node.input[0] in dequantized:
+            return True
+        node = producer.get(node.input[0])
+    return False
+
+
+def dequantized_readers(model: onnx.ModelProto, names: Collection[str]) -> set[str]:
+    """Those of the nodes `names` that read a DequantizeLinear's output, directly or through PASS_THROUGH_OPS
+    (which onnxruntime moves the DequantizeLinear past): float nodes its session would run quantized."""
+    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    producer = producers(model.graph.node)
+    return {n.name for n in model.graph.node if n.name in names and n.op_type not in QDQ_OPS and any(
+        i in dequantized or _passes_on_dequantized(i, producer, dequantized) for i in n.input if i)}
+
+
 def float_variant(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, nodes: Collection[str]) -> onnx.ModelProto:
     """The INT8 graph `qmodel` with `nodes` computed in float: each takes back its inputs and outputs from
     the float graph `fmodel` it was quantized from (float weights, float activations); producers the
@@ -217,13 +240,32 @@ def float_variant(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, nodes: Colle
     float_producer = producers(fmodel.graph.node)
     float_init = {t.name: t for t in fmodel.graph.initializer}
     dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-    for node in graph.node:
+    q_producer = producers(graph.node)
+    names = {n.name for n in graph.node}
+    copies: dict[str, str] = {}
+
+    def float_path(tensor: str) -> str:
+        """`tensor`, or a float copy of it where the INT8 graph makes it by passing on a dequantized tensor
+        (DQ -> Reshape -> ...): onnxruntime moves the DQ past such ops and then quantizes the excluded node."""
+        if tensor in copies or not _passes_on_dequantized(tensor, q_producer, dequantized):
+            return copies.get(tensor, tensor)
+        copy = onnx.NodeProto()
+        copy.CopyFrom(float_producer[tensor])
+        while copy.name in names:
+            copy.name += "_float"
+        names.add(copy.name)
+        copy.input[0] = float_path(copy.input[0])
+        copies[tensor] = copy.output[0] = f"{tensor}_float"
+        graph.node.append(copy)
+        return copies[tensor]
+
+    for node in list(graph.node):
         if node.name in nodes:
             source = float_nodes.get(node.name)
             if source is None or source.op_type != node.op_type:
                 raise ArtifactError(f"node {node.name!r} is not a {node.op_type} of the float graph; "
                                     "sensitivity needs the graph the INT8 one was quantized from")
-            inputs = list(source.input)
+            inputs = [float_path(i) if i else i for i in source.input]
             for i, name in enumerate(inputs):
                 if name in dequantized and name in float_init:  # a bias the quantizer kept the name of (int32 + DQ)
                     inputs[i] = f"{name}_float"
@@ -234,7 +276,6 @@ def float_variant(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, nodes: Colle
             del node.input[:], node.output[:]
             node.input.extend(inputs)
             node.output.extend(source.output)
-    names = {n.name for n in graph.node}
     while True:
         available = set(producers(graph.node))
         available |= {i.name for i in graph.input} | {t.name for t in graph.initializer}
