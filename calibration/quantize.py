@@ -64,6 +64,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from aarm.data.preprocessing import Preprocessing
 from aarm.errors import ConfigError, DataError
 from aarm.fileio import atomic_path, check_writable, write_json
+from aarm.progress import Progress
 from calibration.cache import cache_key, load_ranges, save_ranges, write_tensorrt_table
 from calibration.reader import (
     ClipReader,
@@ -99,7 +100,6 @@ from runtime.errors import ArtifactError
 from runtime.graph_precision import consumers, producers
 from runtime.onnx_file import load_onnx
 
-ProgressFn = Callable[[str, int, int], None]
 GraphPasses = Callable[[onnx.ModelProto], tuple[onnx.ModelProto, list[dict[str, Any]]]]
 DEFAULT_MAX_DROP = 1.0
 # Ops of onnxruntime's optimised CPU graphs that compute in 8-bit (QDQ groups fused into quantized kernels).
@@ -213,7 +213,7 @@ class _HistogramCollector(HistogramCollector):
 
 def compute_ranges(
     graph: Path, reader: ClipReader, method: str, *, workdir: Path, chunk: int = 4,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> TensorsData:
     """Tensor ranges of `graph` over the reader's clips with onnxruntime's calibrator for `method`
     (minmax | entropy | percentile). Reads `chunk` batches at a time, so memory stays bounded."""
@@ -544,7 +544,7 @@ def _float_graph(
 
 def _ranges(
     graph: Path, source: _FloatArtifact, calib: ClipSet, config: CalibrationConfig, passes_run: list[str],
-    work: Path, progress: ProgressFn | None,
+    work: Path, progress: Progress | None,
 ) -> tuple[TensorsData, CacheUse]:
     """Tensor ranges from the cache, else from the calibrator over the calibration clips (then cached)."""
     options = {"calibrator": CALIBRATOR_OPTIONS[config.method], "preprocess": config.preprocess,
@@ -568,7 +568,7 @@ def _ranges(
 
 def _quantize_within_budget(
     quantize: Callable[[Collection[str]], Quantized], fmodel: onnx.ModelProto, source: _FloatArtifact, clips: _Clips,
-    config: CalibrationConfig, progress: ProgressFn | None,
+    config: CalibrationConfig, progress: Progress | None,
 ) -> tuple[Quantized, Search | None, HeldOutAccuracy | None]:
     """The INT8 graph: everything quantizable quantized when there are no held-out clips, else the exclusion
     search's graph (calibration.sensitivity) with its accuracy on them."""
@@ -609,7 +609,7 @@ def _kept_in_float(forced: dict[str, str], search: Search | None, max_drop: floa
 
 def calibrate(
     model: Path, out: Path, config: CalibrationConfig, *, graph_passes: GraphPasses | None = None,
-    force: bool = False, progress: ProgressFn | None = None,
+    force: bool = False, progress: Progress | None = None,
 ) -> CalibrationResult:
     """Quantize the float ONNX artifact `model` to an INT8 Q/DQ graph `out` as `config` says (see the module
     docstring); writes its sidecar, the JSON report and the TensorRT calibration table beside it.

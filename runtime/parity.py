@@ -154,11 +154,6 @@ class ParityResult:
         }
 
 
-def _scores(runner: Runner, feed: dict[str, np.ndarray]) -> np.ndarray:
-    out = runner.infer(feed)
-    return out["scores"] if "scores" in out else out[runner.output_names[0]]
-
-
 def _reference_feed(reference: Runner, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The artifact's feed renamed/cast to the reference's inputs (same order)."""
     return {spec.name: arr.astype(spec.dtype, copy=False)
