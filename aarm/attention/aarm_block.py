@@ -5,10 +5,46 @@ from torch import nn
 
 from aarm.attention.cam import CAM
 from aarm.attention.layers import conv_nd
+from aarm.attention.pooling import hand_written_backward, mixed_pools
 from aarm.attention.stam import STAM
 from aarm.errors import ConfigError
 
 FUSIONS = ("parallel", "sequential")
+
+
+class _GatedFusion(torch.autograd.Function):
+    """y = x * (u + w2 * v) + b, the forward of `ParallelFusion.gated` op for op, with a backward of two
+    elementwise passes (dL/dx = g * t, g * x) and two batched matmuls reading g * x once each, for dL/du and
+    dL/dw2 together and for dL/dv; autograd's addcmul backwards take four elementwise passes and the
+    broadcast reductions. x, t (N, C, *S); u (N, C, 1, ...); v (N, 1, *S); w2, b (1, C, 1, ...)."""
+
+    @staticmethod
+    def forward(
+        ctx, x: torch.Tensor, u: torch.Tensor, w2: torch.Tensor, v: torch.Tensor, b: torch.Tensor
+    ) -> torch.Tensor:
+        t = torch.addcmul(u, w2, v)
+        ctx.save_for_backward(x, t, w2, v)
+        return torch.addcmul(b, x, t)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, t, w2, v = ctx.saved_tensors
+        n, c = x.shape[:2]
+        need_x, need_u, need_w2, need_v, need_b = ctx.needs_input_grad
+        grad_x = grad * t if need_x else None
+        grad_u = grad_w2 = grad_v = grad_b = None
+        if need_u or need_w2 or need_v:
+            gx = (grad * x).reshape(n, c, -1)  # (N, C, S)
+            if need_u or need_w2:
+                v_flat = v.reshape(n, -1)
+                both = torch.bmm(gx, torch.stack((torch.ones_like(v_flat), v_flat), dim=2))  # (N, C, 2)
+                grad_u = both[..., 0].reshape(n, c, *([1] * (x.dim() - 2)))
+                grad_w2 = both[..., 1].sum(0).reshape(w2.shape)
+            if need_v:
+                grad_v = torch.bmm(w2.reshape(1, 1, c).expand(n, 1, c), gx).reshape(v.shape)
+        if need_b:
+            grad_b = grad.sum(dim=[0, *range(2, grad.dim())]).reshape(1, c, *([1] * (x.dim() - 2)))
+        return grad_x, grad_u, grad_w2, grad_v, grad_b
 
 
 class ParallelFusion(nn.Module):
@@ -44,8 +80,11 @@ class ParallelFusion(nn.Module):
         """forward(g_ch * x, g_st * x) as x * (w1 * g_ch + w2 * g_st) + b: two passes over (N, C, *S).
 
         x (N, C, *S); g_ch, the channel gate, (N, C, 1, ...); g_st, the spatial gate, (N, 1, *S).
+        Where `hand_written_backward(x)` (training), one autograd node with a backward of fewer passes.
         """
         w1, w2, b = self.coefficients()
+        if hand_written_backward(x):
+            return _GatedFusion.apply(x, w1 * g_ch, w2, g_st, b)
         return torch.addcmul(b, x, torch.addcmul(w1 * g_ch, w2, g_st))
 
 
@@ -80,4 +119,7 @@ class AARMBlock(nn.Module):
         if self.fuse is None:
             m_ch = self.cam(x) * x
             return self.stam(m_ch) * m_ch
+        if hand_written_backward(x):  # training: both pools in one autograd node (see mixed_pools)
+            pooled, per_position = mixed_pools(x, self.cam.alpha, self.stam.alpha)
+            return self.fuse.gated(x, self.cam.gate(pooled), self.stam.gate(per_position))
         return self.fuse.gated(x, self.cam(x), self.stam(x))

@@ -26,4 +26,8 @@ class CAM(nn.Module):
         self.fc2 = conv(hidden, channels, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.fc2(self.relu(self.fc1(mixed_global_pool(x, self.alpha)))))
+        return self.gate(mixed_global_pool(x, self.alpha))
+
+    def gate(self, pooled: torch.Tensor) -> torch.Tensor:
+        """The map from the mixed global pool: (N, C, 1, ...) -> (N, C, 1, ...)."""
+        return torch.sigmoid(self.fc2(self.relu(self.fc1(pooled))))

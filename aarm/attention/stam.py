@@ -54,7 +54,11 @@ class STAM(nn.Module):
         return torch.sigmoid(self.conv(mixed_channel_pool(x, self.alpha)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        attention = self.attention_map(x)
+        return self.gate(mixed_channel_pool(x, self.alpha))
+
+    def gate(self, pooled: torch.Tensor) -> torch.Tensor:
+        """F_st from the channel-wise mixed pool (N, 1, *S): A, or in training H with probability chi."""
+        attention = torch.sigmoid(self.conv(pooled))
         if self.training and self.chi > 0.0:
             pick = torch.rand(attention.shape[0], device=attention.device) < self.chi
             pick = pick.view(-1, *([1] * (attention.dim() - 1)))

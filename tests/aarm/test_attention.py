@@ -202,3 +202,33 @@ def test_pools_trace_the_same_graph_under_onnx_export(monkeypatch):
     monkeypatch.setattr(pooling, "differentiable", lambda *t: True)
     assert default == ops()
 
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("data", ["random", "tied"])
+def test_training_block_one_node_backwards_match_equation_5(dims, data):
+    """In training the parallel block pools through one autograd node and fuses through another (fewer passes
+    over the map in backward): outputs, dL/dx and every parameter's gradient equal eq. 5 written with the
+    modules' own forwards and autograd's per-op backwards (float64, to rounding), with STAM's random pick
+    drawing the same numbers. "tied": integer-valued maps, where the maxes' gradients must go to the same
+    argmax (the first) in both."""
+    torch.manual_seed(dims)
+    block = AARMBlock(16, dims=dims, chi=0.5).train().double()
+    with torch.no_grad():
+        block.fuse.conv.weight.copy_(1 + 0.5 * torch.randn_like(block.fuse.conv.weight))
+        block.fuse.conv.bias.normal_()
+    shape = (4, 16, *([5] * dims))
+    x = (torch.randint(0, 3, shape) if data == "tied" else torch.randn(shape)).double().requires_grad_(True)
+    params = [x, *block.parameters()]
+    torch.manual_seed(7)
+    y = block(x)
+    got = torch.autograd.grad((y * torch.linspace(-1, 1, y.numel()).view_as(y)).sum(), params)
+    after = torch.rand(4)
+    assert y.grad_fn.name() == "_GatedFusionBackward"  # the one-node path ran
+    torch.manual_seed(7)
+    reference = block.fuse(block.cam(x) * x, block.stam(x) * x)
+    want = torch.autograd.grad((reference * torch.linspace(-1, 1, y.numel()).view_as(y)).sum(), params)
+    assert torch.equal(torch.rand(4), after)  # the same random numbers drawn, so the same picks
+    assert (y - reference).abs().max() <= 1e-12 * reference.abs().max()
+    for name, g, w in zip(["x", *(n for n, _ in block.named_parameters())], got, want, strict=True):
+        assert (g - w).abs().max() <= 1e-10 * w.abs().max().clamp_min(1e-300), name
