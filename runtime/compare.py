@@ -15,8 +15,8 @@ Vocabulary (every metric a fraction, never a percent):
   rel_mse              rel_rms squared (calibration's per-layer "score error")
   min_cosine, mean_cosine   per-clip cosine similarity of the two score vectors
   top1, top5           share of clips whose top-1 class / top-5 set is a top-1 / top-5 of the reference
-                       (where reference scores tie, any of the tied classes is; top5: None for 5 classes
-                       or fewer, where the set is every class)
+                       (where reference scores tie, to TIE_REL of the clip's largest |score|, any of the
+                       tied classes is; top5: None for 5 classes or fewer, where the set is every class)
 and with labels (N,): accuracy, reference_accuracy, accuracy_drop (reference minus artifact) and lost
 (share of clips the reference gets right and the artifact wrong; flips the other way do not offset it).
 
@@ -159,6 +159,9 @@ def _pair(scores: np.ndarray, reference: np.ndarray) -> tuple[np.ndarray, np.nda
     return a, b
 
 
+TIE_REL = 1e-6  # reference scores closer than this times the clip's largest |score| are tied (top-1 / top-5)
+
+
 def score_metrics(scores: np.ndarray, reference: np.ndarray, *, rankings: bool = True) -> dict[str, Any]:
     """Error metrics (see the module docstring) of `scores` (N, C) against `reference` (N, C). rankings
     False: top1 and top5 are None (feature maps flattened to (N, C*H*W), where ranks mean nothing)."""
@@ -189,16 +192,19 @@ def score_metrics(scores: np.ndarray, reference: np.ndarray, *, rankings: bool =
     }
     if not rankings:
         return {**errors, "top1": None, "top5": None}
-    # Agreement: the artifact's top-k is a top-k of the reference. Where the reference has tied scores, any of
-    # the tied classes is as much in its top-k as the one its sort happened to pick (a trained model's noise
-    # scores can tie exactly), so a class counts if its reference score reaches the reference's k-th largest.
+    # Agreement: the artifact's top-k is a top-k of the reference. Where reference scores tie, any of the tied
+    # classes is as much in its top-k as the one its sort happened to pick, so a class counts if its reference
+    # score reaches the reference's k-th largest; scores within TIE_REL of the clip's largest |score| (float32
+    # rounding) are ties. AARM's VCM gates unlikely classes' scores to exactly 0 or ~1e-6 (sigmoid saturates),
+    # so a trained model's top-5 often ends in such ties.
     k = min(5, a.shape[1])
     top_a = np.argsort(-a, axis=1, kind="stable")[:, :k]
     ranked = -np.sort(-b, axis=1)
-    in_b = np.take_along_axis(b, top_a, axis=1) >= ranked[:, k - 1 : k]
+    tie = TIE_REL * np.abs(b).max(axis=1, keepdims=True)
+    in_b = np.take_along_axis(b, top_a, axis=1) >= ranked[:, k - 1 : k] - tie
     return {
         **errors,
-        "top1": float(np.mean(np.take_along_axis(b, top_a[:, :1], axis=1)[:, 0] >= ranked[:, 0])),
+        "top1": float(np.mean(np.take_along_axis(b, top_a[:, :1], axis=1) >= ranked[:, :1] - tie)),
         # with 5 classes or fewer the top-5 set is every class: agreement would be 100 % by construction
         "top5": float(np.mean(in_b.all(axis=1))) if a.shape[1] > 5 else None,
     }

@@ -57,6 +57,15 @@ def test_score_metrics_of_known_scores():
     reordered = tied + np.array([[0, 1e-7, 0, 0, 0, 2e-7, 0, 0], [0, 0, 0, 0, 0, 0, 37.0, 0]])
     mt = score_metrics(reordered, tied)
     assert mt["top1"] == 0.5 and mt["top5"] == 0.5  # clip 0 agrees; clip 1's class 6 jumped to the top
+    # near-ties: scores 1e-6 apart at a largest |score| of 20 (float32 rounding of a trained model's gated
+    # scores) are tied; 1e-3 apart they are not
+    near = np.array([[20.0, 3.0, 2.0, 1.0, 2e-6, 1e-6, 0.0, -5.0]] * 2)
+    swapped = near.copy()
+    swapped[0, [4, 5]] = near[0, [5, 4]]
+    swapped[1, 4], swapped[1, 5] = 1e-3, 2e-3
+    near[1, 4], near[1, 5] = 2e-3, 1e-3
+    mn = score_metrics(swapped, near)
+    assert mn["top5"] == 0.5 and mn["top1"] == 1.0
     fails = judge(m, Tolerances(min_top1=0.5, max_abs=10.0), "random")
     assert fails == [Failure("top1", 0.0, 0.5, "random", "min")] and str(fails[0]) == "random: top1 0 < 0.5"
     # near-1 cosine limits print the 1 - cosine too: "min_cosine 1 < 1" said nothing
