@@ -19,6 +19,10 @@ every correct artifact and fails the tampered ones; the table shows both.
 Sizes: 2D models K = 3 segments of 64x64 (flow: 20-channel stacks), ResNet-3D-18 16x56x56, C3D its fixed
 16x112x112; 101 classes; 8 random clips (4 for C3D), 8 synthetic clips. The whole run took 61 min on the
 shared 2-core CPU at load ~8 (2026-11-27); `--models` and `--reuse` rerun parts of it.
+
+`--train-steps N --out FILE` measures the RGB models after N AdamW steps on another synthetic set instead
+(how training changes the error of a deep random network; results/parity_limits_trained.json), in a file
+of its own: the default file is the basis of parity's limits (runtime/parity_limits.py).
 """
 
 import argparse
@@ -78,7 +82,7 @@ def configurations(models: list[str]) -> list[dict[str, Any]]:
 
 def build_model(cfg: dict[str, Any], seed: int) -> tuple[torch.nn.Module, Preprocessing]:
     """A random model with BatchNorm statistics from two training-mode passes over standard-normal clips
-    (cfg["bn"] "calibrated") or as initialised ("init")."""
+    (cfg["bn"] "calibrated", and "trained", which `train` then trains) or as initialised ("init")."""
     torch.manual_seed(seed)
     options = {"segments": cfg["segments"]} if cfg["dims"] == 2 else {}
     model = aarm.create_model(cfg["model"], num_classes=CLASSES, attention=cfg["attention"],
@@ -96,6 +100,25 @@ def build_model(cfg: dict[str, Any], seed: int) -> tuple[torch.nn.Module, Prepro
     for m in norms:
         m.momentum = 0.1
     return model.eval(), prep
+
+
+def train(model: torch.nn.Module, prep: Preprocessing, data: Path, steps: int) -> torch.nn.Module:
+    """`model` after `steps` AdamW steps (lr 1e-3, batch 8) on the labelled test clips of the synthetic
+    dataset at `data`, in eval mode."""
+    from runtime.parity import labelled_batches
+
+    pairs = list(labelled_batches(str(data), prep, ["input"], samples=0, batch=16))
+    x = torch.from_numpy(np.concatenate([feed["input"] for feed, _ in pairs]))
+    y = torch.from_numpy(np.concatenate([labels for _, labels in pairs])).long()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randint(0, len(x), (8,))
+        loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
 
 
 def tampered(path: Path) -> tuple[bytes, str]:
@@ -142,9 +165,12 @@ def scores_onnx(runner: OnnxRuntimeRunner, x: np.ndarray, batch: int = 4) -> np.
                                for i in range(0, len(x), batch)])
 
 
-def measure(cfg: dict[str, Any], workdir: Path, data: Path | None, reuse: bool, threads: int) -> dict[str, Any]:
+def measure(cfg: dict[str, Any], workdir: Path, data: Path | None, reuse: bool, threads: int,
+            train_data: Path | None = None) -> dict[str, Any]:
     model, prep = build_model(cfg, seed=0)
-    stem = f"{cfg['model']}_{cfg['modality']}_{cfg['attention']}_{cfg['bn']}"
+    if cfg["bn"] == "trained":
+        model = train(model, prep, train_data, cfg["train_steps"])
+    stem = f"{cfg['model']}_{cfg['modality']}_{cfg['attention']}_{cfg['bn']}{cfg.get('train_steps', '')}"
     paths = {k: workdir / f"{stem}.{k}.onnx" for k in ARTIFACTS}
     timings: dict[str, float] = {}
     t = time.perf_counter()
@@ -210,7 +236,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-clips", action="store_true", help="Random inputs only (no synthetic dataset).")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "parity_limits.json")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="Train each RGB model this many AdamW steps on another synthetic set first (how much "
+                             "training changes the error of deep models; needs --out: the default file is the "
+                             "basis of parity's limits).")
     args = parser.parse_args()
+    if args.train_steps and ("--out" not in sys.argv or args.no_clips):
+        parser.error("--train-steps needs --out (another file than the limits' basis) and the synthetic clips")
     torch.set_num_threads(args.threads)
     tmp = tempfile.TemporaryDirectory(prefix="aarm-parity-limits-")
     workdir = args.workdir or Path(tmp.name)
@@ -222,15 +254,26 @@ def main() -> None:
         data = workdir / "synthetic"
         if not (args.reuse and data.is_dir()):
             make_synthetic(data, classes=4, videos_per_class=4, frames=20, size=72, seed=0, force=True)
+    train_data = None
+    if args.train_steps:
+        from aarm.data.synthetic import make_synthetic
+
+        train_data = workdir / "synthetic-train"
+        if not (args.reuse and train_data.is_dir()):
+            make_synthetic(train_data, classes=4, videos_per_class=24, frames=20, size=72, seed=1, force=True)
     start = time.perf_counter()
     results: list[dict[str, Any]] = []
     meta = {"kind": "parity_limits", "host": platform.node(), "cpu": platform.processor() or platform.machine(),
             "threads": args.threads, "versions": software_versions(), "classes": CLASSES,
             "tamper": f"output channel 0 of the first 3x3 conv x {TAMPER_SCALE}"}
-    for cfg in configurations(args.models):
+    configs = configurations(args.models)
+    if args.train_steps:  # RGB models, calibrated then trained
+        configs = [{**c, "bn": "trained", "train_steps": args.train_steps} for c in configs
+                   if c["modality"] == "rgb" and c["bn"] == "calibrated"]
+    for cfg in configs:
         label = f"{cfg['model']} {cfg['modality']} {cfg['attention']} (BN {cfg['bn']})"
         t = time.perf_counter()
-        results.append(measure(cfg, workdir, data, args.reuse, args.threads))
+        results.append(measure(cfg, workdir, data, args.reuse, args.threads, train_data))
         console.print(f"{label}: {time.perf_counter() - t:.0f} s", highlight=False)
         write_json(args.out, {**meta, "elapsed_s": time.perf_counter() - start, "results": results,
                               "worst": summary(results)})
@@ -241,7 +284,8 @@ def main() -> None:
                 if key not in a:
                     continue
                 m, bad = a[key], a[f"{key}_tampered"]
-                attention = r["attention"] + (" (BN init)" if r["bn"] == "init" else "")
+                attention = r["attention"] + {"init": " (BN init)", "trained": f" (trained {r.get('train_steps')})"
+                                              }.get(r["bn"], "")
                 rows.append((r["model"], r["modality"], attention, kind, key, f"{m['max_abs']:.2e}",
                              f"{m['max_rel']:.2e}", f"{m['rel_rms']:.2e}", f"{1 - m['min_cosine']:.1e}",
                              f"{m['top1']:.0%}", f"{bad['max_rel']:.2e}", f"{bad['rel_rms']:.2e}"))
