@@ -132,10 +132,13 @@ def bench_figures(results: list[BenchResult]) -> list[Figure]:
     for batch in sorted({r.batch for r in items}):
         at = [r for r in items if r.batch == batch]
         fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(at) + 2), 3.8))
-        ax.boxplot([r.samples_ms for r in at], showfliers=True)
+        samples = [r.samples_ms for r in at]
+        ax.boxplot(samples, showfliers=True)
         ax.set_xticks(range(1, len(at) + 1), _labels(at), rotation=20, ha="right")
-        ax.set_ylabel("latency per call (ms)")
-        ax.set_title(f"Latency distribution, batch {batch}")
+        low, high = min(min(s) for s in samples), max(max(s) for s in samples)
+        if low > 0 and high / low > 10:  # a slow artifact (or its outliers) would flatten the others' boxes
+            ax.set_yscale("log")
+        ax.set_ylabel("latency per call (ms)" + (", log scale" if ax.get_yscale() == "log" else ""))
         ax.grid(axis="y", alpha=0.3)
         figures.append(Figure(f"latency_batch{batch}", f"Latency distribution, batch {batch}", _png(fig)))
     fig, ax = plt.subplots(figsize=(6, 3.8))
