@@ -45,8 +45,8 @@ def test_channels_last_on_cpu_is_the_same_fp32_maths(tiny):
     scores = _scores(runner, x)
     assert scores.dtype == np.float32
     metrics = score_metrics(scores, _reference(tiny, x))
-    tol = default_tolerances("fp32")
-    assert metrics["max_abs"] <= tol.max_abs and metrics["top1"] == 1.0
+    tol = default_tolerances("fp32", "resnet18")  # the tiny model's backbone: its measured FP32 limits, on the CPU
+    assert metrics["max_rel"] <= tol.max_rel and metrics["min_cosine"] >= tol.min_cosine and metrics["top1"] == 1.0
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
@@ -125,6 +125,6 @@ def test_cuda_runner_with_graphs_matches_the_cpu_reference(tiny, precision):
     tol = default_tolerances("fp32" if precision == "fp32" else "fp16")
     metrics = score_metrics(first, ref)
     if precision == "fp32":  # strict FP32 (TF32 off): rounding-level differences only
-        assert metrics["max_abs"] <= tol.max_abs
+        assert metrics["max_rel"] <= tol.max_rel and metrics["min_cosine"] >= tol.min_cosine
     else:
         assert metrics["max_rel"] <= tol.max_rel and metrics["min_cosine"] >= tol.min_cosine
