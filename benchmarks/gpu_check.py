@@ -51,6 +51,7 @@ from aarm.errors import AarmError  # noqa: E402
 from aarm.fileio import write_json, write_text  # noqa: E402
 from runtime.backends import open_runner  # noqa: E402
 from runtime.backends.torch_backend import TorchRunner  # noqa: E402
+from runtime.compare import NONFINITE, judge, score_metrics  # noqa: E402
 from runtime.host import software_versions  # noqa: E402
 from runtime.parity import default_tolerances  # noqa: E402
 from runtime.runner import Runner  # noqa: E402
@@ -244,34 +245,20 @@ def cpu_reference(model: torch.nn.Module, x: np.ndarray, chunk: int = 8) -> np.n
 
 
 # -- parity ------------------------------------------------------------------------------------------------
-_LIMITS = (("max_abs", "max_abs", "<="), ("max_rel", "max_rel", "<="), ("min_cosine", "min_cosine", ">="),
-           ("mean_cosine", "min_mean_cosine", ">="), ("top1", "min_top1", ">="), ("top5", "min_top5", ">="))
-
-
 def parity(scores: np.ndarray, reference: np.ndarray, precision: str) -> dict[str, Any]:
-    """Scores (N, C) against the CPU FP32 reference, judged by the precision's default limits (runtime.parity)."""
-    a, b = scores.astype(np.float64), reference.astype(np.float64)
-    finite = bool(np.isfinite(a).all())
-    diff = np.abs(a - b)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-30)
-    k = min(5, a.shape[1])
-    top_a, top_b = np.argsort(-a, axis=1)[:, :k], np.argsort(-b, axis=1)[:, :k]
-    metrics = {"clips": int(a.shape[0]), "finite": finite, "max_abs": float(diff.max()),
-               "max_rel": float(diff.max() / (np.abs(b).max() or 1.0)), "min_cosine": float(cos.min()),
-               "mean_cosine": float(cos.mean()), "top1": float((top_a[:, 0] == top_b[:, 0]).mean()),
-               "top5": float(np.mean([set(p) == set(q) for p, q in zip(top_a, top_b, strict=True)]))}
+    """Scores (N, C) against the CPU FP32 reference: runtime.compare's metrics, judged by the precision's
+    general default limits (runtime.parity; the per-backbone table is for onnxruntime CPU)."""
+    m = score_metrics(scores, reference)
+    finite = not (m["artifact_nonfinite"] or m["reference_nonfinite"])
+    metrics = {"clips": int(len(scores)), "finite": finite,
+               **{k: m[k] for k in ("max_abs", "max_rel", "min_cosine", "mean_cosine", "top1", "top5")}}
     try:
         tol = default_tolerances(precision)
     except AarmError as exc:
         return {**metrics, "judged": False, "ok": None, "note": str(exc)}
     failures = [] if finite else ["non-finite scores"]
-    for metric, limit, sense in _LIMITS:
-        bound = getattr(tol, limit, None)
-        if bound is None:
-            continue
-        value = metrics[metric]
-        if (value > bound) if sense == "<=" else (value < bound):
-            failures.append(f"{metric} {value:.4g} {'>' if sense == '<=' else '<'} {bound:g}")
+    failures += [f"{f.metric} {f.measured:.4g} {'>' if f.kind == 'max' else '<'} {f.limit:g}"
+                 for f in judge(m, tol, "gpu") if f.metric not in NONFINITE]
     return {**metrics, "judged": True, "ok": not failures, "failures": failures}
 
 

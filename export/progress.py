@@ -5,7 +5,6 @@ On a terminal a live bar; into a log or a pipe, where a live bar shows nothing u
 steady interval (`aarm.progress.plain_progress`, at most every PLAIN_PROGRESS_INTERVAL_S seconds).
 """
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -13,7 +12,6 @@ from typing import Any
 from rich import progress as rich_progress
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-import aarm.progress
 from aarm.progress import Progress, plain_progress
 from export.console import console
 
@@ -39,26 +37,3 @@ def progress_callback(transient: bool = True) -> Iterator[Progress]:
                 bar.remove_task(tasks.pop(phase))
 
         yield report
-
-
-class LoggedProgress(rich_progress.Progress):
-    """rich's Progress for commands that drive one bar themselves (bench, predict, parity): when its console is
-    not a terminal, it also prints "what: done/total (elapsed s)" at most every PLAIN_PROGRESS_INTERVAL_S."""
-
-    _last_line = 0.0
-
-    def update(self, task_id: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        super().update(task_id, **kwargs)
-        now = time.monotonic()
-        if not self.console.is_terminal and now - self._last_line >= aarm.progress.PLAIN_PROGRESS_INTERVAL_S:
-            self._last_line = now
-            task = self._tasks[task_id]
-            total = f"/{task.total:.0f}" if task.total is not None else ""
-            self.console.print(f"{task.description}: {task.completed:.0f}{total} ({task.elapsed or 0:.0f} s)",
-                               highlight=False, markup=False)
-
-
-def progress_bar() -> rich_progress.Progress:
-    """One transient bar that the caller adds its task to and advances."""
-    return LoggedProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                          console=console, transient=True)

@@ -13,7 +13,7 @@ reference's PyTorch hooks, as `result.attention` rows (`runtime.attention_parity
 """
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from aarm.errors import AarmError, ConfigError, DataError
+from aarm.progress import Progress
 from runtime.attention_parity import AttentionPairs
 from runtime.compare import Failure, Tolerances, gated, judge_sets, label_metrics, score_metrics
 from runtime.errors import ArtifactError
@@ -183,7 +184,7 @@ def compare(
     seed: int = 0,
     data: Iterable[tuple[dict[str, np.ndarray], np.ndarray]] | None = None,
     tolerances: Tolerances | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> ParityResult:
     """Compare an artifact's scores with a reference runner's (metrics and verdicts: `runtime.compare`).
 
@@ -192,9 +193,9 @@ def compare(
     labels (N,)) for the "data" metrics, which add the accuracy of both, the artifact's drop and its lost
     clips; with data, tolerances whose `gate_random` is False (INT8's and FP16's) judge the data metrics
     alone (NaN or Inf in any set's scores fails whatever the set). tolerances: default by the artifact's
-    precision and backbone (`default_tolerances`). progress: called with the number of clips done after
-    each batch. ConfigError for a check that would compare nothing (no samples and no data, an empty data
-    set, no limit set).
+    precision and backbone (`default_tolerances`). progress: hears ("comparing", clips done, clips in all)
+    after each batch (data of unknown length counts as it goes). ConfigError for a check that would compare
+    nothing (no samples and no data, an empty data set, no limit set).
     """
     if samples < 0:
         raise ConfigError(f"samples must be >= 0, got {samples}")
@@ -211,6 +212,15 @@ def compare(
     pairs = AttentionPairs(artifact, reference)  # attention outputs, where the artifact has them
     result = ParityResult(artifact=artifact.describe(), reference=reference.describe(), tolerances=tol,
                           backbone=backbone)
+    total = samples + (len(data) if isinstance(data, Sized) else 0)
+    compared = 0
+
+    def tick(n: int) -> None:
+        nonlocal compared
+        compared += n
+        if progress is not None:
+            progress("comparing", compared, max(total, compared))
+
     with artifact, reference:
         if samples > 0:
             got, want = [], []
@@ -222,8 +232,7 @@ def compare(
                 got.append(a)
                 want.append(b)
                 done += n
-                if progress is not None:
-                    progress(n)
+                tick(n)
             result.metrics["random"] = score_metrics(np.concatenate(got), np.concatenate(want))
         if data is not None:
             got, want, labels = [], [], []
@@ -232,8 +241,7 @@ def compare(
                 got.append(a)
                 want.append(b)
                 labels.append(np.asarray(y))
-                if progress is not None:
-                    progress(len(y))
+                tick(len(y))
             if not got:
                 raise ConfigError("the labelled data gave no clips to compare")
             a, b, y = np.concatenate(got), np.concatenate(want), np.concatenate(labels)
@@ -260,18 +268,40 @@ def check_parent(result: ParityResult, reference: Runner, *, samples: int = 8, b
                                     seed=seed))
 
 
+class LabelledClips:
+    """Labelled test clips of a dataset (see `labelled_batches`): iterates as (feed, labels) batches, feed
+    {input name: (B, ...)} and labels (B,); len() is the number of clips."""
+
+    def __init__(self, dataset: Any, input_name: str, batch: int) -> None:
+        self.dataset, self.input_name, self.batch = dataset, input_name, batch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __iter__(self) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+        xs, ys = [], []
+        for i in range(len(self.dataset)):
+            x, y = self.dataset[i]
+            xs.append(np.asarray(x[0], dtype=np.float32))
+            ys.append(int(y))
+            if len(xs) == self.batch or i == len(self.dataset) - 1:
+                yield {self.input_name: np.stack(xs)}, np.asarray(ys)
+                xs, ys = [], []
+
+
 def labelled_batches(
     root: str, preprocessing: Any, input_names: list[str], *, classes: list[str] | None = None, split: int = 1,
     samples: int = 32, batch: int = 8, seed: int = 0, fmt: str = "auto", videos: str | None = None,
     annotations: str | None = None,
-) -> Iterable[tuple[dict[str, np.ndarray], np.ndarray]]:
+) -> LabelledClips:
     """Labelled test clips of a dataset as (feed, labels) batches for `compare(data=...)`.
 
-    Reads the split with aarm.data.annotations.load_split and decodes with aarm.data.datasets.VideoDataset
-    (one centre clip per video, evaluation transforms); `samples` videos picked at random (seeded) so every
-    class can appear; 0 takes all of them. classes: the model's class names, which must be the dataset's
-    (label i means the same class to both). videos / annotations: where the videos and split files are when
-    `root` does not hold them (as for `train`). Single-input models only.
+    Reads the split with aarm.data.annotations.load_split (here, so a bad dataset is refused before anything
+    runs) and decodes with aarm.data.datasets.VideoDataset as it is iterated (one centre clip per video,
+    evaluation transforms); `samples` videos picked at random (seeded) so every class can appear; 0 takes
+    all of them. classes: the model's class names, which must be the dataset's (label i means the same class
+    to both). videos / annotations: where the videos and split files are when `root` does not hold them (as
+    for `train`). Single-input models only.
     """
     from aarm.data.annotations import load_split
     from aarm.data.datasets import VideoDataset
@@ -289,15 +319,7 @@ def labelled_batches(
     if samples and samples < len(records):
         pick = np.random.default_rng(seed).choice(len(records), size=samples, replace=False)
         records = [records[i] for i in sorted(pick)]
-    dataset = VideoDataset(records, preprocessing, train=False, num_clips=1)
-    xs, ys = [], []
-    for i in range(len(dataset)):
-        x, y = dataset[i]
-        xs.append(np.asarray(x[0], dtype=np.float32))
-        ys.append(int(y))
-        if len(xs) == batch or i == len(dataset) - 1:
-            yield {input_names[0]: np.stack(xs)}, np.asarray(ys)
-            xs, ys = [], []
+    return LabelledClips(VideoDataset(records, preprocessing, train=False, num_clips=1), input_names[0], batch)
 
 
 def _first_difference(a: list[str], b: list[str]) -> str:

@@ -21,7 +21,7 @@ from export.options import (
     open_cli_runner,
     torch_options,
 )
-from export.progress import progress_bar
+from export.progress import progress_callback
 
 _METRICS = [  # (metric key, label, format); limits and the metric each bounds come from runtime.compare.LIMITS
     ("samples", "clips", "{:d}"), ("max_abs", "max abs error", "{:.3g}"),
@@ -204,10 +204,9 @@ def parity(
                                     classes=runner.classes, split=split, samples=samples, batch=batch, seed=seed,
                                     fmt=data_format, videos=videos and str(videos),
                                     annotations=annotations and str(annotations))
-    with progress_bar() as bar:
-        task = bar.add_task("comparing", total=None)
+    with progress_callback() as report:
         result = compare(runner, ref, samples=samples, batch=batch, seed=seed, data=labelled, tolerances=tol,
-                         progress=lambda n: bar.advance(task, n))
+                         progress=report)
     if runner.precision == "fp16" and artifact.suffix.lower() == ".onnx":
         from export.verify import compare_with_rebuild
 

@@ -207,7 +207,11 @@ def test_parity_table_names_the_input_set_each_limit_was_applied_to(tiny, videos
     data = labelled_batches(str(videos), tiny.preprocessing, ["input"], classes=tiny.classes, samples=4, batch=4)
     # a check that judges real clips alone, the way INT8's and FP16's defaults do
     tol = Tolerances(max_rel=0.2, min_top1=0.5, gate_random=False)
-    result = compare(artifact, reference, samples=4, batch=4, data=data, tolerances=tol)
+    heard = []
+    assert len(data) == 4  # the clips are known before they are decoded: progress has its total
+    result = compare(artifact, reference, samples=4, batch=4, data=data, tolerances=tol,
+                     progress=lambda *step: heard.append(step))
+    assert heard == [("comparing", 4, 8), ("comparing", 8, 8)]  # aarm.progress.Progress: random, then the clips
     assert result and result.judged == {"random": False, "data": True}
     rows = {r[0]: r for r in metric_rows(result)}
     assert rows["max relative error"][1].endswith("(not judged)")  # random: shown beside the limit, not judged
