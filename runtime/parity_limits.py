@@ -15,8 +15,8 @@ grows as the square of the error (1 - cos ~ rel_rms**2 / 2 for small errors, as 
 the same margin is MARGIN**2 on it. The rule is the same whichever side of the general default
 (`runtime.parity.DEFAULT_TOLERANCES`) it lands: tighter for shallow backbones (ResNet-18 FP32 max_rel
 2.8e-5), looser for deep ones, whose random-initialised correct artifacts measure up to and beyond the
-general default (rounding grows with depth: FP32 max_rel 2e-6 at ResNet-18, 5.6e-4 at ResNet-152); `LOOSER`
-lists those fields. At FP16 the scores against PyTorch separate no one-channel tamper from rounding at any
+general default (rounding grows with depth: FP32 max_rel 2e-6 at ResNet-18, 5.6e-4 at ResNet-152); `looser`
+names those fields. At FP16 the scores against PyTorch separate no one-channel tamper from rounding at any
 depth, which is why parity rebuilds an FP16 graph from its parent (docs/runtime.md, "Parity limits"); for
 ResNet-101/152 the FP16 score limits are so loose (max_rel 1.3 and 1.8) that only the rebuild check and
 real clips judge them. The general default is what a backbone outside the table gets, and what every
@@ -68,22 +68,12 @@ TABLE: dict[str, dict[str, dict[str, float]]] = {
     },
 }
 
-# The fields of TABLE looser than the general default (10x the worst correct artifact of the backbone is beyond
-# it; at ResNet-50 FP16 and deeper the worst correct artifact itself is), by precision and backbone.
-LOOSER: dict[str, dict[str, tuple[str, ...]]] = {
-    "fp32": {
-        "resnet50": ("max_rel",),
-        "resnet101": ("max_rel", "min_cosine"),
-        "resnet152": ("max_rel", "min_cosine"),
-    },
-    "fp16": {
-        "resnet34": ("max_rel",),
-        "resnet50": ("max_rel", "min_cosine", "min_top1", "min_top5"),
-        "resnet101": ("max_rel", "min_cosine", "min_top1", "min_top5"),
-        "resnet152": ("max_rel", "min_cosine", "min_top1", "min_top5"),
-        "resnet3d18": ("max_rel", "min_top5"),
-    },
-}
+def looser(general: Tolerances, limits: Mapping[str, float]) -> tuple[str, ...]:
+    """The fields of a backbone's measured `limits` that are looser than `general` sets them (10x the worst
+    correct artifact is beyond the general limit; at ResNet-50 FP16 and deeper the worst correct artifact
+    itself is)."""
+    return tuple(f for f, v in limits.items() if getattr(general, f) is not None and (
+        v > getattr(general, f) if _KIND[f] == "max" else v < getattr(general, f)))
 
 
 def ceil2(x: float) -> float:
@@ -121,12 +111,11 @@ def worst_correct(measurements: Mapping[str, Any], precision: str, backbone: str
 
 
 def derive(measurements: Mapping[str, Any], general: Mapping[str, Tolerances]
-           ) -> tuple[dict[str, dict[str, dict[str, float]]], dict[str, dict[str, tuple[str, ...]]]]:
+           ) -> dict[str, dict[str, dict[str, float]]]:
     """The rule of the module docstring applied to `measurements` (the JSON of benchmarks/parity_limits.py)
-    and the general defaults by precision: (TABLE, LOOSER)."""
+    and the general defaults by precision: TABLE."""
     backbones = list(dict.fromkeys(r["model"] for r in measurements["results"]))
     table: dict[str, dict[str, dict[str, float]]] = {}
-    looser: dict[str, dict[str, tuple[str, ...]]] = {}
     for precision in ("fp32", "fp16"):
         tol = general[precision]
         for backbone in backbones:
@@ -142,11 +131,7 @@ def derive(measurements: Mapping[str, Any], general: Mapping[str, Tolerances]
                 if limit is not None and worst[key] is not None and worst[key] < limit:
                     limits[field] = round(worst[key] - 1.0 / worst["samples"], 6)
             table.setdefault(precision, {})[backbone] = limits
-            loose = tuple(f for f, v in limits.items() if getattr(tol, f) is not None and (
-                v > getattr(tol, f) if _KIND[f] == "max" else v < getattr(tol, f)))
-            if loose:
-                looser.setdefault(precision, {})[backbone] = loose
-    return table, looser
+    return table
 
 
 def backbone_tolerances(general: Tolerances, precision: str, backbone: str | None, device: str = "cpu"
@@ -157,11 +142,11 @@ def backbone_tolerances(general: Tolerances, precision: str, backbone: str | Non
     was measured with onnxruntime's CPU kernels against PyTorch on the CPU."""
     table = TABLE.get(precision, {}).get(backbone or "", {})
     measured = table if device == "cpu" else {}
-    loose = LOOSER.get(precision, {}).get(backbone or "", ())
+    loose = looser(general, table)
     sources = {}
     for name in dict.fromkeys([*general.limits(), *measured]):
         if name in measured:
-            beyond = " (looser than the general default: a correct random-init model measured beyond it)"
+            beyond = " (looser than the general default: 10x the worst correct random-init model is beyond it)"
             sources[name] = f"{precision} default for {backbone} (measured table){beyond if name in loose else ''}"
         elif name in table:
             sources[name] = f"{precision} general default (the {backbone} table was measured on CPU, not {device})"
