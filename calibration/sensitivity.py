@@ -122,9 +122,14 @@ def module_of(name: str) -> str:
     return sep.join(parts) or sep
 
 
+def dequantized_outputs(graph: onnx.GraphProto) -> set[str]:
+    """The names of every DequantizeLinear output in `graph`."""
+    return {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+
+
 def quantized_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Nodes (other than Q/DQ) with at least one input from a DequantizeLinear, in graph order."""
-    dq_outputs = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    dq_outputs = dequantized_outputs(model.graph)
     return [n for n in model.graph.node if n.op_type not in QDQ_OPS and any(i in dq_outputs for i in n.input)]
 
 
@@ -220,7 +225,7 @@ def _passes_on_dequantized(tensor: str, producer: dict[str, onnx.NodeProto], deq
 def dequantized_readers(model: onnx.ModelProto, names: Collection[str]) -> set[str]:
     """Those of the nodes `names` that read a DequantizeLinear's output, directly or through PASS_THROUGH_OPS
     (which onnxruntime moves the DequantizeLinear past): float nodes its session would run quantized."""
-    dequantized = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    dequantized = dequantized_outputs(model.graph)
     producer = producers(model.graph.node)
     return {n.name for n in model.graph.node if n.name in names and n.op_type not in QDQ_OPS and any(
         i in dequantized or _passes_on_dequantized(i, producer, dequantized) for i in n.input if i)}
@@ -239,7 +244,7 @@ def float_variant(qmodel: onnx.ModelProto, fmodel: onnx.ModelProto, nodes: Colle
     float_nodes = {n.name: n for n in fmodel.graph.node}
     float_producer = producers(fmodel.graph.node)
     float_init = {t.name: t for t in fmodel.graph.initializer}
-    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    dequantized = dequantized_outputs(graph)
     q_producer = producers(graph.node)
     names = {n.name for n in graph.node}
     copies: dict[str, str] = {}
