@@ -10,7 +10,8 @@ Variants per model, all timed in this one process:
 - `naive`: a plain `torch.onnx.export(model, x, path)` with default settings (fixed batch, the exporter's
   default opset), run on onnxruntime with default session options: the obvious path;
 - `exported` (the project's `export_onnx`: dynamic batch N, opset 17), `optimised` (its standard-op passes),
-  `kernels` (AARM only, `optimize --kernels`, where a C++ compiler built the custom ops);
+  `kernels` (AARM only, `optimize --kernels`, where a C++ compiler built the custom ops; run as the runtime
+  runs it, with its kernels on onnxruntime's blocked layout: `runtime.blocked_kernels`);
 - `eager` (PyTorch, inference mode), `compile` (`torch.compile`, default mode), and `eager-train`
   (forward + backward in train mode: what training runs);
 - with --investigate: `optimised-opset18` (exported at opset 18, no down-conversion) and `optimised-static`
@@ -139,11 +140,16 @@ def ort_session(path: Path, threads: int, profile_prefix: str | None = None) -> 
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
-    if uses_custom_ops(path):
+    model: str | bytes = str(path)
+    if uses_custom_ops(path):  # as the runtime opens it (runtime.backends.onnxruntime_backend)
         from export.kernels import custom_op_library
+        from runtime.blocked_kernels import blocked_kernel_graph
 
-        opts.register_custom_ops_library(str(custom_op_library()))
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        library = custom_op_library()
+        opts.register_custom_ops_library(str(library))
+        blocked = blocked_kernel_graph(model, library)
+        model = blocked.SerializeToString() if blocked is not None else model
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
 def parity(graphs: dict[str, dict[str, Path]], models: dict[str, torch.nn.Module], x: np.ndarray) -> dict[str, Any]:
@@ -386,9 +392,14 @@ def graph_facts(path: Path) -> dict[str, Any]:
     """Default-domain opset, input shape (batch fixed or symbolic) and node count of a graph."""
     model = onnx.load(str(path), load_external_data=False)
     dims = model.graph.input[0].type.tensor_type.shape.dim
-    return {"opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
-            "input": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims],
-            "nodes": len(model.graph.node)}
+    facts = {"opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
+             "input": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims],
+             "nodes": len(model.graph.node)}
+    if any(o.domain == "com.aarm" for o in model.opset_import):
+        from runtime.blocked_kernels import block_size
+
+        facts["kernel_layout"] = f"nchwc (block {block_size()})" if block_size() else "plain"
+    return facts
 
 
 def _num(key: str, value: float) -> str:

@@ -180,6 +180,12 @@ def trusted_library(domain: str, ops: set[str], *, where: str = "the graph") -> 
     return library
 
 
+def recorded_ops(domain: str) -> set[str]:
+    """The ops of the library recorded for `domain` on this CPU (empty without a record)."""
+    record = next((e for e in _read_manifest() if e["domain"] == domain and e["cpu"] == cpu_id()), None)
+    return set(record["ops"]) if record is not None else set()
+
+
 def graph_custom_ops(model: onnx.ModelProto) -> dict[str, set[str]]:
     """{domain: op types} of the nodes outside onnxruntime's own domains, over the main graph, its subgraphs and
     model-local functions. A domain the model imports without using it is left out (it needs no library)."""

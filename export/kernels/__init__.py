@@ -38,7 +38,7 @@ from runtime.kernel_library import (
 )
 
 OPSET = 1
-OPS = ("AarmPool", "AarmGate")
+OPS = ("AarmPool", "AarmGate", "AarmPoolNchwc", "AarmGateNchwc")
 TESTED_ONNXRUNTIME = ("1.31.0", "1.32.0")
 SOURCES = ("aarm_ops.cc", "ort_abi.h")
 LIBRARY = "libaarm_ort_ops.so"

@@ -11,7 +11,14 @@
 //   as one pass over M: cgate (N, C, 1, ...) is CAM's map, sgate (N, 1, *S) STAM's, w1 / w2 / bias (C) the
 //   channel-wise fusion conv; residual (N, C, *S) is the block's identity branch. attribute relu (int).
 //
-// Both ops split their work with onnxruntime's intra-op thread pool (KernelContext_ParallelFor).
+// AarmPoolNchwc, AarmGateNchwc: the same two ops on onnxruntime's blocked channel layout (NCHWc), which
+//   its CPU provider gives its convolutions. A blocked map of shape (N, C, H, W) holds channel c = cb*B + l
+//   of pixel s at ((n*C/B + cb)*S + s)*B + l, B = attribute `block` (16 with AVX-512, 8 with AVX2); C must be a
+//   multiple of B. AarmPoolNchwc reads a blocked M and writes plain outputs; AarmGateNchwc reads a blocked M
+//   and residual and writes a blocked Y (cgate, sgate plain), so a block's output goes on to the next
+//   convolution with no layout change. `runtime.blocked_kernels` puts them into onnxruntime's optimised graph.
+//
+// All ops split their work with onnxruntime's intra-op thread pool (KernelContext_ParallelFor).
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -323,6 +330,273 @@ OrtStatus* gate_create(const OrtCustomOp*, const void*, const OrtKernelInfo* inf
 
 void gate_destroy(void* kernel) { delete static_cast<GateKernel*>(kernel); }
 
+// ------------------------------------------------------------------------------- blocked (NCHWc) variants
+
+OrtStatus* block_attr(const OrtKernelInfo* info, int64_t* out) {
+  OrtStatus* status = fn<KernelInfoGetAttributeInt64Fn>(g_api, KernelInfoGetAttribute_int64)(info, "block", out);
+  if (status != nullptr) {
+    fn<ReleaseStatusFn>(g_api, ReleaseStatus)(status);
+    return error("missing int attribute block");
+  }
+  if (*out != 8 && *out != 16) return error("attribute block must be 8 or 16");
+  return nullptr;
+}
+
+// Checks a blocked map (N, C, H, W) against the block size; S = H * W.
+OrtStatus* blocked_dims(const Tensor& x, int64_t block, const char* op, int64_t* N, int64_t* C, int64_t* S) {
+  if (x.dims.size() != 4) return error(std::string(op) + ": M must be a 4-D blocked map (N, C, H, W)");
+  *N = x.dims[0];
+  *C = x.dims[1];
+  *S = x.dims[2] * x.dims[3];
+  if (*C % block != 0) return error(std::string(op) + ": channels must be a multiple of the block size");
+  return nullptr;
+}
+
+// B floats of one pixel, as one SIMD register where the compiler targets AVX-512 (B = 16) or AVX (B = 8).
+// max(a, b) returns b when either is NaN, as `a > b ? a : b` and the plain kernels do.
+template <int B>
+struct Lanes {
+  float v[B];
+  static Lanes load(const float* p) {
+    Lanes r;
+    std::memcpy(r.v, p, sizeof(r.v));
+    return r;
+  }
+  void store(float* p) const { std::memcpy(p, v, sizeof(v)); }
+  static Lanes fill(float x) {
+    Lanes r;
+    std::fill(r.v, r.v + B, x);
+    return r;
+  }
+  friend Lanes operator+(const Lanes& a, const Lanes& b) {
+    Lanes r;
+    for (int l = 0; l < B; ++l) r.v[l] = a.v[l] + b.v[l];
+    return r;
+  }
+  friend Lanes operator*(const Lanes& a, const Lanes& b) {
+    Lanes r;
+    for (int l = 0; l < B; ++l) r.v[l] = a.v[l] * b.v[l];
+    return r;
+  }
+  static Lanes max(const Lanes& a, const Lanes& b) {
+    Lanes r;
+    for (int l = 0; l < B; ++l) r.v[l] = a.v[l] > b.v[l] ? a.v[l] : b.v[l];
+    return r;
+  }
+};
+
+#if defined(__AVX512F__)
+template <>
+struct Lanes<16> {
+  __m512 v;
+  static Lanes load(const float* p) { return {_mm512_loadu_ps(p)}; }
+  void store(float* p) const { _mm512_storeu_ps(p, v); }
+  static Lanes fill(float x) { return {_mm512_set1_ps(x)}; }
+  friend Lanes operator+(Lanes a, Lanes b) { return {_mm512_add_ps(a.v, b.v)}; }
+  friend Lanes operator*(Lanes a, Lanes b) { return {_mm512_mul_ps(a.v, b.v)}; }
+  static Lanes max(Lanes a, Lanes b) { return {_mm512_max_ps(a.v, b.v)}; }
+};
+#endif
+
+#if defined(__AVX__)
+template <>
+struct Lanes<8> {
+  __m256 v;
+  static Lanes load(const float* p) { return {_mm256_loadu_ps(p)}; }
+  void store(float* p) const { _mm256_storeu_ps(p, v); }
+  static Lanes fill(float x) { return {_mm256_set1_ps(x)}; }
+  friend Lanes operator+(Lanes a, Lanes b) { return {_mm256_add_ps(a.v, b.v)}; }
+  friend Lanes operator*(Lanes a, Lanes b) { return {_mm256_mul_ps(a.v, b.v)}; }
+  static Lanes max(Lanes a, Lanes b) { return {_mm256_max_ps(a.v, b.v)}; }
+};
+#endif
+
+struct BlockedPoolKernel {
+  PoolKernel pool;
+  int64_t block;
+};
+
+// part_sum / part_max: (N, P, C) in channel order, as in PoolWork. A task takes `chunk` pixels of one clip,
+// few enough that their per-lane sums and maxima (chunk x B each) stay in L1 while it walks the C / B blocks,
+// and reduces them over the B lanes at the end.
+template <int B>
+void blocked_pool_task(void* data, size_t index) {
+  using V = Lanes<B>;
+  const PoolWork& w = *static_cast<const PoolWork*>(data);
+  const int64_t n = static_cast<int64_t>(index) / w.P, p = static_cast<int64_t>(index) % w.P;
+  const int64_t s0 = p * w.chunk, len = std::min(w.S, s0 + w.chunk) - s0, CB = w.C / B;
+  std::vector<float> acc(2 * len * B);
+  float* acc_sum = acc.data();
+  float* acc_max = acc.data() + len * B;
+  float* psum = w.part_sum + (n * w.P + p) * w.C;
+  float* pmax = w.part_max + (n * w.P + p) * w.C;
+  for (int64_t cb = 0; cb < CB; ++cb) {
+    const float* blk = w.x + ((n * CB + cb) * w.S + s0) * B;
+    V gs = V::fill(0.f), gm = V::fill(-std::numeric_limits<float>::infinity());
+    if (cb == 0) {
+      for (int64_t i = 0; i < len; ++i) {
+        const V v = V::load(blk + i * B);
+        v.store(acc_sum + i * B);
+        v.store(acc_max + i * B);
+        gs = gs + v;
+        gm = V::max(gm, v);
+      }
+    } else {
+      for (int64_t i = 0; i < len; ++i) {
+        const V v = V::load(blk + i * B);
+        (V::load(acc_sum + i * B) + v).store(acc_sum + i * B);
+        V::max(V::load(acc_max + i * B), v).store(acc_max + i * B);
+        gs = gs + v;
+        gm = V::max(gm, v);
+      }
+    }
+    gs.store(psum + cb * B);
+    gm.store(pmax + cb * B);
+  }
+  float* out = w.channel + n * w.S + s0;
+  const float inv_c = 1.f / static_cast<float>(w.C);
+  for (int64_t i = 0; i < len; ++i) {
+    float s = 0.f, m = -std::numeric_limits<float>::infinity();
+    for (int l = 0; l < B; ++l) {
+      s += acc_sum[i * B + l];
+      m = m > acc_max[i * B + l] ? m : acc_max[i * B + l];
+    }
+    out[i] = w.channel_avg * (s * inv_c) + w.channel_max * m;
+  }
+}
+
+OrtStatus* blocked_pool_compute(void* kernel, OrtKernelContext* ctx) {
+  const BlockedPoolKernel& k = *static_cast<const BlockedPoolKernel*>(kernel);
+  Tensor x;
+  AARM_TRY(input(ctx, 0, &x, "AarmPoolNchwc input"));
+  int64_t N = 0, C = 0, S = 0;
+  AARM_TRY(blocked_dims(x, k.block, "AarmPoolNchwc", &N, &C, &S));
+  Tensor g, ch;
+  AARM_TRY(output(ctx, 0, {N, C, 1, 1}, &g));
+  AARM_TRY(output(ctx, 1, {N, 1, x.dims[2], x.dims[3]}, &ch));
+  if (N * C * S == 0) return nullptr;
+  const int64_t chunk = std::min<int64_t>(S, 2048 / k.block);  // 2 x chunk x B floats: 16 KiB
+  const int64_t P = (S + chunk - 1) / chunk;
+  std::vector<float> part(2 * N * P * C);
+  PoolWork work{x.data, ch.data, part.data(), part.data() + N * P * C, C, S, chunk, P,
+                k.pool.channel_avg, k.pool.channel_max};
+  parallel_for(ctx, k.block == 16 ? blocked_pool_task<16> : blocked_pool_task<8>, static_cast<size_t>(N * P), &work);
+  const float inv_s = 1.f / static_cast<float>(S);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      float s = 0.f, m = -std::numeric_limits<float>::infinity();
+      for (int64_t p = 0; p < P; ++p) {
+        s += work.part_sum[(n * P + p) * C + c];
+        m = std::max(m, work.part_max[(n * P + p) * C + c]);
+      }
+      g.data[n * C + c] = k.pool.global_avg * (s * inv_s) + k.pool.global_max * m;
+    }
+  return nullptr;
+}
+
+OrtStatus* blocked_pool_create(const OrtCustomOp* op, const void* api, const OrtKernelInfo* info, void** kernel) {
+  void* plain = nullptr;
+  AARM_TRY(pool_create(op, api, info, &plain));
+  auto* k = new BlockedPoolKernel{*static_cast<PoolKernel*>(plain), 0};
+  pool_destroy(plain);
+  OrtStatus* status = block_attr(info, &k->block);
+  if (status != nullptr) {
+    delete k;
+    return status;
+  }
+  *kernel = k;
+  return nullptr;
+}
+
+void blocked_pool_destroy(void* kernel) { delete static_cast<BlockedPoolKernel*>(kernel); }
+
+struct BlockedGateKernel {
+  int64_t relu, block;
+};
+
+// rows = N * C / B blocks of S * B values; the same arithmetic, in the same order, as gate_rows.
+template <int B, bool kResidual, bool kRelu>
+void blocked_gate_rows(const GateWork& w, int64_t r0, int64_t r1) {
+  using V = Lanes<B>;
+  const int64_t CB = w.C / B;
+  for (int64_t row = r0; row < r1; ++row) {
+    const int64_t n = row / CB, cb = row % CB;
+    float a_[B];
+    for (int l = 0; l < B; ++l) a_[l] = w.cgate[n * w.C + cb * B + l] * w.w1[cb * B + l];
+    const V a = V::load(a_), ws = V::load(w.w2 + cb * B), b = V::load(w.bias + cb * B), zero = V::fill(0.f);
+    const float* x = w.x + row * w.S * B;
+    const float* s = w.sgate + n * w.S;
+    const float* r = kResidual ? w.residual + row * w.S * B : nullptr;
+    float* o = w.out + row * w.S * B;
+    for (int64_t i = 0; i < w.S; ++i) {
+      V v = V::load(x + i * B) * (a + V::fill(s[i]) * ws) + b;
+      if (kResidual) v = v + V::load(r + i * B);
+      if (kRelu) v = V::max(v, zero);
+      v.store(o + i * B);
+    }
+  }
+}
+
+template <int B>
+void blocked_gate_task(void* data, size_t index) {
+  const GateWork& w = *static_cast<const GateWork*>(data);
+  const int64_t r0 = static_cast<int64_t>(index) * w.rows_per_task, r1 = std::min(w.rows, r0 + w.rows_per_task);
+  if (w.residual != nullptr)
+    w.relu ? blocked_gate_rows<B, true, true>(w, r0, r1) : blocked_gate_rows<B, true, false>(w, r0, r1);
+  else
+    w.relu ? blocked_gate_rows<B, false, true>(w, r0, r1) : blocked_gate_rows<B, false, false>(w, r0, r1);
+}
+
+OrtStatus* blocked_gate_compute(void* kernel, OrtKernelContext* ctx) {
+  const BlockedGateKernel& k = *static_cast<const BlockedGateKernel*>(kernel);
+  size_t count = 0;
+  AARM_TRY(fn<KernelContextGetInputCountFn>(g_api, KernelContext_GetInputCount)(ctx, &count));
+  Tensor x, cg, sg, w1, w2, b, r;
+  AARM_TRY(input(ctx, 0, &x, "AarmGateNchwc M"));
+  AARM_TRY(input(ctx, 1, &cg, "AarmGateNchwc channel gate"));
+  AARM_TRY(input(ctx, 2, &sg, "AarmGateNchwc spatial gate"));
+  AARM_TRY(input(ctx, 3, &w1, "AarmGateNchwc w1"));
+  AARM_TRY(input(ctx, 4, &w2, "AarmGateNchwc w2"));
+  AARM_TRY(input(ctx, 5, &b, "AarmGateNchwc bias"));
+  const OrtValue* res_value = nullptr;
+  if (count > 6) AARM_TRY(fn<KernelContextGetInputFn>(g_api, KernelContext_GetInput)(ctx, 6, &res_value));
+  if (res_value != nullptr) AARM_TRY(describe(res_value, &r, "AarmGateNchwc residual"));
+  int64_t N = 0, C = 0, S = 0;
+  AARM_TRY(blocked_dims(x, k.block, "AarmGateNchwc", &N, &C, &S));
+  if (cg.numel() != N * C) return error("AarmGateNchwc: channel gate must be (N, C, 1, 1)");
+  if (sg.numel() != N * S) return error("AarmGateNchwc: spatial gate must be (N, 1, H, W)");
+  if (w1.numel() != C || w2.numel() != C || b.numel() != C)
+    return error("AarmGateNchwc: w1, w2, bias must have C values");
+  if (res_value != nullptr && r.dims != x.dims) return error("AarmGateNchwc: residual must have M's shape");
+  Tensor y;
+  AARM_TRY(output(ctx, 0, x.dims, &y));
+  const int64_t rows = N * C / k.block;
+  if (rows * S == 0) return nullptr;
+  const int64_t tasks = std::min<int64_t>(rows, 64);
+  const int64_t per = (rows + tasks - 1) / tasks;
+  GateWork work{x.data, cg.data, sg.data, w1.data, w2.data, b.data, res_value ? r.data : nullptr, y.data,
+                C, S, rows, per, k.relu != 0};
+  parallel_for(ctx, k.block == 16 ? blocked_gate_task<16> : blocked_gate_task<8>,
+               static_cast<size_t>((rows + per - 1) / per), &work);
+  return nullptr;
+}
+
+OrtStatus* blocked_gate_create(const OrtCustomOp* op, const void* api, const OrtKernelInfo* info, void** kernel) {
+  void* plain = nullptr;
+  AARM_TRY(gate_create(op, api, info, &plain));
+  auto* k = new BlockedGateKernel{static_cast<GateKernel*>(plain)->relu, 0};
+  gate_destroy(plain);
+  OrtStatus* status = block_attr(info, &k->block);
+  if (status != nullptr) {
+    delete k;
+    return status;
+  }
+  *kernel = k;
+  return nullptr;
+}
+
+void blocked_gate_destroy(void* kernel) { delete static_cast<BlockedGateKernel*>(kernel); }
+
 // ------------------------------------------------------------------------------------------ registration
 
 int float_type(const OrtCustomOp*, size_t) { return kOrtFloat; }
@@ -336,6 +610,8 @@ void no_v1_compute(void*, OrtKernelContext*) {}
 
 const char* pool_name(const OrtCustomOp*) { return "AarmPool"; }
 const char* gate_name(const OrtCustomOp*) { return "AarmGate"; }
+const char* blocked_pool_name(const OrtCustomOp*) { return "AarmPoolNchwc"; }
+const char* blocked_gate_name(const OrtCustomOp*) { return "AarmGateNchwc"; }
 size_t pool_inputs(const OrtCustomOp*) { return 1; }
 size_t pool_outputs(const OrtCustomOp*) { return 2; }
 size_t gate_inputs(const OrtCustomOp*) { return 7; }
@@ -370,6 +646,8 @@ OrtCustomOp make_op(const char* (*name)(const OrtCustomOp*), size_t (*inputs)(co
 
 OrtCustomOp g_pool_op;
 OrtCustomOp g_gate_op;
+OrtCustomOp g_blocked_pool_op;
+OrtCustomOp g_blocked_gate_op;
 
 }  // namespace
 
@@ -383,9 +661,15 @@ extern "C" __attribute__((visibility("default"))) OrtStatus* RegisterCustomOps(O
   g_pool_op = make_op(pool_name, pool_inputs, pool_outputs, required, pool_create, pool_compute, pool_destroy);
   g_gate_op = make_op(gate_name, gate_inputs, gate_outputs, gate_input_characteristic, gate_create, gate_compute,
                       gate_destroy);
+  g_blocked_pool_op = make_op(blocked_pool_name, pool_inputs, pool_outputs, required, blocked_pool_create,
+                              blocked_pool_compute, blocked_pool_destroy);
+  g_blocked_gate_op = make_op(blocked_gate_name, gate_inputs, gate_outputs, gate_input_characteristic,
+                              blocked_gate_create, blocked_gate_compute, blocked_gate_destroy);
   OrtCustomOpDomain* domain = nullptr;
   AARM_TRY(fn<CreateCustomOpDomainFn>(g_api, CreateCustomOpDomain)("com.aarm", &domain));
   AARM_TRY(fn<CustomOpDomainAddFn>(g_api, CustomOpDomain_Add)(domain, &g_pool_op));
   AARM_TRY(fn<CustomOpDomainAddFn>(g_api, CustomOpDomain_Add)(domain, &g_gate_op));
+  AARM_TRY(fn<CustomOpDomainAddFn>(g_api, CustomOpDomain_Add)(domain, &g_blocked_pool_op));
+  AARM_TRY(fn<CustomOpDomainAddFn>(g_api, CustomOpDomain_Add)(domain, &g_blocked_gate_op));
   return fn<AddCustomOpDomainFn>(g_api, AddCustomOpDomain)(options, domain);
 }

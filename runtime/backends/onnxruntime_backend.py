@@ -5,10 +5,12 @@ created; onnxruntime quietly drops a provider it cannot load (and retries on the
 provider missing from that list raises BackendUnavailable instead of running somewhere else.
 The precision (which sets parity limits) is read from the graph, and a sidecar that says otherwise is refused;
 the AARM custom-op library is registered only for a graph with nodes of its domain, from this installation's
-own build (`runtime.kernel_library`), never from a path in a sidecar.
+own build (`runtime.kernel_library`), never from a path in a sidecar. On the CPU provider such a graph runs with
+its kernels on onnxruntime's blocked layout (`runtime.blocked_kernels`), rewritten when the session opens.
 `InferenceSession.run` is thread-safe, so `infer` takes no lock.
 """
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,10 @@ import onnx
 
 from aarm.errors import BackendUnavailable, ConfigError
 from runtime.artifact import read_sidecar
+from runtime.blocked_kernels import BLOCKED, blocked_kernel_graph
 from runtime.errors import ArtifactError
 from runtime.graph_precision import graph_precision
-from runtime.kernel_library import DOMAIN, graph_custom_ops, trusted_library
+from runtime.kernel_library import DOMAIN, graph_custom_ops, recorded_ops, trusted_library
 from runtime.onnx_file import load_onnx, parse_onnx
 from runtime.runner import InputSpec, Runner, check_graph_matches_sidecar, sidecar_input_specs
 
@@ -83,13 +86,17 @@ def session_options(
     return opts
 
 
-def register_custom_ops(options: Any, model: onnx.ModelProto, where: str) -> None:
+def register_custom_ops(options: Any, model: onnx.ModelProto, where: str) -> Path | None:
     """Register the AARM custom-op library in the session options when, and only when, the graph has nodes of
     its domain; the library is the one this installation built and recorded (`runtime.kernel_library`), never
-    one a sidecar names. A graph with another unknown domain is left to onnxruntime, which refuses it."""
+    one a sidecar names. A graph with another unknown domain is left to onnxruntime, which refuses it.
+    Returns the library registered, None when the graph needs none."""
     ops = graph_custom_ops(model).get(DOMAIN)
-    if ops:
-        options.register_custom_ops_library(str(trusted_library(DOMAIN, ops, where=where)))
+    if not ops:
+        return None
+    library = trusted_library(DOMAIN, ops, where=where)
+    options.register_custom_ops_library(str(library))
+    return library
 
 
 class OnnxRuntimeRunner(Runner):
@@ -98,7 +105,9 @@ class OnnxRuntimeRunner(Runner):
     providers: short or full provider names in priority order; every one of them must be active in the
     created session, else BackendUnavailable. threads / inter_threads: intra-/inter-op thread counts
     (default: onnxruntime's). optimization: graph optimisation level. provider_options: one dict applied
-    to every non-CPU provider (e.g. {"device_id": 1}).
+    to every non-CPU provider (e.g. {"device_id": 1}). A graph with the AARM CPU kernels runs them on
+    onnxruntime's blocked layout when the session is CPU-only at optimisation "all" and this CPU blocks
+    (`kernel_layout` says "nchwc"; "plain" otherwise, None for a graph without them).
     """
 
     backend = "onnxruntime"
@@ -129,8 +138,12 @@ class OnnxRuntimeRunner(Runner):
             for p in self.requested_providers
         ]
         self._options = session_options(threads, inter_threads, optimization)
-        register_custom_ops(self._options, graph, where)
+        library = register_custom_ops(self._options, graph, where)
         del graph
+        self.kernel_layout = None if library is None else "plain"
+        if (library is not None and optimization == "all" and self.requested_providers == ["CPUExecutionProvider"]
+                and set(BLOCKED.values()) <= recorded_ops(DOMAIN)):
+            self._block_kernels(library)
         self.threads, self.inter_threads, self.optimization = threads, inter_threads, optimization
         self.session: Any = None
         self.session = self._create_session()
@@ -160,6 +173,20 @@ class OnnxRuntimeRunner(Runner):
         if sidecar.kind != "onnx":
             raise ArtifactError(f"{path}: sidecar says kind {sidecar.kind!r}, expected 'onnx'")
         return cls(path, sidecar=sidecar, **kwargs)
+
+    def _block_kernels(self, library: Path) -> None:
+        """Run the AARM kernels on onnxruntime's blocked layout (`runtime.blocked_kernels`). Where the rewrite
+        fails the graph still runs as it is, with a warning that says why."""
+        try:
+            blocked = blocked_kernel_graph(self._model, library)
+        except Exception as exc:  # onnxruntime / onnx-graphsurgeon raise their own types
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            warnings.warn(f"AARM kernels stay on the plain layout (the blocked rewrite failed: {first[:200]})",
+                          RuntimeWarning, stacklevel=3)
+            return
+        if blocked is not None:
+            self._model = blocked.SerializeToString()
+            self.kernel_layout = "nchwc"
 
     def _create_session(self) -> Any:
         ort = _ort()
