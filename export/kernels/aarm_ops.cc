@@ -21,6 +21,7 @@
 // All ops split their work with onnxruntime's intra-op thread pool (KernelContext_ParallelFor).
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <string>
@@ -430,25 +431,47 @@ void blocked_pool_task(void* data, size_t index) {
   float* acc_max = acc.data() + len * B;
   float* psum = w.part_sum + (n * w.P + p) * w.C;
   float* pmax = w.part_max + (n * w.P + p) * w.C;
-  for (int64_t cb = 0; cb < CB; ++cb) {
+  // Four blocks at a time: four read streams, and the per-pixel accumulators touched once per four blocks.
+  const float ninf = -std::numeric_limits<float>::infinity();
+  int64_t cb = 0;
+  for (; cb + 4 <= CB; cb += 4) {
+    const float* b0 = w.x + ((n * CB + cb) * w.S + s0) * B;
+    const int64_t step = w.S * B;
+    V gs0 = V::fill(0.f), gs1 = gs0, gs2 = gs0, gs3 = gs0;
+    V gm0 = V::fill(ninf), gm1 = gm0, gm2 = gm0, gm3 = gm0;
+    for (int64_t i = 0; i < len; ++i) {
+      const V v0 = V::load(b0 + i * B), v1 = V::load(b0 + step + i * B);
+      const V v2 = V::load(b0 + 2 * step + i * B), v3 = V::load(b0 + 3 * step + i * B);
+      gs0 = gs0 + v0, gs1 = gs1 + v1, gs2 = gs2 + v2, gs3 = gs3 + v3;
+      gm0 = V::max(gm0, v0), gm1 = V::max(gm1, v1), gm2 = V::max(gm2, v2), gm3 = V::max(gm3, v3);
+      const V sum = ((v0 + v1) + v2) + v3, mx = V::max(V::max(V::max(v0, v1), v2), v3);
+      if (cb == 0) {
+        sum.store(acc_sum + i * B);
+        mx.store(acc_max + i * B);
+      } else {
+        (V::load(acc_sum + i * B) + sum).store(acc_sum + i * B);
+        V::max(V::load(acc_max + i * B), mx).store(acc_max + i * B);
+      }
+    }
+    gs0.store(psum + cb * B), gs1.store(psum + (cb + 1) * B), gs2.store(psum + (cb + 2) * B);
+    gs3.store(psum + (cb + 3) * B);
+    gm0.store(pmax + cb * B), gm1.store(pmax + (cb + 1) * B), gm2.store(pmax + (cb + 2) * B);
+    gm3.store(pmax + (cb + 3) * B);
+  }
+  for (; cb < CB; ++cb) {
     const float* blk = w.x + ((n * CB + cb) * w.S + s0) * B;
-    V gs = V::fill(0.f), gm = V::fill(-std::numeric_limits<float>::infinity());
-    if (cb == 0) {
-      for (int64_t i = 0; i < len; ++i) {
-        const V v = V::load(blk + i * B);
+    V gs = V::fill(0.f), gm = V::fill(ninf);
+    for (int64_t i = 0; i < len; ++i) {
+      const V v = V::load(blk + i * B);
+      if (cb == 0) {
         v.store(acc_sum + i * B);
         v.store(acc_max + i * B);
-        gs = gs + v;
-        gm = V::max(gm, v);
-      }
-    } else {
-      for (int64_t i = 0; i < len; ++i) {
-        const V v = V::load(blk + i * B);
+      } else {
         (V::load(acc_sum + i * B) + v).store(acc_sum + i * B);
         V::max(V::load(acc_max + i * B), v).store(acc_max + i * B);
-        gs = gs + v;
-        gm = V::max(gm, v);
       }
+      gs = gs + v;
+      gm = V::max(gm, v);
     }
     gs.store(psum + cb * B);
     gm.store(pmax + cb * B);
@@ -510,12 +533,16 @@ OrtStatus* blocked_pool_create(const OrtCustomOp* op, const void* api, const Ort
 
 void blocked_pool_destroy(void* kernel) { delete static_cast<BlockedPoolKernel*>(kernel); }
 
+constexpr int64_t kStreamBytes = int64_t{4} << 20;  // gate outputs above this are streamed (> a core's L2)
+
 struct BlockedGateKernel {
   int64_t relu, block;
 };
 
 // rows = N * C / B blocks of S * B values; the same arithmetic, in the same order, as gate_rows.
-template <int B, bool kResidual, bool kRelu>
+// kStream: write Y with non-temporal stores (AVX-512), for maps too large to stay in cache for their readers:
+// no read-for-ownership of Y's cache lines, a quarter less memory traffic.
+template <int B, bool kResidual, bool kRelu, bool kStream>
 void blocked_gate_rows(const GateWork& w, int64_t r0, int64_t r1) {
   using V = Lanes<B>;
   const int64_t CB = w.C / B;
@@ -532,19 +559,30 @@ void blocked_gate_rows(const GateWork& w, int64_t r0, int64_t r1) {
       V v = V::load(x + i * B) * (a + V::fill(s[i]) * ws) + b;
       if (kResidual) v = v + V::load(r + i * B);
       if (kRelu) v = V::max(v, zero);
+#if defined(__AVX512F__)
+      if constexpr (kStream && B == 16) {
+        _mm512_stream_ps(o + i * B, v.v);
+        continue;
+      }
+#endif
       v.store(o + i * B);
     }
   }
 }
 
-template <int B>
+template <int B, bool kStream>
 void blocked_gate_task(void* data, size_t index) {
   const GateWork& w = *static_cast<const GateWork*>(data);
   const int64_t r0 = static_cast<int64_t>(index) * w.rows_per_task, r1 = std::min(w.rows, r0 + w.rows_per_task);
   if (w.residual != nullptr)
-    w.relu ? blocked_gate_rows<B, true, true>(w, r0, r1) : blocked_gate_rows<B, true, false>(w, r0, r1);
+    w.relu ? blocked_gate_rows<B, true, true, kStream>(w, r0, r1)
+           : blocked_gate_rows<B, true, false, kStream>(w, r0, r1);
   else
-    w.relu ? blocked_gate_rows<B, false, true>(w, r0, r1) : blocked_gate_rows<B, false, false>(w, r0, r1);
+    w.relu ? blocked_gate_rows<B, false, true, kStream>(w, r0, r1)
+           : blocked_gate_rows<B, false, false, kStream>(w, r0, r1);
+#if defined(__AVX512F__)
+  if (kStream) _mm_sfence();  // the streamed stores are visible before the task reports done
+#endif
 }
 
 OrtStatus* blocked_gate_compute(void* kernel, OrtKernelContext* ctx) {
@@ -576,8 +614,11 @@ OrtStatus* blocked_gate_compute(void* kernel, OrtKernelContext* ctx) {
   const int64_t per = (rows + tasks - 1) / tasks;
   GateWork work{x.data, cg.data, sg.data, w1.data, w2.data, b.data, res_value ? r.data : nullptr, y.data,
                 C, S, rows, per, k.relu != 0};
-  parallel_for(ctx, k.block == 16 ? blocked_gate_task<16> : blocked_gate_task<8>,
-               static_cast<size_t>((rows + per - 1) / per), &work);
+  const bool stream = x.numel() * static_cast<int64_t>(sizeof(float)) > kStreamBytes &&
+                      reinterpret_cast<uintptr_t>(y.data) % 64 == 0;  // streamed stores need 64-byte alignment
+  const auto task = k.block == 16 ? (stream ? blocked_gate_task<16, true> : blocked_gate_task<16, false>)
+                                  : blocked_gate_task<8, false>;
+  parallel_for(ctx, task, static_cast<size_t>((rows + per - 1) / per), &work);
   return nullptr;
 }
 

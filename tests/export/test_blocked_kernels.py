@@ -66,7 +66,7 @@ def test_block_size_is_onnxruntimes_for_this_cpu():
         assert block_size() == 8
 
 
-@pytest.mark.parametrize("shape", [(2, 48, 5, 7), (3, 32, 1, 1)])
+@pytest.mark.parametrize("shape", [(2, 48, 5, 7), (3, 32, 1, 1), (2, 64, 96, 96)])  # the last: > 4 MiB, streamed
 def test_blocked_ops_compute_what_the_plain_ops_do(library, block, shape):
     n, c, h, w = shape
     x, r, cg, sg = rand(*shape, seed=1), rand(*shape, seed=2), rand(n, c, 1, 1, seed=3), rand(n, 1, h, w, seed=4)
