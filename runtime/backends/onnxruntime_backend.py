@@ -226,8 +226,11 @@ class OnnxRuntimeRunner(Runner):
         return f"cuda:{opts.get('device_id', '0')}"
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "providers": self.providers, "threads": self.threads,
-                "inter_threads": self.inter_threads, "optimization": self.optimization}
+        facts = {**super().describe(), "providers": self.providers, "threads": self.threads,
+                 "inter_threads": self.inter_threads, "optimization": self.optimization}
+        if self.kernel_layout is not None:  # a graph with the AARM CPU kernels: on which layout they run
+            facts["kernel_layout"] = self.kernel_layout
+        return facts
 
     def activate_impl(self) -> None:
         if self.session is None:

@@ -165,7 +165,7 @@ def test_kernel_graph_runs_blocked_with_the_scores_of_the_exported_graph(library
     assert set(readers) == {(NCHWC, "Conv"), (DOMAIN, "AarmGateNchwc"), (NCHWC, "ReorderOutput")}
     assert readers.count((NCHWC, "ReorderOutput")) == 1, "only the last block's output leaves the blocked layout"
     with open_runner(exported, threads=1) as ref, open_runner(kernels, threads=1) as runner:
-        assert runner.kernel_layout == "nchwc"
+        assert runner.kernel_layout == "nchwc" and runner.describe()["kernel_layout"] == "nchwc"
         feed = ref.example_feed(4)
         want, got = ref.infer(feed), runner.infer(feed)
         np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-5, atol=1e-5)
