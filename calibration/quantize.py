@@ -14,7 +14,8 @@ Targets (DESIGN, "TensorRT as it is today"):
   them. AARM's STAM convs (one input channel, not grouped) are quantized: a float conv in the block makes
   onnxruntime convert the whole map between its channels-last int8 layout and channels-first twice per
   block, which costs more than the int8 convs do (docs/optimize.md). AARM's max and channel-mean pools
-  run on the uint8 map (calibration.uint8_pools).
+  run on the uint8 map (calibration.uint8_pools), and its per-channel fusion bias adds as depthwise 1x1 convs,
+  which onnxruntime splits over its threads (calibration.bias_convs).
 
 Steps: the caller's graph passes, if given (`aarm-export calibrate` passes export.passes' standard-op passes,
 which rewrite AARM's grouped channel-wise fusion conv of older exports into weighted sums); onnxruntime's
@@ -65,6 +66,7 @@ from aarm.data.preprocessing import Preprocessing
 from aarm.errors import ConfigError, DataError
 from aarm.fileio import atomic_path, check_writable, write_json
 from aarm.progress import Progress
+from calibration.bias_convs import rewrite_bias_adds
 from calibration.cache import cache_key, load_ranges, save_ranges, write_tensorrt_table
 from calibration.reader import (
     ClipReader,
@@ -135,6 +137,7 @@ class Target:
     float_conv_max_group_channels: int  # grouped Conv with at most this many input channels per group stays float
     description: str
     uint8_pools: bool = False  # max / channel-mean pools run on the uint8 map (calibration.uint8_pools)
+    bias_convs: bool = False  # per-channel constant adds on a map as depthwise 1x1 Convs (calibration.bias_convs)
 
     @property
     def extra_options(self) -> dict[str, Any]:
@@ -144,8 +147,9 @@ class Target:
 TARGETS = {
     "cpu": Target(
         "cpu", QuantType.QUInt8, QuantType.QInt8, (("WeightSymmetric", True),), 2,
-        "onnxruntime CPU: uint8 activations, int8 per-channel weights, max and channel-mean pools on the uint8 map",
-        uint8_pools=True,
+        "onnxruntime CPU: uint8 activations, int8 per-channel weights, max and channel-mean pools on the uint8 map, "
+        "per-channel bias adds as depthwise 1x1 convs",
+        uint8_pools=True, bias_convs=True,
     ),
     "tensorrt": Target(
         "tensorrt", QuantType.QInt8, QuantType.QInt8,
@@ -281,6 +285,21 @@ def quantize_graph(
         qmodel = float_variant(qmodel, float_model or load_onnx(graph), fed)
         onnx.save(qmodel, str(out))
     return qmodel
+
+
+def target_graph(model: onnx.ModelProto, target: str) -> tuple[onnx.ModelProto, dict[str, str]]:
+    """The float graph `target` quantizes, from the pre-processed `model`: with uint8_pools, the pools rewritten to
+    run on the uint8 map (calibration.uint8_pools); with bias_convs, per-channel bias adds as depthwise 1x1 convs
+    (calibration.bias_convs). Exact float rewrites that keep node and tensor names. Also {node name: "Old -> New"}
+    for each node rewritten."""
+    t, rewritten = TARGETS[target], {}
+    if t.uint8_pools:
+        model, pools = rewrite_pools(model)
+        rewritten.update(pools)
+    if t.bias_convs:
+        model, biases = rewrite_bias_adds(model)
+        rewritten.update(biases)
+    return model, rewritten
 
 
 def slow_int8_nodes(model: onnx.ModelProto, target: str) -> dict[str, str]:
@@ -631,12 +650,12 @@ def calibrate(
         work = Path(tmp)
         graph, fmodel, passes_run = _float_graph(source, config, graph_passes, work)
         ranges, cache_use = _ranges(graph, source, clips.calib, config, passes_run, work, progress)
-        if target.uint8_pools:  # same tensor names, so the ranges (and the cache) of `graph` apply
-            fmodel, rewritten = rewrite_pools(fmodel)
-            if rewritten:
-                graph = work / "uint8_pools.onnx"
-                onnx.save_model(fmodel, str(graph))
+        # Before the target's rewrites: their depthwise bias convs are fast in int8, unlike the grouped ones kept.
         forced = {**match_nodes(fmodel, config.exclude), **slow_int8_nodes(fmodel, config.target)}
+        fmodel, rewritten = target_graph(fmodel, config.target)  # same tensor names: the ranges (and cache) apply
+        if rewritten:
+            graph = work / "rewritten.onnx"
+            onnx.save_model(fmodel, str(graph))
         count = itertools.count()
 
         def quantize(extra: Collection[str]) -> Quantized:

@@ -26,7 +26,7 @@ from onnxruntime.quantization.calibrate import TensorsData
 UINT8_OPS = ("ReduceMax",)
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
+def tensor_dims(model: onnx.ModelProto) -> dict[str, list[int]]:
     """Tensor name -> dims (0 where unknown) from ONNX shape inference."""
     inferred = onnx.shape_inference.infer_shapes(model)
     values = [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
@@ -51,7 +51,7 @@ def _keepdims(node: onnx.NodeProto) -> int:
 def rewrite_pools(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, str]]:
     """A copy of the float graph with GlobalMaxPool -> MaxPool and channel ReduceMean -> 1x1 Conv where the
     shapes allow (module docstring), and {node name: "Old -> New"} for each node rewritten."""
-    shapes = _shapes(model)
+    shapes = tensor_dims(model)
     initializers = {t.name: t for t in model.graph.initializer}
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -129,14 +129,13 @@ def test_unknown_exclusion_is_an_error(probe, tmp_path):
 
 
 def test_restoring_every_layer_gives_back_the_float_graph(cpu_int8, tiny):
-    from calibration.uint8_pools import rewrite_pools
-
     qmodel, fmodel = onnx.load(str(cpu_int8.output)), onnx.load(str(tiny.onnx))
     groups = layer_groups(qmodel)
     roles = {g.role for g in groups}
     assert {"first conv", "AARM channel attention (CAM)", "VCM (score recalibration)", "backbone conv"} <= roles
-    # the cpu target quantizes the float graph with its pools rewritten (the graph the INT8 one comes from)
-    variant = float_variant(qmodel, rewrite_pools(fmodel)[0], [n for g in groups for n in g.nodes])
+    # the cpu target quantizes the float graph with its pools and biases rewritten (the graph the INT8 one comes from)
+    source = quantize_module.target_graph(fmodel, "cpu")[0]
+    variant = float_variant(qmodel, source, [n for g in groups for n in g.nodes])
     assert not [n for n in variant.graph.node if n.op_type in QDQ_OPS]
     x = np.random.default_rng(1).standard_normal((2, *tiny.preprocessing.input_shape(1)[1:]), dtype=np.float32)
     np.testing.assert_allclose(graph_scores(variant, x), graph_scores(fmodel, x), rtol=1e-5, atol=1e-6)
