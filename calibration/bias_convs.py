@@ -7,9 +7,10 @@ or one a scalar); a map (N, C, H, W) plus a per-channel constant (1, C, 1, 1) ru
 float constant of shape (1, C, 1, 1) or (C, 1, 1) becomes `Conv(x, W = 1, B = b, group = C)`, kernel 1x1: x * 1 + b
 per element, the same single float addition. quantize_static makes it a depthwise QLinearConv whose weights (1 in
 int8 per-channel, scale 1/127) are exact and whose bias is int32 at the input's scale: onnxruntime's depthwise
-kernel runs it on every thread. Measured (AARM-ResNet-50, batch 8, 224x224, onnxruntime 1.31.1, interleaved
-profiles; docs/optimize.md): the 16 bias adds take 16.8 ms at 2 threads as QLinearAdd, 7.8 ms as QLinearConv,
-and about the same at 1 thread.
+kernel runs it on every thread. Measured on AARM-ResNet-50 (batch 8, 224x224, onnxruntime 1.31.1, 2-core Xeon,
+2026-11-27): the 16 bias adds take 9-17 ms at 2 threads as QLinearAdd and 6-8 ms as QLinearConv (interleaved
+profiles), about 9 ms either way at 1 thread; the whole INT8 graph runs 1.06x [1.02, 1.08] / 1.07x [1.05, 1.13]
+faster at 2 threads (two runs, load about 1) and 1.01x [1.00, 1.03] at 1 thread (paired ratios, interleaved rounds).
 
 The spatial gate term w2 * S ((1, C, 1, 1) x (N, 1, H, W)) is left as it is: as a 1x1 QLinearConv 1 -> C it took
 twice as long at both thread counts (a GEMM with one input channel). So is the gate sum (N, C, 1, 1) + (N, C, H, W),
