@@ -43,7 +43,7 @@ def rewrite_bias_adds(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str
     initializers = {t.name: t for t in model.graph.initializer}
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    nodes, weights, changed = [], [], {}
+    nodes, weights, changed, replaced = [], [], {}, set()
     for node in out.graph.node:
         if node.op_type == "Add" and len(node.input) == 2:
             for x, b in ((node.input[0], node.input[1]), (node.input[1], node.input[0])):
@@ -60,9 +60,15 @@ def rewrite_bias_adds(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str
                 node = helper.make_node("Conv", [x, ones.name, vector.name], list(node.output), name=node.name,
                                         kernel_shape=[1, 1], group=dims[1])
                 changed[node.name] = "Add -> Conv"
+                replaced.add(b)
                 break
         nodes.append(node)
     del out.graph.node[:]
     out.graph.node.extend(nodes)
-    out.graph.initializer.extend(weights)
+    used = {i for n in nodes for i in n.input} | {o.name for o in out.graph.output}
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in nodes for a in n.attribute):
+        replaced = set()  # a subgraph may read them
+    kept = [t for t in out.graph.initializer if t.name not in replaced or t.name in used]  # no orphans: ORT warns
+    del out.graph.initializer[:]
+    out.graph.initializer.extend([*kept, *weights])
     return out, changed

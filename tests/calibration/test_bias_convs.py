@@ -69,6 +69,11 @@ def _bias_adds(model: onnx.ModelProto, *, larger_than_1x1: bool = True) -> list[
             and (not larger_than_1x1 or np.prod(dims[n.output[0]][2:]) > 1)]
 
 
+def _unused_initializers(model: onnx.ModelProto) -> set[str]:
+    used = {i for n in model.graph.node for i in n.input}
+    return {t.name for t in model.graph.initializer if t.name not in used}
+
+
 def test_rewrite_is_exact_in_float(passes_graph, tiny):
     assert len(_bias_adds(passes_graph, larger_than_1x1=False)) == BLOCKS
     adds = _bias_adds(passes_graph)
@@ -77,6 +82,7 @@ def test_rewrite_is_exact_in_float(passes_graph, tiny):
     assert changed == dict.fromkeys(adds, "Add -> Conv")
     assert _bias_adds(rewritten) == []
     assert [n.name for n in rewritten.graph.node] == [n.name for n in passes_graph.graph.node]  # names kept
+    assert _unused_initializers(rewritten) == _unused_initializers(passes_graph)  # the replaced constants are gone
     convs = {n.name: n for n in rewritten.graph.node if n.name in changed}
     weights = {t.name: onnx.numpy_helper.to_array(t) for t in rewritten.graph.initializer}
     for conv in convs.values():
