@@ -171,3 +171,23 @@ def test_kernel_graph_runs_blocked_with_the_scores_of_the_exported_graph(library
         np.testing.assert_allclose(got["scores"], want["scores"], rtol=1e-5, atol=1e-5)
     with open_runner(exported, threads=1) as ref:
         assert ref.kernel_layout is None
+
+
+def test_kernel_graph_runs_as_written_when_the_rewrite_fails(library, block, tmp_path_factory, monkeypatch):
+    import runtime.backends.onnxruntime_backend as backend
+
+    _, _, exported = cached_resnet18_aarm(tmp_path_factory)
+    kernels = exported.with_name("model.blocked-test.kernels.onnx")
+    if not kernels.exists():
+        optimize_onnx(exported, kernels, kernels=True, force=True)
+
+    def broken(model, library):
+        raise ValueError("graph surgery went wrong\nsecond line")
+
+    monkeypatch.setattr(backend, "blocked_kernel_graph", broken)
+    with pytest.warns(RuntimeWarning, match=r"plain layout \(the blocked rewrite failed: graph surgery went wrong\)"):
+        runner = open_runner(kernels, threads=1)
+    with runner, open_runner(exported, threads=1) as ref:
+        assert runner.kernel_layout == "plain"
+        feed = ref.example_feed(2)
+        np.testing.assert_allclose(runner.infer(feed)["scores"], ref.infer(feed)["scores"], rtol=1e-5, atol=1e-5)
