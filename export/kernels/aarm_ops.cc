@@ -286,35 +286,57 @@ void gate_task(void* data, size_t index) {
     w.relu ? gate_rows<false, true>(w, r0, r1) : gate_rows<false, false>(w, r0, r1);
 }
 
-OrtStatus* gate_compute(void* kernel, OrtKernelContext* ctx) {
-  const GateKernel& k = *static_cast<const GateKernel*>(kernel);
+// Checks a blocked map (N, C, H, W) against the block size; S = H * W.
+OrtStatus* blocked_dims(const Tensor& x, int64_t block, const char* op, int64_t* N, int64_t* C, int64_t* S) {
+  if (x.dims.size() != 4) return error(std::string(op) + ": M must be a 4-D blocked map (N, C, H, W)");
+  *N = x.dims[0];
+  *C = x.dims[1];
+  *S = x.dims[2] * x.dims[3];
+  if (*C % block != 0) return error(std::string(op) + ": channels must be a multiple of the block size");
+  return nullptr;
+}
+
+// Reads a gate's inputs (M, channel gate, spatial gate, w1, w2, bias, optional residual), checks their shapes and
+// allocates Y with M's shape; `block` is 1 for AarmGate (M (N, C, *S)), B for AarmGateNchwc (M a blocked 4-D map).
+// Fills `work` for rows of S * block values (N * C / block of them) in tasks of at most 1/64 of the rows.
+OrtStatus* gate_io(OrtKernelContext* ctx, const std::string& op, int64_t block, bool relu, GateWork* work) {
   size_t count = 0;
   AARM_TRY(fn<KernelContextGetInputCountFn>(g_api, KernelContext_GetInputCount)(ctx, &count));
   Tensor x, cg, sg, w1, w2, b, r;
-  AARM_TRY(input(ctx, 0, &x, "AarmGate M"));
-  AARM_TRY(input(ctx, 1, &cg, "AarmGate channel gate"));
-  AARM_TRY(input(ctx, 2, &sg, "AarmGate spatial gate"));
-  AARM_TRY(input(ctx, 3, &w1, "AarmGate w1"));
-  AARM_TRY(input(ctx, 4, &w2, "AarmGate w2"));
-  AARM_TRY(input(ctx, 5, &b, "AarmGate bias"));
+  AARM_TRY(input(ctx, 0, &x, (op + " M").c_str()));
+  AARM_TRY(input(ctx, 1, &cg, (op + " channel gate").c_str()));
+  AARM_TRY(input(ctx, 2, &sg, (op + " spatial gate").c_str()));
+  AARM_TRY(input(ctx, 3, &w1, (op + " w1").c_str()));
+  AARM_TRY(input(ctx, 4, &w2, (op + " w2").c_str()));
+  AARM_TRY(input(ctx, 5, &b, (op + " bias").c_str()));
   const OrtValue* res_value = nullptr;
   if (count > 6) AARM_TRY(fn<KernelContextGetInputFn>(g_api, KernelContext_GetInput)(ctx, 6, &res_value));
-  if (res_value != nullptr) AARM_TRY(describe(res_value, &r, "AarmGate residual"));
-  if (x.dims.size() < 3) return error("AarmGate: M must be (N, C, *S)");
-  const int64_t N = x.dims[0], C = x.dims[1], S = x.numel() / std::max<int64_t>(N * C, 1);
-  if (cg.numel() != N * C) return error("AarmGate: channel gate must be (N, C, 1, ...)");
-  if (sg.numel() != N * S) return error("AarmGate: spatial gate must be (N, 1, *S)");
-  if (w1.numel() != C || w2.numel() != C || b.numel() != C) return error("AarmGate: w1, w2, bias must have C values");
-  if (res_value != nullptr && r.dims != x.dims) return error("AarmGate: residual must have M's shape");
+  if (res_value != nullptr) AARM_TRY(describe(res_value, &r, (op + " residual").c_str()));
+  int64_t N = 0, C = 0, S = 0;
+  if (block > 1) {
+    AARM_TRY(blocked_dims(x, block, op.c_str(), &N, &C, &S));
+  } else {
+    if (x.dims.size() < 3) return error(op + ": M must be (N, C, *S)");
+    N = x.dims[0], C = x.dims[1], S = x.numel() / std::max<int64_t>(N * C, 1);
+  }
+  if (cg.numel() != N * C) return error(op + ": channel gate must be (N, C, 1, ...)");
+  if (sg.numel() != N * S) return error(op + ": spatial gate must be (N, 1, *S)");
+  if (w1.numel() != C || w2.numel() != C || b.numel() != C) return error(op + ": w1, w2, bias must have C values");
+  if (res_value != nullptr && r.dims != x.dims) return error(op + ": residual must have M's shape");
   Tensor y;
   AARM_TRY(output(ctx, 0, x.dims, &y));
-  const int64_t rows = N * C;
-  if (rows * S == 0) return nullptr;
-  const int64_t tasks = std::min<int64_t>(rows, 64);
-  const int64_t per = (rows + tasks - 1) / tasks;
-  GateWork work{x.data, cg.data, sg.data, w1.data, w2.data, b.data, res_value ? r.data : nullptr, y.data,
-                C, S, rows, per, k.relu != 0};
-  parallel_for(ctx, gate_task, static_cast<size_t>((rows + per - 1) / per), &work);
+  const int64_t rows = N * C / block;
+  const int64_t per = std::max<int64_t>(1, (rows + 63) / 64);
+  *work = GateWork{x.data, cg.data, sg.data, w1.data, w2.data, b.data, res_value ? r.data : nullptr, y.data,
+                   C, S, rows, per, relu};
+  return nullptr;
+}
+
+OrtStatus* gate_compute(void* kernel, OrtKernelContext* ctx) {
+  GateWork work{};
+  AARM_TRY(gate_io(ctx, "AarmGate", 1, static_cast<const GateKernel*>(kernel)->relu != 0, &work));
+  if (work.rows * work.S == 0) return nullptr;
+  parallel_for(ctx, gate_task, static_cast<size_t>((work.rows + work.rows_per_task - 1) / work.rows_per_task), &work);
   return nullptr;
 }
 
@@ -340,16 +362,6 @@ OrtStatus* block_attr(const OrtKernelInfo* info, int64_t* out) {
     return error("missing int attribute block");
   }
   if (*out != 8 && *out != 16) return error("attribute block must be 8 or 16");
-  return nullptr;
-}
-
-// Checks a blocked map (N, C, H, W) against the block size; S = H * W.
-OrtStatus* blocked_dims(const Tensor& x, int64_t block, const char* op, int64_t* N, int64_t* C, int64_t* S) {
-  if (x.dims.size() != 4) return error(std::string(op) + ": M must be a 4-D blocked map (N, C, H, W)");
-  *N = x.dims[0];
-  *C = x.dims[1];
-  *S = x.dims[2] * x.dims[3];
-  if (*C % block != 0) return error(std::string(op) + ": channels must be a multiple of the block size");
   return nullptr;
 }
 
@@ -587,38 +599,14 @@ void blocked_gate_task(void* data, size_t index) {
 
 OrtStatus* blocked_gate_compute(void* kernel, OrtKernelContext* ctx) {
   const BlockedGateKernel& k = *static_cast<const BlockedGateKernel*>(kernel);
-  size_t count = 0;
-  AARM_TRY(fn<KernelContextGetInputCountFn>(g_api, KernelContext_GetInputCount)(ctx, &count));
-  Tensor x, cg, sg, w1, w2, b, r;
-  AARM_TRY(input(ctx, 0, &x, "AarmGateNchwc M"));
-  AARM_TRY(input(ctx, 1, &cg, "AarmGateNchwc channel gate"));
-  AARM_TRY(input(ctx, 2, &sg, "AarmGateNchwc spatial gate"));
-  AARM_TRY(input(ctx, 3, &w1, "AarmGateNchwc w1"));
-  AARM_TRY(input(ctx, 4, &w2, "AarmGateNchwc w2"));
-  AARM_TRY(input(ctx, 5, &b, "AarmGateNchwc bias"));
-  const OrtValue* res_value = nullptr;
-  if (count > 6) AARM_TRY(fn<KernelContextGetInputFn>(g_api, KernelContext_GetInput)(ctx, 6, &res_value));
-  if (res_value != nullptr) AARM_TRY(describe(res_value, &r, "AarmGateNchwc residual"));
-  int64_t N = 0, C = 0, S = 0;
-  AARM_TRY(blocked_dims(x, k.block, "AarmGateNchwc", &N, &C, &S));
-  if (cg.numel() != N * C) return error("AarmGateNchwc: channel gate must be (N, C, 1, 1)");
-  if (sg.numel() != N * S) return error("AarmGateNchwc: spatial gate must be (N, 1, H, W)");
-  if (w1.numel() != C || w2.numel() != C || b.numel() != C)
-    return error("AarmGateNchwc: w1, w2, bias must have C values");
-  if (res_value != nullptr && r.dims != x.dims) return error("AarmGateNchwc: residual must have M's shape");
-  Tensor y;
-  AARM_TRY(output(ctx, 0, x.dims, &y));
-  const int64_t rows = N * C / k.block;
-  if (rows * S == 0) return nullptr;
-  const int64_t tasks = std::min<int64_t>(rows, 64);
-  const int64_t per = (rows + tasks - 1) / tasks;
-  GateWork work{x.data, cg.data, sg.data, w1.data, w2.data, b.data, res_value ? r.data : nullptr, y.data,
-                C, S, rows, per, k.relu != 0};
-  const bool stream = x.numel() * static_cast<int64_t>(sizeof(float)) > kStreamBytes &&
-                      reinterpret_cast<uintptr_t>(y.data) % 64 == 0;  // streamed stores need 64-byte alignment
+  GateWork work{};
+  AARM_TRY(gate_io(ctx, "AarmGateNchwc", k.block, k.relu != 0, &work));
+  if (work.rows * work.S == 0) return nullptr;
+  const bool stream = work.rows * work.S * k.block * static_cast<int64_t>(sizeof(float)) > kStreamBytes &&
+                      reinterpret_cast<uintptr_t>(work.out) % 64 == 0;  // streamed stores need 64-byte alignment
   const auto task = k.block == 16 ? (stream ? blocked_gate_task<16, true> : blocked_gate_task<16, false>)
                                   : blocked_gate_task<8, false>;
-  parallel_for(ctx, task, static_cast<size_t>((rows + per - 1) / per), &work);
+  parallel_for(ctx, task, static_cast<size_t>((work.rows + work.rows_per_task - 1) / work.rows_per_task), &work);
   return nullptr;
 }
 
