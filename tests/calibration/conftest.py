@@ -18,6 +18,7 @@ from torch import nn
 
 from aarm.data.annotations import load_split
 from aarm.data.preprocessing import Preprocessing
+from calibration.quantize import CalibrationConfig
 from calibration.reader import ClipReader, ClipSet
 from export.onnx_export import export_onnx
 
@@ -86,3 +87,11 @@ def probe(videos: Path, tmp_path_factory: pytest.TempPathFactory) -> Probe:  # n
     path = export_probe(net, d / "probe.onnx", classes=split.classes, preprocessing=prep, config=config)
     return Probe(path, data)
 
+
+@pytest.fixture(scope="module")
+def users_config(videos, tmp_path_factory) -> CalibrationConfig:  # noqa: F811 (the shared fixture)
+    """The users' path settings: cpu target, no budget, a calibration cache that every run in the test module
+    shares (so they share ranges)."""
+    cache = tmp_path_factory.mktemp("users_cache") / "calibration.json"
+    return CalibrationConfig(data=videos, clips=4, method="minmax", target="cpu", max_drop=None, eval_clips=5,
+                             cache=cache)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from calibration.bias_convs import rewrite_bias_adds
-from calibration.quantize import CalibrationConfig, calibrate, session_graph
+from calibration.quantize import calibrate, session_graph
 from calibration.sensitivity import graph_scores
 from calibration.uint8_pools import tensor_dims
 from export.onnx_export import export_onnx
@@ -41,14 +41,6 @@ def biased(tiny, tmp_path_factory):
 @pytest.fixture(scope="module")
 def passes_graph(biased) -> onnx.ModelProto:
     return run_passes(onnx.load(str(biased)))[0]
-
-
-@pytest.fixture(scope="module")
-def users_config(videos, tmp_path_factory) -> CalibrationConfig:
-    """cpu target, no budget, a calibration cache that every run here shares (so they share ranges)."""
-    cache = tmp_path_factory.mktemp("bias_convs_cache") / "calibration.json"
-    return CalibrationConfig(data=videos, clips=4, method="minmax", target="cpu", max_drop=None, eval_clips=5,
-                             cache=cache)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pytest
 
-from calibration.quantize import CalibrationConfig, calibrate, session_graph
+from calibration.quantize import calibrate, session_graph
 from calibration.sensitivity import graph_scores
 from calibration.uint8_pools import rewrite_pools
 from export.passes import run_passes
@@ -20,14 +20,6 @@ UINT8_POOLS = {"MaxPool", "NhwcMaxPool", "ReduceMax", "QLinearConv"}
 def passes_graph(tiny) -> onnx.ModelProto:
     """The tiny AARM graph after the standard-op passes (what `aarm-export calibrate` quantizes)."""
     return run_passes(onnx.load(str(tiny.onnx)))[0]
-
-
-@pytest.fixture(scope="module")
-def users_config(videos, tmp_path_factory) -> CalibrationConfig:
-    """cpu target, no budget, a calibration cache that every run here shares (so they share ranges)."""
-    cache = tmp_path_factory.mktemp("uint8_pools_cache") / "calibration.json"
-    return CalibrationConfig(data=videos, clips=4, method="minmax", target="cpu", max_drop=None, eval_clips=5,
-                             cache=cache)
 
 
 @pytest.fixture(scope="module")
