@@ -87,38 +87,36 @@ def to_blocked(graph: gs.Graph, block: int) -> int:
     `block` channels into its blocked variant. Returns how many ops were rewritten."""
     chosen = [n for n in graph.nodes if n.domain == DOMAIN and n.op in BLOCKED and n.inputs
               and _unblocked(n.inputs[0]) is not None and _channels(n.inputs[0]) % block == 0]
-    blocked_out: dict[str, gs.Variable] = {}  # plain gate output name -> its blocked tensor
     for node in chosen:
         channels = _channels(node.inputs[0])
         node.inputs[0] = _unblocked(node.inputs[0])
         node.op = BLOCKED[node.op]
         node.attrs["block"] = block
-        if node.op != "AarmGateNchwc":
-            continue
-        plain = node.outputs[0]
-        blocked = gs.Variable(f"{plain.name}__nchwc", dtype=plain.dtype, shape=plain.shape)
-        node.outputs = [blocked]
-        graph.nodes.append(gs.Node("ReorderOutput", domain=NCHWC, inputs=[blocked], outputs=[plain],
-                                   attrs={"channels": channels, "channels_last": 0}))
-        blocked_out[plain.name] = blocked
-    for node in chosen:
+        if node.op == "AarmGateNchwc":  # blocked output; its plain readers read a ReorderOutput of it
+            plain = node.outputs[0]
+            blocked = gs.Variable(f"{plain.name}__nchwc", dtype=plain.dtype, shape=plain.shape)
+            node.outputs = [blocked]
+            graph.nodes.append(gs.Node("ReorderOutput", domain=NCHWC, inputs=[blocked], outputs=[plain],
+                                       attrs={"channels": channels, "channels_last": 0}))
+    for node in chosen:  # after all outputs above: a residual is often the previous gate's output
         if node.op != "AarmGateNchwc" or len(node.inputs) <= RESIDUAL or not node.inputs[RESIDUAL].name:
             continue
         residual = node.inputs[RESIDUAL]
-        source = blocked_out.get(residual.name) or _unblocked(residual)
+        source = _unblocked(residual)
         if source is None:
             source = gs.Variable(f"{residual.name}__nchwc", dtype=residual.dtype, shape=residual.shape)
             graph.nodes.append(gs.Node("ReorderInput", domain=NCHWC, inputs=[residual], outputs=[source],
                                        attrs={"channels_last": 0}))
         node.inputs[RESIDUAL] = source
-    for plain_name, blocked in blocked_out.items():  # the next convolutions read the gate's blocked output
-        for node in list(graph.nodes):
-            if (node.domain == NCHWC and node.op == "ReorderInput" and int(node.attrs.get("channels_last", 0)) == 0
-                    and node.inputs[0].name == plain_name):
-                for consumer in list(node.outputs[0].outputs):
-                    for i, t in enumerate(consumer.inputs):
-                        if t is node.outputs[0]:
-                            consumer.inputs[i] = blocked
+    for node in [n for n in graph.nodes if n.domain == NCHWC and n.op == "ReorderInput"]:
+        # a ReorderInput of a ReorderOutput of whole blocks gives back the blocked map: read that directly
+        source = _unblocked(node.inputs[0])
+        if source is None or int(node.attrs.get("channels_last", 0)) != 0 or _channels(node.inputs[0]) % block:
+            continue
+        for consumer in list(node.outputs[0].outputs):
+            for i, t in enumerate(consumer.inputs):
+                if t is node.outputs[0]:
+                    consumer.inputs[i] = source
     graph.cleanup().toposort()
     return len(chosen)
 
