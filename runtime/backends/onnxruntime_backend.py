@@ -20,7 +20,6 @@ import onnx
 
 from aarm.errors import BackendUnavailable, ConfigError
 from runtime.artifact import read_sidecar
-from runtime.blocked_kernels import BLOCKED, blocked_kernel_graph
 from runtime.errors import ArtifactError
 from runtime.graph_precision import graph_precision
 from runtime.kernel_library import DOMAIN, graph_custom_ops, recorded_ops, trusted_library
@@ -141,8 +140,7 @@ class OnnxRuntimeRunner(Runner):
         library = register_custom_ops(self._options, graph, where)
         del graph
         self.kernel_layout = None if library is None else "plain"
-        if (library is not None and optimization == "all" and self.requested_providers == ["CPUExecutionProvider"]
-                and set(BLOCKED.values()) <= recorded_ops(DOMAIN)):
+        if library is not None and optimization == "all" and self.requested_providers == ["CPUExecutionProvider"]:
             self._block_kernels(library)
         self.threads, self.inter_threads, self.optimization = threads, inter_threads, optimization
         self.session: Any = None
@@ -176,7 +174,12 @@ class OnnxRuntimeRunner(Runner):
 
     def _block_kernels(self, library: Path) -> None:
         """Run the AARM kernels on onnxruntime's blocked layout (`runtime.blocked_kernels`). Where the rewrite
-        fails the graph still runs as it is, with a warning that says why."""
+        fails the graph still runs as it is, with a warning that says why; so does a library recorded before the
+        blocked ops existed."""
+        from runtime.blocked_kernels import BLOCKED, blocked_kernel_graph  # onnx-graphsurgeon: only for such graphs
+
+        if not set(BLOCKED.values()) <= recorded_ops(DOMAIN):
+            return
         try:
             blocked = blocked_kernel_graph(self._model, library)
         except Exception as exc:  # onnxruntime / onnx-graphsurgeon raise their own types

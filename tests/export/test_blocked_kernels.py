@@ -174,7 +174,7 @@ def test_kernel_graph_runs_blocked_with_the_scores_of_the_exported_graph(library
 
 
 def test_kernel_graph_runs_as_written_when_the_rewrite_fails(library, block, tmp_path_factory, monkeypatch):
-    import runtime.backends.onnxruntime_backend as backend
+    import runtime.blocked_kernels
 
     _, _, exported = cached_resnet18_aarm(tmp_path_factory)
     kernels = exported.with_name("model.blocked-test.kernels.onnx")
@@ -184,7 +184,7 @@ def test_kernel_graph_runs_as_written_when_the_rewrite_fails(library, block, tmp
     def broken(model, library):
         raise ValueError("graph surgery went wrong\nsecond line")
 
-    monkeypatch.setattr(backend, "blocked_kernel_graph", broken)
+    monkeypatch.setattr(runtime.blocked_kernels, "blocked_kernel_graph", broken)
     with pytest.warns(RuntimeWarning, match=r"plain layout \(the blocked rewrite failed: graph surgery went wrong\)"):
         runner = open_runner(kernels, threads=1)
     with runner, open_runner(exported, threads=1) as ref:
