@@ -19,7 +19,8 @@ Variants per model, all timed in this one process:
 
 Method (DESIGN, "Speed"): wait for a quiet machine (1-minute load average under --max-load, at most
 --wait seconds; a machine still busy is measured anyway and flagged BUSY), then per thread count
-interleaved rounds (every variant once per round after one untimed call, the order rotated per round),
+interleaved rounds (every variant once per round after one untimed call, the order rotated per round;
+each onnxruntime variant in a new session every round, `benchmarks.common.FreshSession`),
 medians, and every ratio paired by round with the runtime's two-stage bootstrap 95% interval. Host facts
 (CPU model, cores, load before/after, other processes' CPU use, thread settings, versions) go into the JSON.
 The issue's targets print as pass/fail rows (pass: the median meets the limit; "sure": the interval does).
@@ -30,6 +31,7 @@ import os
 import sys
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,7 @@ from aarm.data.preprocessing import Preprocessing  # noqa: E402
 from aarm.errors import BackendUnavailable  # noqa: E402
 from aarm.fileio import write_json  # noqa: E402
 from benchmarks.common import (  # noqa: E402
+    FreshSession,
     interleaved_rounds,
     median_ms,
     overhead,
@@ -132,24 +135,32 @@ def build_graphs(
 def ort_session(path: Path, threads: int, profile_prefix: str | None = None) -> Any:
     import onnxruntime as ort
 
-    from export.verify import uses_custom_ops
-
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
     if profile_prefix:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
-    model: str | bytes = str(path)
-    if uses_custom_ops(path):  # as the runtime opens it (runtime.backends.onnxruntime_backend)
-        from export.kernels import custom_op_library
-        from runtime.blocked_kernels import blocked_kernel_graph
-
-        library = custom_op_library()
+    model, library = session_model(path)
+    if library is not None:
         opts.register_custom_ops_library(str(library))
-        blocked = blocked_kernel_graph(model, library)
-        model = blocked.SerializeToString() if blocked is not None else model
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+@cache
+def session_model(path: Path) -> tuple[str | bytes, Path | None]:
+    """What a session opens for `path` and the custom-op library it registers: a kernel graph as the runtime
+    opens it (runtime.backends.onnxruntime_backend), with its kernels on onnxruntime's blocked layout."""
+    from export.verify import uses_custom_ops
+
+    if not uses_custom_ops(path):
+        return str(path), None
+    from export.kernels import custom_op_library
+    from runtime.blocked_kernels import blocked_kernel_graph
+
+    library = custom_op_library()
+    blocked = blocked_kernel_graph(str(path), library)
+    return (blocked.SerializeToString() if blocked is not None else str(path)), library
 
 
 def parity(graphs: dict[str, dict[str, Path]], models: dict[str, torch.nn.Module], x: np.ndarray) -> dict[str, Any]:
@@ -222,10 +233,8 @@ def runners_for(
                     m.eval()
 
             runners[f"{attention}/eager-train"] = step
-        for variant, path in graphs[attention].items():
-            sess = ort_session(path, threads)
-            name = sess.get_inputs()[0].name
-            runners[f"{attention}/{variant}"] = lambda s=sess, n=name: s.run(None, {n: x})
+        for variant, path in graphs[attention].items():  # a new session every round (FreshSession)
+            runners[f"{attention}/{variant}"] = FreshSession(lambda p=path: ort_session(p, threads), x)
     return runners
 
 

@@ -223,27 +223,20 @@ def reference_graphs(work: Path, prep: Preprocessing, classes: list[str]) -> dic
 def interleaved_throughput(
     graphs: dict[str, Path], shape: tuple[int, ...], *, trials: int, threads: int,
 ) -> dict[str, dict[str, Any]]:
-    """Clips per second of each graph on onnxruntime CPU: `trials` rounds, every graph once per round in a
-    rotating order, after one warm-up run each; median latency -> throughput."""
+    """Clips per second of each graph on onnxruntime CPU: `trials` interleaved rounds (benchmarks.common:
+    rotating order, an untimed call before each timed one, a new session every round) -> median latency ->
+    throughput."""
+    from benchmarks.common import FreshSession, interleaved_rounds
+
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
-    sessions = {name: session(path, threads=threads) for name, path in graphs.items()}
-    feeds = {name: {s.get_inputs()[0].name: x} for name, s in sessions.items()}
-    for name, s in sessions.items():
-        s.run(None, feeds[name])
-    samples: dict[str, list[float]] = {name: [] for name in graphs}
-    names = list(graphs)
-    for trial in range(trials):
-        order = names[trial % len(names):] + names[: trial % len(names)]
-        for name in order:
-            start = time.perf_counter()
-            sessions[name].run(None, feeds[name])
-            samples[name].append((time.perf_counter() - start) * 1000)
-        console.print(f"  timing round {trial + 1}/{trials}", end="\r")
+    runners = {name: FreshSession(lambda p=path: session(p, threads=threads), x) for name, path in graphs.items()}
+    times = interleaved_rounds(runners, trials, warmup=1, progress=lambda d, n: console.print(
+        f"  timing round {d}/{n}", end="\r"))
     out = {}
-    for name, ms in samples.items():
-        stats = latency_stats(ms)
+    for name, rounds in times.items():
+        stats = latency_stats([ms for r in rounds for ms in r])
         out[name] = {"latency_ms": stats, "clips_per_s": shape[0] / (stats["p50"] / 1000),
-                     "providers": sessions[name].get_providers()}
+                     "providers": runners[name].session.get_providers()}
     return out
 
 
@@ -252,7 +245,15 @@ def users_path(args: argparse.Namespace) -> None:
     import os
     import tempfile
 
-    from benchmarks.common import interleaved_rounds, median_ms, overhead, paired_ratio, target_row, wait_for_quiet
+    from benchmarks.common import (
+        FreshSession,
+        interleaved_rounds,
+        median_ms,
+        overhead,
+        paired_ratio,
+        target_row,
+        wait_for_quiet,
+    )
     from export.passes import optimize_onnx, run_passes
     from runtime.host import CpuUse, load_average, thread_settings
     from runtime.host import host_info as host_facts
@@ -300,8 +301,7 @@ def users_path(args: argparse.Namespace) -> None:
         results: dict[str, Any] = {}
         rows: list[dict[str, Any]] = []
         for threads in threads_list:
-            sessions = {k: session(p, threads=threads) for k, p in graphs.items()}
-            runners = {k: (lambda s=s: s.run(None, {s.get_inputs()[0].name: x})) for k, s in sessions.items()}
+            runners = {k: FreshSession(lambda p=p, t=threads: session(p, threads=t), x) for k, p in graphs.items()}
             load_before = load_average()
             with CpuUse() as use:
                 times = interleaved_rounds(runners, rounds, warmup=1)

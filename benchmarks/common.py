@@ -45,14 +45,38 @@ def wait_for_quiet(max_load: float, timeout_s: float, *, poll_s: float = 5.0) ->
     return {"quiet": quiet, "waited_s": round(time.monotonic() - start, 1), "load": load, "max_load": max_load}
 
 
+class FreshSession:
+    """A runner over an onnxruntime session that `renew()` replaces with a new one over the same graph.
+
+    A session keeps its memory layout for life, and two sessions of one graph in one process measured up to 8 %
+    apart (AARM-ResNet-50 kernel graph, 9 interleaved rounds, 2026-11-27): with one session per variant, that
+    spread lands on one variant for the whole run. `interleaved_rounds` renews a FreshSession before each turn,
+    so the spread shows in the rounds, and so in the intervals of the ratios, instead.
+    make: () -> an onnxruntime InferenceSession; x: the input for its first input."""
+
+    def __init__(self, make: Callable[[], Any], x: Any) -> None:
+        self.make, self.x = make, x
+        self.session: Any = None
+        self.renew()
+
+    def renew(self) -> None:
+        self.session = None  # the old one goes before the new one is made
+        self.session = self.make()
+        self.feed = {self.session.get_inputs()[0].name: self.x}
+
+    def __call__(self) -> Any:
+        return self.session.run(None, self.feed)
+
+
 def interleaved_rounds(
     runners: dict[str, Callable[[], Any]], rounds: int, *, warmup: int = 1, calls: int = 1,
     before: Callable[[str], None] | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[list[float]]]:
     """Latencies in ms, name -> rounds -> calls. Each round runs every runner `calls` times after one untimed
-    call (the switch cost: caches, thread pools), in an order rotated per round, so drift and other processes
-    hit all runners alike and ratios can be paired by round. `before(name)` runs untimed before each runner's
-    turn (e.g. to set PyTorch's thread count)."""
+    call (the switch cost: caches, thread pools, the previous runner's threads still spinning), in an order
+    rotated per round, so drift and other processes hit all runners alike and ratios can be paired by round.
+    `before(name)` runs untimed before each runner's turn (e.g. to set PyTorch's thread count); a runner with a
+    `renew()` (FreshSession) is renewed before its turn in every round."""
     names = list(runners)
     for name in names:
         if before:
@@ -65,7 +89,9 @@ def interleaved_rounds(
         for name in order:
             if before:
                 before(name)
-            runners[name]()  # untimed: the switch from the previous runner
+            if r > 0 and hasattr(runners[name], "renew"):
+                runners[name].renew()
+            runners[name]()  # untimed: the switch from the previous runner (and a new session's first run)
             samples = []
             for _ in range(calls):
                 start = time.perf_counter()

@@ -1,0 +1,51 @@
+"""The benchmarks' interleaving: every runner once per round after an untimed call, the order rotated, and an
+onnxruntime session made anew for every round (FreshSession), so a session's own memory layout cannot bias one
+variant for a whole run."""
+
+import numpy as np
+from onnx import TensorProto, helper
+
+from benchmarks.common import FreshSession, interleaved_rounds
+
+
+class Recorder:
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name, self.log = name, log
+
+    def __call__(self) -> None:
+        self.log.append(f"run {self.name}")
+
+    def renew(self) -> None:
+        self.log.append(f"renew {self.name}")
+
+
+def test_rounds_rotate_and_renew_before_every_turn_after_the_first():
+    log: list[str] = []
+    times = interleaved_rounds({"a": Recorder("a", log), "b": Recorder("b", log)}, 3, warmup=1)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
+    assert log == ["run a", "run b",                                  # warm-up
+                   "run a", "run a", "run b", "run b",                # round 1: untimed + timed, no renewal
+                   "renew b", "run b", "run b", "renew a", "run a", "run a",   # round 2 starts with b
+                   "renew a", "run a", "run a", "renew b", "run b", "run b"]
+
+
+def test_fresh_session_runs_a_new_session_after_renew():
+    import onnxruntime as ort
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    model = helper.make_model(graph, ir_version=10, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    made = []
+
+    def make():
+        made.append(ort.InferenceSession(model, providers=["CPUExecutionProvider"]))
+        return made[-1]
+
+    x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    runner = FreshSession(make, x)
+    np.testing.assert_array_equal(runner()[0], np.maximum(x, 0))
+    first = runner.session
+    runner.renew()
+    assert runner.session is not first and runner.session is made[-1] and len(made) == 2
+    np.testing.assert_array_equal(runner()[0], np.maximum(x, 0))
