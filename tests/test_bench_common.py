@@ -29,7 +29,7 @@ def test_rounds_rotate_and_renew_before_every_turn_after_the_first():
                    "renew a", "run a", "run a", "renew b", "run b", "run b"]
 
 
-def test_fresh_session_runs_a_new_session_after_renew():
+def test_fresh_session_runs_a_new_session_after_renew(monkeypatch):
     import onnxruntime as ort
 
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
@@ -43,7 +43,16 @@ def test_fresh_session_runs_a_new_session_after_renew():
         return made[-1]
 
     x = np.array([[-1, 2, -3], [4, -5, 6]], np.float32)
+    runs = []
+    real = ort.InferenceSession.run
+
+    def counted(self, *args, **kwargs):
+        runs.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ort.InferenceSession, "run", counted)
     runner = FreshSession(make, x)
+    assert runs == [made[0], made[0]], "a new session runs twice before it is timed"
     np.testing.assert_array_equal(runner()[0], np.maximum(x, 0))
     first = runner.session
     runner.renew()
