@@ -198,6 +198,26 @@ void pool_task(void* data, size_t index) {
   for (int64_t i = 0; i < len; ++i) out[i] = w.channel_avg * (acc_sum[i] * inv_c) + w.channel_max * acc_max[i];
 }
 
+// Runs a pool task over (clip, chunk of `chunk` pixels) pairs on the thread pool (each writes its pixels' channel
+// pool and its per-channel partial sums and maxima), then reduces the partials into the global pool g (N, C).
+void pool_run(OrtKernelContext* ctx, const PoolKernel& k, void (*task)(void*, size_t), const float* x, float* g,
+              float* channel, int64_t N, int64_t C, int64_t S, int64_t chunk) {
+  const int64_t P = (S + chunk - 1) / chunk;
+  std::vector<float> part(2 * N * P * C);
+  PoolWork work{x, channel, part.data(), part.data() + N * P * C, C, S, chunk, P, k.channel_avg, k.channel_max};
+  parallel_for(ctx, task, static_cast<size_t>(N * P), &work);
+  const float inv_s = 1.f / static_cast<float>(S);
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t c = 0; c < C; ++c) {
+      float s = 0.f, m = -std::numeric_limits<float>::infinity();
+      for (int64_t p = 0; p < P; ++p) {
+        s += work.part_sum[(n * P + p) * C + c];
+        m = std::max(m, work.part_max[(n * P + p) * C + c]);
+      }
+      g[n * C + c] = k.global_avg * (s * inv_s) + k.global_max * m;
+    }
+}
+
 OrtStatus* pool_compute(void* kernel, OrtKernelContext* ctx) {
   const PoolKernel& k = *static_cast<const PoolKernel*>(kernel);
   Tensor x;
@@ -212,21 +232,7 @@ OrtStatus* pool_compute(void* kernel, OrtKernelContext* ctx) {
   AARM_TRY(output(ctx, 0, gdims, &g));
   AARM_TRY(output(ctx, 1, cdims, &ch));
   if (N * C * S == 0) return nullptr;
-  const int64_t chunk = std::min<int64_t>(S, 2048);
-  const int64_t P = (S + chunk - 1) / chunk;
-  std::vector<float> part(2 * N * P * C);
-  PoolWork work{x.data, ch.data, part.data(), part.data() + N * P * C, C, S, chunk, P, k.channel_avg, k.channel_max};
-  parallel_for(ctx, pool_task, static_cast<size_t>(N * P), &work);
-  const float inv_s = 1.f / static_cast<float>(S);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) {
-      float s = 0.f, m = -std::numeric_limits<float>::infinity();
-      for (int64_t p = 0; p < P; ++p) {
-        s += work.part_sum[(n * P + p) * C + c];
-        m = std::max(m, work.part_max[(n * P + p) * C + c]);
-      }
-      g.data[n * C + c] = k.global_avg * (s * inv_s) + k.global_max * m;
-    }
+  pool_run(ctx, k, pool_task, x.data, g.data, ch.data, N, C, S, std::min<int64_t>(S, 2048));
   return nullptr;
 }
 
@@ -511,21 +517,8 @@ OrtStatus* blocked_pool_compute(void* kernel, OrtKernelContext* ctx) {
   AARM_TRY(output(ctx, 1, {N, 1, x.dims[2], x.dims[3]}, &ch));
   if (N * C * S == 0) return nullptr;
   const int64_t chunk = std::min<int64_t>(S, 2048 / k.block);  // 2 x chunk x B floats: 16 KiB
-  const int64_t P = (S + chunk - 1) / chunk;
-  std::vector<float> part(2 * N * P * C);
-  PoolWork work{x.data, ch.data, part.data(), part.data() + N * P * C, C, S, chunk, P,
-                k.pool.channel_avg, k.pool.channel_max};
-  parallel_for(ctx, k.block == 16 ? blocked_pool_task<16> : blocked_pool_task<8>, static_cast<size_t>(N * P), &work);
-  const float inv_s = 1.f / static_cast<float>(S);
-  for (int64_t n = 0; n < N; ++n)
-    for (int64_t c = 0; c < C; ++c) {
-      float s = 0.f, m = -std::numeric_limits<float>::infinity();
-      for (int64_t p = 0; p < P; ++p) {
-        s += work.part_sum[(n * P + p) * C + c];
-        m = std::max(m, work.part_max[(n * P + p) * C + c]);
-      }
-      g.data[n * C + c] = k.pool.global_avg * (s * inv_s) + k.pool.global_max * m;
-    }
+  pool_run(ctx, k.pool, k.block == 16 ? blocked_pool_task<16> : blocked_pool_task<8>, x.data, g.data, ch.data, N, C,
+           S, chunk);
   return nullptr;
 }
 
