@@ -404,10 +404,11 @@ def graph_facts(path: Path) -> dict[str, Any]:
     facts = {"opset": next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None),
              "input": [d.dim_value if d.HasField("dim_value") else d.dim_param for d in dims],
              "nodes": len(model.graph.node)}
-    if any(o.domain == "com.aarm" for o in model.opset_import):
+    if any(o.domain == "com.aarm" for o in model.opset_import):  # what ort_session opens: rewritten or as written
         from runtime.blocked_kernels import block_size
 
-        facts["kernel_layout"] = f"nchwc (block {block_size()})" if block_size() else "plain"
+        blocked = isinstance(session_model(path)[0], bytes)
+        facts["kernel_layout"] = f"nchwc (block {block_size()})" if blocked else "plain"
     return facts
 
 
