@@ -113,7 +113,7 @@ def run_demo(out: Path, settings: DemoSettings, *, force: bool = False, log: Log
         video = load_split(data, subset="test").records[0].path
         x = load_video_input(video, ckpt.preprocessing)[:1]
         render_png(capture_attention(ckpt.model, x), x, ckpt.preprocessing, ckpt.classes, picture, title=video.name)
-    log("4/4 pipeline: export, optimise, FP16, INT8, TensorRT, parity, benchmark, report, Triton")
+    log("4/4 pipeline: export, optimise, CPU kernels, FP16, INT8, TensorRT, parity, benchmark, report, Triton")
     # INT8's accuracy budget is searched on every held-out clip, the same clips parity then judges it on.
     pipeline = PipelineConfig(checkpoint=str(checkpoint), out=str(deploy), data=str(data), calibration_clips=32,
                               parity_samples=16, bench_batches=[1, 8], bench_iterations=10)

@@ -2,8 +2,9 @@
 
     result = run_pipeline(PipelineConfig(checkpoint="best.pt", data="ucf101/", out="deploy"))
 
-Stages (each "file in, file out", recorded in `<out>/pipeline.json`): export -> optimize -> fp16 -> int8
-(calibration) -> tensorrt (engines, where TensorRT is importable) -> parity -> bench -> report -> triton.
+Stages (each "file in, file out", recorded in `<out>/pipeline.json`): export -> optimize -> kernels (the CPU
+graph with AARM's fused onnxruntime kernels, where they build here) -> fp16 -> int8 (calibration) -> tensorrt
+(engines, where TensorRT is importable) -> parity -> bench -> report -> triton.
 A stage whose inputs (sha256 of its input files and its own settings) are unchanged since its last run, and
 whose outputs are still there unmodified, is skipped; so an interrupted or re-run pipeline resumes. A stage
 whose settings or outside inputs (checkpoint, dataset) differ from those its existing outputs were made from
@@ -132,6 +133,17 @@ def tensorrt_available() -> str | None:
     return None
 
 
+def kernels_available() -> str | None:
+    """None if AARM's CPU kernels build and load here, else why not (no compiler, untested onnxruntime, ...)."""
+    from export.kernels import custom_op_library
+
+    try:
+        custom_op_library()
+    except BackendUnavailable as exc:
+        return str(exc)
+    return None
+
+
 def _dataset_files(data: str | None) -> list[Path]:
     """The annotation files that define a dataset's splits (their hashes key calibration and parity)."""
     if not data:
@@ -152,6 +164,7 @@ def build_stages(cfg: PipelineConfig, log: Log) -> list[Stage]:
     out = Path(cfg.out)
     ckpt = Path(cfg.checkpoint)
     fp32, opt, fp16, int8 = out / "model.onnx", out / "model.opt.onnx", out / "model.fp16.onnx", out / "model.int8.onnx"
+    cpu = out / ARTIFACTS["fp32-kernels"]
     data_files = _dataset_files(cfg.data)
 
     def sidecar(p: Path) -> Path:
@@ -166,6 +179,10 @@ def build_stages(cfg: PipelineConfig, log: Log) -> list[Stage]:
 
     def run_optimize() -> dict[str, Any]:
         return {"passes": optimize_onnx(fp32, opt, force=True)[1]}
+
+    def run_kernels() -> dict[str, Any]:
+        sidecar_, rows = optimize_onnx(fp32, cpu, kernels=True, force=True)
+        return {"passes": rows, "custom_ops": sidecar_.extra["custom_ops"]}
 
     def run_fp16() -> dict[str, Any]:
         convert_onnx(opt, fp16, precision="fp16", force=True)
@@ -183,6 +200,11 @@ def build_stages(cfg: PipelineConfig, log: Log) -> list[Stage]:
         Stage("export", [ckpt], {"opset": cfg.opset}, [fp32, sidecar(fp32)], run_export),
         Stage("optimize", [fp32], {}, [opt, sidecar(opt)], run_optimize),
     ]
+    why_not = kernels_available() if cfg.kernels == "auto" else "disabled by configuration (kernels = off)"
+    if why_not:
+        log(f"kernels: skipped ({why_not})")
+    else:
+        stages.append(Stage("kernels", [fp32], {}, [cpu, sidecar(cpu)], run_kernels))
     if "fp16" in cfg.precisions:
         stages.append(Stage("fp16", [opt], {}, [fp16, sidecar(fp16)], run_fp16))
     if "int8" in cfg.precisions:
@@ -195,17 +217,19 @@ def build_stages(cfg: PipelineConfig, log: Log) -> list[Stage]:
     return stages
 
 
+ARTIFACTS = {"fp32": "model.onnx", "fp32-opt": "model.opt.onnx", "fp32-kernels": "model.kernels.onnx",
+             "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+
+
 def _artifacts(cfg: PipelineConfig) -> dict[str, Path]:
     out = Path(cfg.out)
-    names = {"fp32": "model.onnx", "fp32-opt": "model.opt.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-    return {k: out / v for k, v in names.items() if (out / v).is_file()}
+    return {k: out / v for k, v in ARTIFACTS.items() if (out / v).is_file()}
 
 
 def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Log) -> list[Stage]:
     """TensorRT engines, parity, bench, report and Triton, over the artifacts the earlier stages made."""
     out = Path(cfg.out)
     ckpt = Path(cfg.checkpoint)
-    files = list(artifacts.values())
     engines: dict[str, Path] = {}
     stages: list[Stage] = []
 
@@ -293,15 +317,22 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
             from export.triton import TritonOptions, write_triton_model
 
             made = {}
-            for label, path in targets.items():
+            for label, path in served.items():
                 options = TritonOptions(name=f"aarm_{label.replace('-', '_')}", force=True,
                                         max_batch=cfg.triton_max_batch if path.suffix == ".onnx" else None,
                                         kind="gpu")
                 made[label] = str(write_triton_model(path, repo, options))
             return made
 
-        stages.append(Stage("triton", files + list(engines.values()), {"max_batch": cfg.triton_max_batch},
-                            [repo / f"aarm_{k.replace('-', '_')}" / "config.pbtxt" for k in targets], run_triton))
+        from export.verify import uses_custom_ops
+
+        # Triton's onnxruntime backend has no AARM kernel library: the kernel graph stays a local CPU artifact.
+        served = {k: v for k, v in targets.items() if not (v.suffix == ".onnx" and uses_custom_ops(v))}
+        if len(served) < len(targets):
+            log(f"triton: {', '.join(sorted(set(targets) - set(served)))} left out (custom ops that Triton's "
+                "onnxruntime backend cannot load)")
+        stages.append(Stage("triton", list(served.values()), {"max_batch": cfg.triton_max_batch},
+                            [repo / f"aarm_{k.replace('-', '_')}" / "config.pbtxt" for k in served], run_triton))
     return stages
 
 

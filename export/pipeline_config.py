@@ -44,6 +44,7 @@ class PipelineConfig:
     bench_iterations: int = 20
     threads: int | None = None
     tensorrt: str = "auto"  # auto: build engines where TensorRT is importable | off
+    kernels: str = "auto"  # auto: the CPU kernel graph (optimize --kernels) where its kernels build here | off
     trt_batch: str = "1:8:32"
     triton: bool = True
     triton_max_batch: int = 32
@@ -55,8 +56,9 @@ class PipelineConfig:
             raise ConfigError(f"precisions must be a non-empty subset of {allowed}, got {self.precisions}")
         if "fp32" not in self.precisions:
             self.precisions.insert(0, "fp32")  # every other precision derives from the fp32 graph
-        if self.tensorrt not in ("auto", "off"):
-            raise ConfigError(f"tensorrt must be auto or off, got {self.tensorrt!r}")
+        for name in ("tensorrt", "kernels"):
+            if getattr(self, name) not in ("auto", "off"):
+                raise ConfigError(f"pipeline option {name} must be auto or off, got {getattr(self, name)!r}")
         self._check_values()
 
     def _check_values(self) -> None:

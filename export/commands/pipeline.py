@@ -39,12 +39,14 @@ def pipeline(
     config: Annotated[Path | None, typer.Option(help="TOML file with a \\[pipeline] table.")] = None,
     precisions: Annotated[str | None, typer.Option(help="Comma list of fp32, fp16, int8.")] = None,
     tensorrt: Annotated[str | None, typer.Option(help="auto (build engines where TensorRT is) | off")] = None,
+    kernels: Annotated[str | None, typer.Option(help="auto (the CPU graph with AARM's fused onnxruntime kernels, "
+                                                     "where they build) | off")] = None,
     threads: Annotated[int | None, typer.Option(help="Inference threads for parity and bench.",
                                                 callback=at_least(1))] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace artifacts in --out that were made with other "
                                                         "settings or from another checkpoint or dataset.")] = False,
 ) -> None:
-    """Export, optimise, FP16, INT8, TensorRT, parity, benchmark, report and Triton, into one folder.
+    """Export, optimise, CPU kernels, FP16, INT8, TensorRT, parity, benchmark, report and Triton, into one folder.
 
     Stages whose inputs are unchanged since the last run are skipped, so an interrupted run resumes. A stage whose
     settings differ from those its artifacts in --out were made with stops the run, naming the setting, unless
@@ -53,7 +55,7 @@ def pipeline(
     cfg = PipelineConfig.from_sources(
         config, checkpoint=str(checkpoint) if checkpoint else None, out=str(out) if out else None,
         data=str(data) if data else None, precisions=precisions.split(",") if precisions else None,
-        tensorrt=tensorrt, threads=threads,
+        tensorrt=tensorrt, kernels=kernels, threads=threads,
     )
     started = time.perf_counter()
     result = run_pipeline(cfg, log=_log, force=force)

@@ -250,6 +250,8 @@ def test_lint_groups_findings_by_rule_and_op(tmp_path, capsys, monkeypatch):
     (["pipeline", "-c", "{d}/best.pt", "-o", "{m}"], "is a file; the pipeline writes into a folder"),
     (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--data", "{d}/nothere"], "dataset folder not found"),
     (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--kernels", "on"],
+     "pipeline option kernels must be auto or off, got 'on'"),
     (["pipeline", "-c", "{d}/best.pt", "-o", "{d}/deploy", "--config", "{d}/p.toml"],
      "pipeline option bench_batches must be integers >= 1, got [0]"),
     (["explain", "{d}/clip.mp4", "-c", "{m}", "-o", "{d}/a.png"], "explain reads the attention maps of the PyTorch"),

@@ -97,3 +97,21 @@ def test_resumes_and_remakes_a_damaged_output(fake_stages, tmp_path):
     fake_stages.clear()
     result = run_pipeline(config(tmp_path), log=[].append)
     assert fake_stages == [] and all(s.skipped for s in result.stages.values())
+
+
+@pytest.mark.parametrize("kernels, why", [("off", "disabled by configuration (kernels = off)"),
+                                          ("auto", "no C++ compiler (g++) to build the AARM CPU kernels")])
+def test_kernel_graph_is_skipped_with_the_reason(kernels, why, tmp_path, monkeypatch):
+    """Where the kernels cannot be built (or are switched off) the pipeline says why and makes the rest."""
+    monkeypatch.setattr(pipeline, "kernels_available", lambda: "no C++ compiler (g++) to build the AARM CPU kernels")
+    lines: list[str] = []
+    names = [s.name for s in pipeline.build_stages(config(tmp_path, kernels=kernels), lines.append)]
+    assert "kernels" not in names and names[:2] == ["export", "optimize"]
+    assert f"kernels: skipped ({why})" in lines
+
+
+def test_kernel_graph_is_a_stage_where_the_kernels_build(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline, "kernels_available", lambda: None)
+    stage = next(s for s in pipeline.build_stages(config(tmp_path), [].append) if s.name == "kernels")
+    assert [p.name for p in stage.outputs] == ["model.kernels.onnx", "model.kernels.onnx.json"]
+    assert [p.name for p in stage.inputs] == ["model.onnx"]
