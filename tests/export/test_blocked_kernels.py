@@ -101,6 +101,42 @@ def test_blocked_ops_compute_what_the_plain_ops_do(library, block, shape):
     np.testing.assert_array_equal(got["yp0"], got["y0"])
 
 
+def to_blocks(x: np.ndarray, b: int) -> np.ndarray:
+    """(N, C, H, W) plain -> the same shape holding the NCHWc layout of block b (channel cb*b + l of a pixel at
+    ((n*C/b + cb)*H*W + pixel)*b + l), made with numpy rather than onnxruntime."""
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // b, b, h, w).transpose(0, 1, 3, 4, 2)).reshape(n, c, h, w)
+
+
+def from_blocks(x: np.ndarray, b: int) -> np.ndarray:
+    n, c, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(n, c // b, h, w, b).transpose(0, 1, 4, 2, 3)).reshape(n, c, h, w)
+
+
+@pytest.mark.parametrize("b", [8, 16])
+def test_both_block_sizes_compute_what_the_plain_ops_do(library, b):
+    """Block 8 (onnxruntime's on AVX2 CPUs) and 16 (AVX-512), whichever this CPU's onnxruntime uses: the layout
+    is made by numpy, so the 8-wide path runs here too. 80 channels: the pool's four-blocks-at-a-time loop and
+    its remainder at either block size."""
+    n, c, h, w = 2, 80, 5, 7
+    x, r = rand(n, c, h, w, seed=1), rand(n, c, h, w, seed=2)
+    cg, sg = rand(n, c, 1, 1, seed=3), rand(n, 1, h, w, seed=4)
+    pools = {"global_avg": 0.3, "global_max": 0.7, "channel_avg": 0.6, "channel_max": 0.4}
+    nodes = [helper.make_node("AarmPool", ["x"], ["g", "c"], domain=DOMAIN, **pools),
+             helper.make_node("AarmPoolNchwc", ["xb"], ["gb", "cb"], domain=DOMAIN, block=b, **pools),
+             helper.make_node("AarmGate", ["x", "cg", "sg", "w1", "w2", "b", "r"], ["y"], domain=DOMAIN, relu=1),
+             helper.make_node("AarmGateNchwc", ["xb", "cg", "sg", "w1", "w2", "b", "rb"], ["yb"], domain=DOMAIN,
+                              relu=1, block=b)]
+    feeds = {"x": x, "xb": to_blocks(x, b), "r": r, "rb": to_blocks(r, b), "cg": cg, "sg": sg}
+    model = model_of(nodes, feeds, ["g", "c", "gb", "cb", "y", "yb"],
+                     {"w1": rand(c, seed=5), "w2": rand(c, seed=6), "b": rand(c, seed=7)})
+    g, ch, gb, cb, y, yb = run(model, library, feeds)
+    np.testing.assert_allclose(gb, g, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(cb, ch, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(from_blocks(yb, b), y)
+    assert not np.array_equal(from_blocks(yb, b), yb)  # the layouts differ: the comparison is not trivially equal
+
+
 def test_blocked_ops_refuse_a_channel_count_off_the_block(library, block):
     import onnxruntime as ort
 
