@@ -339,6 +339,7 @@ def count_onnx_flops(
                                       "and no size is known for it; give the input shapes")
                 dim.ClearField("dim_param")
                 dim.dim_value = batch if i == 0 else int(known)  # type: ignore[arg-type]
+    _shape_standins(model)
     model = shape_inference.infer_shapes(model, data_prop=True)
     shapes: dict[str, list[int | None]] = {}
     for value in [*model.graph.input, *model.graph.value_info, *model.graph.output]:
@@ -389,6 +390,35 @@ def count_onnx_flops(
     return FlopCount(flops=2 * macs, counted=counted, skipped=skipped)
 
 
+def _shape_standins(model: Any) -> None:
+    """Replace, in place, AARM's fused CPU ops (`export.kernels`, domain com.aarm), which onnx's shape inference
+    does not know, by standard ops with the same output shapes, so the convolutions after them keep their shapes
+    and are counted: AarmGate(M, ...) -> Identity(M); AarmPool(M) -> (GlobalAveragePool(M) (N, C, 1, ...), a
+    channel ReduceMean (N, 1, *S)). Their own work is element-wise and not counted anyway."""
+    from onnx import TensorProto, helper
+
+    from runtime.kernel_library import DOMAIN
+
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 17)
+    nodes = []
+    for node in model.graph.node:
+        if node.domain == DOMAIN and node.op_type == "AarmGate":
+            nodes.append(helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name))
+        elif node.domain == DOMAIN and node.op_type == "AarmPool":
+            m, (g, c) = node.input[0], node.output
+            nodes.append(helper.make_node("GlobalAveragePool", [m], [g], name=f"{node.name}/global"))
+            if opset >= 18:
+                axes = f"{node.name}/axes"
+                model.graph.initializer.append(helper.make_tensor(axes, TensorProto.INT64, [1], [1]))
+                nodes.append(helper.make_node("ReduceMean", [m, axes], [c], name=f"{node.name}/channel"))
+            else:
+                nodes.append(helper.make_node("ReduceMean", [m], [c], axes=[1], name=f"{node.name}/channel"))
+        else:
+            nodes.append(node)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
 def count_torch_flops(model: Any, input_shape: Sequence[int]) -> int:
     """FLOPs of one forward pass of an nn.Module on a zero input, by torch.utils.flop_counter."""
     import torch
@@ -420,7 +450,7 @@ def runner_flops(runner: Runner) -> int | None:
     if onnx_path is None:
         return None
     count = count_onnx_flops(onnx_path, shapes=[spec.concrete(1) for spec in runner.input_specs])
-    return count.flops if count.counted else None
+    return count.flops if count.counted and not count.skipped else None  # a partial count would be a wrong rate
 
 
 def matmul_rate(device: str = "cpu", *, n: int = 1024, dtype: str = "float32", repeats: int = 8) -> float:
