@@ -221,9 +221,12 @@ ARTIFACTS = {"fp32": "model.onnx", "fp32-opt": "model.opt.onnx", "fp32-kernels":
              "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
-def _artifacts(cfg: PipelineConfig) -> dict[str, Path]:
+def _artifacts(cfg: PipelineConfig, built: set[str]) -> dict[str, Path]:
+    """The graphs in the output folder. The kernel graph only when this run made (or kept) it: one left from a
+    run on another machine may not load here."""
     out = Path(cfg.out)
-    return {k: out / v for k, v in ARTIFACTS.items() if (out / v).is_file()}
+    return {k: out / v for k, v in ARTIFACTS.items()
+            if (out / v).is_file() and (k != "fp32-kernels" or "kernels" in built)}
 
 
 def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Log) -> list[Stage]:
@@ -375,9 +378,10 @@ def run_pipeline(cfg: PipelineConfig, *, log: Log = print, force: bool = False) 
         result.stages[stage.name] = StageRun(False, seconds, summary)
         log(f"{stage.name}: done in {seconds:.1f} s")
 
-    for stage in build_stages(cfg, log):
+    built = build_stages(cfg, log)
+    for stage in built:
         execute(stage)
-    result.artifacts = _artifacts(cfg)
+    result.artifacts = _artifacts(cfg, {stage.name for stage in built})
     for stage in verification_stages(cfg, result.artifacts, log):
         execute(stage)
     return result

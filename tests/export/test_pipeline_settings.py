@@ -115,3 +115,15 @@ def test_kernel_graph_is_a_stage_where_the_kernels_build(tmp_path, monkeypatch):
     stage = next(s for s in pipeline.build_stages(config(tmp_path), [].append) if s.name == "kernels")
     assert [p.name for p in stage.outputs] == ["model.kernels.onnx", "model.kernels.onnx.json"]
     assert [p.name for p in stage.inputs] == ["model.onnx"]
+
+
+def test_a_kernel_graph_left_from_another_run_is_not_checked(tmp_path):
+    """With the kernels stage off or skipped, a model.kernels.onnx already in the folder (made on another machine,
+    say, where its library may not load) is not handed to parity, bench and Triton; the other graphs are."""
+    cfg = config(tmp_path, kernels="off")
+    out = Path(cfg.out)
+    out.mkdir()
+    for name in ("model.onnx", "model.opt.onnx", "model.kernels.onnx"):
+        (out / name).write_bytes(b"graph")
+    assert sorted(pipeline._artifacts(cfg, {"export", "optimize"})) == ["fp32", "fp32-opt"]
+    assert sorted(pipeline._artifacts(cfg, {"export", "optimize", "kernels"})) == ["fp32", "fp32-kernels", "fp32-opt"]
