@@ -2,7 +2,8 @@
 
 Everything is made here (no downloads): a synthetic action dataset whose classes differ only in the
 direction of motion, an AARM ResNet-18 TSN trained on it at a small resolution, then `run_pipeline` (ONNX,
-optimised, FP16, INT8, TensorRT where present, parity, benchmark, report, Triton) and STAM/CAM attention maps.
+optimised, CPU kernels, FP16, INT8, TensorRT where present, parity, benchmark, report, Triton) and STAM/CAM
+attention maps.
 
 A demo records its settings in `<out>/demo.json` before it starts. Run again on the same folder it resumes:
 the dataset is kept, training continues from its last finished epoch (or is skipped when done) and the
@@ -116,7 +117,7 @@ def run_demo(out: Path, settings: DemoSettings, *, force: bool = False, log: Log
     log("4/4 pipeline: export, optimise, CPU kernels, FP16, INT8, TensorRT, parity, benchmark, report, Triton")
     # INT8's accuracy budget is searched on every held-out clip, the same clips parity then judges it on.
     pipeline = PipelineConfig(checkpoint=str(checkpoint), out=str(deploy), data=str(data), calibration_clips=32,
-                              parity_samples=16, bench_batches=[1, 8], bench_iterations=10)
+                              parity_samples=16, bench_batches=[1, 8], bench_iterations=30)
     return run_pipeline(pipeline, log=log, force=force), checkpoint
 
 

@@ -4,7 +4,11 @@ Method (docs/runtime.md, "Benchmarking"): all runners are measured in one proces
 runs every runner for a slice of its timed calls, the order rotating per round, so a slow phase of a
 shared machine hits all of them alike. After every switch to a runner its first call (and any further
 `switch_warmup` calls) is untimed: it pays for caches and thread pools that the other runners took over,
-and is reported apart as the switch cost. Every column comes from one statistic, the median (p50) of the
+and is reported apart as the switch cost. Before that first call the machine idles SWITCH_IDLE_S: onnxruntime's
+intra-op workers spin waiting for more work after a call (its default) for tens of milliseconds, and the next
+runner's calls shared the cores with them. At 3 timed calls per round (the demo's 30 calls in 10 rounds) that
+made the demo model's optimised graph measure 11.1 ms at batch 1 against 7.3 ms with the idle time, and 7.0
+with 100 calls. Every column comes from one statistic, the median (p50) of the
 timed calls: clips/s = batch / p50, frames/s = clips/s x frames per clip, speed-up = p50 of the first
 runner / p50 of this one (higher is faster). Each speed-up has a bootstrap interval over the interleaved
 rounds (rounds drawn with replacement, the same rounds for both runners, calls drawn within each), flagged
@@ -495,6 +499,9 @@ def _reference_key(runner: Runner) -> tuple[str, str]:
     return runner.device, "float16" if runner.device.startswith("cuda") and runner.precision != "fp32" else "float32"
 
 
+SWITCH_IDLE_S = 0.05  # longer than onnxruntime's workers spin after a call (measured: docs/runtime.md, "Benchmarking")
+
+
 def benchmark(
     runners: Sequence[Runner],
     *,
@@ -547,7 +554,7 @@ def benchmark(
             for i, t in enumerate(timed)]
     settings = BenchSettings(batches=list(batches), iterations=iterations, duration=duration, warmup=warmup,
                              rounds=rounds, switch_warmup=switch_warmup, statistic="median", confidence=confidence,
-                             wide_interval=WIDE_INTERVAL, memory=memory, seed=seed)
+                             wide_interval=WIDE_INTERVAL, memory=memory, seed=seed, switch_idle_s=SWITCH_IDLE_S)
     return BenchResult(created=datetime.now(UTC).isoformat(timespec="seconds"), host=host_info(), threads=threads,
                        load=cpu_use.result(), settings=settings,
                        reference=[MatmulReference(d, t, v) for (d, t), v in refs.items()], rows=rows)
@@ -669,6 +676,8 @@ def _bench_batch(
         shift = rnd % len(runners)
         for k in [*range(shift, len(runners)), *range(shift)]:
             timer, feed = timers[k], feeds[k]
+            if previous is not None and previous != k:
+                time.sleep(SWITCH_IDLE_S)  # the last runner's spinning threads stop before this one is timed
             first = timer(feed)  # the first call of a slice: never in the statistics
             if previous != k:  # with the order rotating, a round may start with the runner that ended the last
                 switch[k].append(first)
