@@ -25,6 +25,25 @@ class SleepRunner(Runner):
         return {"scores": feed["input"]}
 
 
+class SpinningNeighbourRunner(SleepRunner):
+    """Sleeps `seconds` per call, plus `penalty` on a call that starts within `spin` seconds of the end of another
+    runner's call: onnxruntime's intra-op workers spin after a call and take cores from the next session."""
+
+    ended: dict[str, float] = {}
+
+    def __init__(self, name: str, seconds: float, penalty: float, spin: float) -> None:
+        super().__init__(name, seconds)
+        self.penalty, self.spin = penalty, spin
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        now = time.perf_counter()
+        if any(now - end < self.spin for name, end in self.ended.items() if name != self.name):
+            time.sleep(self.penalty)
+        out = super().infer_impl(feed)
+        self.ended[self.name] = time.perf_counter()
+        return out
+
+
 class WrappingRunner(Runner):
     """Runs another runner's graph under a new name: same inputs, outputs, classes, preprocessing, provider."""
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from sleepy import RepeatRunner, SleepRunner
+from sleepy import RepeatRunner, SleepRunner, SpinningNeighbourRunner
 from typer.testing import CliRunner
 
 from aarm.errors import AarmError, BackendUnavailable, ConfigError
@@ -85,25 +85,6 @@ def test_benchmark_excludes_the_switch_cost():
     s = rows[1]["speedup"]
     assert s["low"] <= 1.0 <= s["high"] and s["baseline"] == "a" and not s["is_baseline"]
     assert any(line.startswith("First call after a switch") for line in bench_notes(result))
-
-
-class SpinningNeighbourRunner(SleepRunner):
-    """Sleeps `seconds` per call, plus `penalty` on a call that starts within `spin` seconds of the end of another
-    runner's call: onnxruntime's intra-op workers spin after a call and take cores from the next session."""
-
-    ended: dict[str, float] = {}
-
-    def __init__(self, name: str, seconds: float, penalty: float, spin: float) -> None:
-        super().__init__(name, seconds)
-        self.penalty, self.spin = penalty, spin
-
-    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        now = time.perf_counter()
-        if any(now - end < self.spin for name, end in self.ended.items() if name != self.name):
-            time.sleep(self.penalty)
-        out = super().infer_impl(feed)
-        self.ended[self.name] = time.perf_counter()
-        return out
 
 
 def test_benchmark_idles_before_a_switch_so_spinning_threads_are_not_timed():

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 from runtime_artifacts import derive_artifact, slowed_graph
-from sleepy import SleepRunner, SlowedRunner
+from sleepy import SleepRunner, SlowedRunner, SpinningNeighbourRunner
 from typer.testing import CliRunner
 
 from aarm.errors import AarmError
@@ -46,6 +46,16 @@ def test_assert_ratio_on_known_workloads():
     assert 0.7 < m.ratio < 1.3 and len(m.ratios) == 5 and m.low <= m.ratio <= m.high
     with pytest.raises(LatencyRegression, match="over the budget of 1.500x"):
         assert_ratio(SleepRunner("slow", 0.012), SleepRunner("fast", 0.004), 1.5, trials=5, iterations=3)
+
+
+def test_ratio_is_not_measured_beside_the_other_runners_spinning_threads():
+    """A costs 4 ms, B 8 ms, and a call within 45 ms of the other's pays 8 ms more (onnxruntime's workers spin
+    after a call): alternating call by call measured 12 / 16 = 0.75; in blocks after the idle time, 0.5."""
+    from runtime.regress import measure_ratio
+
+    a, b = SpinningNeighbourRunner("a", 0.004, 0.008, 0.045), SpinningNeighbourRunner("b", 0.008, 0.008, 0.045)
+    m = measure_ratio(a, b, trials=4, iterations=3, warmup=1)
+    assert 0.4 < m.ratio < 0.62, m
 
 
 def test_assert_ratio_on_artifacts(tiny, slow):
