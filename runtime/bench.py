@@ -5,11 +5,9 @@ runs every runner for a slice of its timed calls, the order rotating per round, 
 shared machine hits all of them alike. After every switch to a runner its first call (and any further
 `switch_warmup` calls) is untimed: it pays for caches and thread pools that the other runners took over,
 and is reported apart as the switch cost. Before that first call the machine idles SWITCH_IDLE_S: onnxruntime's
-intra-op workers spin waiting for more work after a call (its default) for tens of milliseconds, and the next
-runner's calls shared the cores with them. At 3 timed calls per round (the demo's 30 calls in 10 rounds) that
-made the demo model's optimised graph measure 11.1 ms at batch 1 against 7.3 ms with the idle time, and 7.0
-with 100 calls. Every column comes from one statistic, the median (p50) of the
-timed calls: clips/s = batch / p50, frames/s = clips/s x frames per clip, speed-up = p50 of the first
+intra-op workers spin waiting for more work after a call (its default), and the next runner's first calls
+shared the cores with them (measured in docs/runtime.md). Every column comes from one statistic, the median
+(p50) of the timed calls: clips/s = batch / p50, frames/s = clips/s x frames per clip, speed-up = p50 of the first
 runner / p50 of this one (higher is faster). Each speed-up has a bootstrap interval over the interleaved
 rounds (rounds drawn with replacement, the same rounds for both runners, calls drawn within each), flagged
 as wide when it spans more than WIDE_INTERVAL of the value.
