@@ -271,6 +271,10 @@ def bench_notes(result: BenchResult) -> list[str]:
         lines.append("First call after a switch (untimed in the statistics): " + "; ".join(
             f"{r.name} batch {r.batch} {r.switch_cost_ms + r.latency_ms['p50']:.1f} ms against p50 "
             f"{r.latency_ms['p50']:.1f}" for r in slow) + ".")
+    if any(r.precision == "int8" and r.fraction_of_matmul for r in rows):
+        dtypes = ", ".join(sorted({f"{m.dtype} on {m.device}" for m in result.reference}))
+        lines.append(f"of matmul: every row against the {dtypes} matmul, INT8 rows too (their int8 arithmetic "
+                     "may pass 100% of it).")
     memory = {r.memory.method for r in rows}
     if None in memory:
         reasons = sorted({r.memory.reason or "" for r in rows if r.memory.method is None})

@@ -42,6 +42,7 @@ OPS = ("AarmPool", "AarmGate", "AarmPoolNchwc", "AarmGateNchwc")
 TESTED_ONNXRUNTIME = ("1.31.0", "1.32.0")
 SOURCES = ("aarm_ops.cc", "ort_abi.h")
 LIBRARY = "libaarm_ort_ops.so"
+BUILD_TIMEOUT_S = 300
 CXXFLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fPIC", "-shared", "-std=c++17", "-fvisibility=hidden")
 
 __all__ = ["DOMAIN", "OPS", "OPSET", "TESTED_ONNXRUNTIME", "custom_op_library"]
@@ -75,8 +76,12 @@ def custom_op_library() -> Path:
     fd, tmp = tempfile.mkstemp(prefix=".build.", suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        done = subprocess.run([compiler, *CXXFLAGS, str(here / "aarm_ops.cc"), "-o", tmp],
-                              capture_output=True, text=True, timeout=300)
+        try:
+            done = subprocess.run([compiler, *CXXFLAGS, str(here / "aarm_ops.cc"), "-o", tmp],
+                                  capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise BackendUnavailable(f"building the AARM CPU kernels took over {BUILD_TIMEOUT_S} s; use the "
+                                     "standard-op graph") from None
         if done.returncode != 0:
             first = next((ln for ln in done.stderr.splitlines() if "error" in ln), done.stderr.strip()[:200])
             raise BackendUnavailable(f"building the AARM CPU kernels failed: {first}")

@@ -156,6 +156,8 @@ def test_a_bench_file_reads_into_the_typed_result_and_back_unchanged():
     result = BenchResult.from_json(data)
     assert json.dumps(result.to_json(), indent=2) + "\n" == text
     assert [row[:2] for row in bench_rows(result)] == [(r["name"], "CPU") for r in data["results"]]
+    # an INT8 row's share is of the float32 matmul: said under the table
+    assert "of matmul: every row against the float32 on cpu matmul, INT8 rows too" in "\n".join(bench_notes(result))
     del data["results"][0]["speedup"]
     with pytest.raises(ConfigError, match="bench result with a missing or malformed field"):
         BenchResult.from_json(data)

@@ -296,6 +296,26 @@ def test_kernels_are_refused_on_an_untested_onnxruntime(fused, own_cache, monkey
         export.kernels.custom_op_library.cache_clear()
 
 
+def test_a_build_that_hangs_is_backend_unavailable(tmp_path, monkeypatch):
+    """A compiler that runs past the build timeout: one BackendUnavailable (the pipeline then skips its kernels
+    stage and says why), not a TimeoutExpired traceback."""
+    import subprocess
+
+    import export.kernels
+
+    def hang(cmd, **kwargs):
+        raise subprocess.TimeoutExpired(cmd, kwargs.get("timeout"))
+
+    monkeypatch.setenv("AARM_KERNEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(export.kernels.subprocess, "run", hang)
+    export.kernels.custom_op_library.cache_clear()
+    try:
+        with pytest.raises(BackendUnavailable, match="building the AARM CPU kernels took over 300 s"):
+            export.kernels.custom_op_library()
+    finally:
+        export.kernels.custom_op_library.cache_clear()
+
+
 def test_an_op_the_library_lacks_is_refused(fused, own_cache):
     _record(own_cache, ops=("AarmPool",))
     with pytest.raises(ArtifactError, match="custom ops AarmGate, which the library built here does not provide"):
