@@ -99,7 +99,7 @@ from calibration.sensitivity import (
 from calibration.uint8_pools import UINT8_OPS, rewrite_pools, share_max_ranges
 from runtime.artifact import Sidecar, read_sidecar, write_sidecar
 from runtime.errors import ArtifactError
-from runtime.graph_precision import consumers, producers
+from runtime.graph_precision import all_nodes, consumers, producers
 from runtime.onnx_file import load_onnx
 
 GraphPasses = Callable[[onnx.ModelProto], tuple[onnx.ModelProto, list[dict[str, Any]]]]
@@ -283,8 +283,22 @@ def quantize_graph(
     fed = dequantized_readers(qmodel, set(exclude))
     if fed:
         qmodel = float_variant(qmodel, float_model or load_onnx(graph), fed)
+    if drop_unused_domains(qmodel) or fed:
         onnx.save(qmodel, str(out))
     return qmodel
+
+
+def drop_unused_domains(model: onnx.ModelProto) -> bool:
+    """Remove the opset imports of domains that no node uses (the default domain stays); True if any went.
+    onnxruntime's quantizer imports every domain registered in its process: the same calibration wrote
+    ('com.aarm', 1000) into the INT8 graph once a session had loaded the AARM kernels, and not otherwise."""
+    used = {n.domain for n in all_nodes(model)} | {"", "ai.onnx"}
+    keep = [o for o in model.opset_import if o.domain in used]
+    if len(keep) == len(model.opset_import):
+        return False
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
+    return True
 
 
 def target_graph(model: onnx.ModelProto, target: str) -> tuple[onnx.ModelProto, dict[str, str]]:

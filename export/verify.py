@@ -30,11 +30,12 @@ from runtime.onnx_file import load_onnx
 
 
 def uses_custom_ops(path: str | Path) -> bool:
-    """Whether a graph imports the AARM custom-op domain (`export.kernels.DOMAIN`)."""
-    from export.kernels import DOMAIN
+    """Whether a graph has nodes of the AARM custom-op domain (`export.kernels.DOMAIN`). An import of the domain
+    alone does not count: onnxruntime's quantizer imported every domain registered in its process, com.aarm
+    among them once a session had loaded the kernels (`calibration.quantize` now drops such imports)."""
+    from runtime.kernel_library import DOMAIN, graph_custom_ops
 
-    model = load_onnx(path, load_external_data=False)
-    return any(o.domain == DOMAIN for o in model.opset_import)
+    return DOMAIN in graph_custom_ops(load_onnx(path, load_external_data=False))
 
 
 def random_inputs(shapes: Sequence[Sequence[int]], *, seed: int = 0) -> list[np.ndarray]:

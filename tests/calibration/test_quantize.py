@@ -61,6 +61,31 @@ def test_cpu_target_has_uint8_activations_and_int8_weights(cpu_int8, tiny):
     assert int8["accuracy"]["clips"] == 5 and int8["accuracy"]["max_drop"] is None
 
 
+def test_int8_graph_imports_only_the_domains_it_uses(probe, tmp_path):
+    """onnxruntime's quantizer imported every domain registered in the process: after a session had loaded the
+    AARM kernels, ('com.aarm', 1000) too, so the INT8 graph depended on what ran before and read as a kernel graph
+    (the pipeline's Triton stage left it out)."""
+    import onnxruntime as ort
+
+    from aarm.errors import BackendUnavailable
+    from export.kernels import custom_op_library
+    from export.verify import uses_custom_ops
+    from runtime.graph_precision import all_nodes
+
+    try:
+        options = ort.SessionOptions()
+        options.register_custom_ops_library(str(custom_op_library()))  # com.aarm now registered in this process
+    except BackendUnavailable as exc:
+        pytest.skip(str(exc))
+    ort.InferenceSession(str(probe.onnx), options, providers=["CPUExecutionProvider"])
+    out = calibrate_with(probe.onnx, tmp_path / "probe.int8.onnx", data=probe.data, clips=2, method="minmax",
+                         target="cpu", max_drop=None, eval_clips=2).output
+    model = onnx.load(str(out))
+    used = {n.domain for n in all_nodes(model)} | {""}
+    assert {o.domain for o in model.opset_import} <= used
+    assert not uses_custom_ops(out)
+
+
 def test_exclusions_stay_float(cpu_int8):
     model = onnx.load(str(cpu_int8.output))
     excluded = {e["node"]: e["reason"] for e in cpu_int8.report.to_json()["excluded"]}

@@ -334,3 +334,20 @@ def test_optimize_with_kernels_fuses_every_block_with_its_residual(optimized, ke
     assert sidecar.extra["custom_ops"]["library"] == str(kernel_library)
     parity = compare_graphs(exported, out, samples=SAMPLES, batch=16)
     assert parity["max_abs_error"] <= 1e-5 and parity["top1_agreement"] == 1.0, parity
+
+
+def test_a_kernel_graph_is_told_by_its_nodes_not_by_a_domain_import(tmp_path):
+    """onnxruntime's quantizer could import com.aarm into an INT8 graph with no AARM node in it: that graph needs
+    no kernel library and may go to Triton; a graph with an AarmGate node does."""
+    from export.verify import uses_custom_ops
+
+    def save(nodes: list, name: str):
+        graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                        helper.make_opsetid("com.aarm", 1000)])
+        onnx.save(model, tmp_path / name)
+        return tmp_path / name
+
+    assert not uses_custom_ops(save([helper.make_node("Identity", ["x"], ["y"])], "plain.onnx"))
+    assert uses_custom_ops(save([helper.make_node("AarmGate", ["x"], ["y"], domain="com.aarm")], "kernel.onnx"))
