@@ -327,10 +327,8 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
                 made[label] = str(write_triton_model(path, repo, options))
             return made
 
-        from export.verify import uses_custom_ops
-
         # Triton's onnxruntime backend has no AARM kernel library: the kernel graph stays a local CPU artifact.
-        served = {k: v for k, v in targets.items() if not (v.suffix == ".onnx" and uses_custom_ops(v))}
+        served = {k: v for k, v in targets.items() if k != "fp32-kernels"}
         if len(served) < len(targets):
             log(f"triton: {', '.join(sorted(set(targets) - set(served)))} left out (custom ops that Triton's "
                 "onnxruntime backend cannot load)")
