@@ -100,7 +100,7 @@ def measure_ratio(
     confidence: float = 0.95,
     seed: int = 0,
 ) -> RatioMeasurement:
-    """Latency of A relative to B from `trials` trials of `iterations` interleaved call pairs each.
+    """Latency of A relative to B from `trials` trials of a block of `iterations` calls of each.
 
     A trial runs `iterations` calls of A and of B, in blocks (A then B, or B then A, alternating by trial),
     each after SWITCH_IDLE_S idle and one untimed call, so both run under the same conditions of a busy

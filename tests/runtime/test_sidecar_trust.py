@@ -281,39 +281,38 @@ def test_a_library_outside_the_cache_is_refused(fused, own_cache, tmp_path):
         open_runner(fused)
 
 
-def test_kernels_are_refused_on_an_untested_onnxruntime(fused, own_cache, monkeypatch):
+@pytest.fixture
+def uncached_build():
+    """export.kernels with its per-process library cache cleared before and after the test, so a test's build
+    attempt runs (and its monkeypatched result is not kept for the tests after it)."""
+    import export.kernels
+
+    export.kernels.custom_op_library.cache_clear()
+    yield export.kernels
+    export.kernels.custom_op_library.cache_clear()
+
+
+def test_kernels_are_refused_on_an_untested_onnxruntime(fused, own_cache, monkeypatch, uncached_build):
     _record(own_cache, tested=("1.0.0", "1.1.0"))
     with pytest.raises(ArtifactError, match=r"tested on onnxruntime >=1.0.0,<1.1.0, not \d.*standard-op graph"):
         open_runner(fused)
-    import export.kernels
-
-    monkeypatch.setattr(export.kernels, "TESTED_ONNXRUNTIME", ("1.0.0", "1.1.0"))
-    export.kernels.custom_op_library.cache_clear()
-    try:
-        with pytest.raises(BackendUnavailable, match="tested on onnxruntime >=1.0.0,<1.1.0"):
-            export.kernels.custom_op_library()
-    finally:
-        export.kernels.custom_op_library.cache_clear()
+    monkeypatch.setattr(uncached_build, "TESTED_ONNXRUNTIME", ("1.0.0", "1.1.0"))
+    with pytest.raises(BackendUnavailable, match="tested on onnxruntime >=1.0.0,<1.1.0"):
+        uncached_build.custom_op_library()
 
 
-def test_a_build_that_hangs_is_backend_unavailable(tmp_path, monkeypatch):
+def test_a_build_that_hangs_is_backend_unavailable(tmp_path, monkeypatch, uncached_build):
     """A compiler that runs past the build timeout: one BackendUnavailable (the pipeline then skips its kernels
     stage and says why), not a TimeoutExpired traceback."""
     import subprocess
-
-    import export.kernels
 
     def hang(cmd, **kwargs):
         raise subprocess.TimeoutExpired(cmd, kwargs.get("timeout"))
 
     monkeypatch.setenv("AARM_KERNEL_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(export.kernels.subprocess, "run", hang)
-    export.kernels.custom_op_library.cache_clear()
-    try:
-        with pytest.raises(BackendUnavailable, match="building the AARM CPU kernels took over 300 s"):
-            export.kernels.custom_op_library()
-    finally:
-        export.kernels.custom_op_library.cache_clear()
+    monkeypatch.setattr(uncached_build.subprocess, "run", hang)
+    with pytest.raises(BackendUnavailable, match="building the AARM CPU kernels took over 300 s"):
+        uncached_build.custom_op_library()
 
 
 def test_an_op_the_library_lacks_is_refused(fused, own_cache):
