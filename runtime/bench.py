@@ -6,11 +6,12 @@ shared machine hits all of them alike. After every switch to a runner its first 
 `switch_warmup` calls) is untimed: it pays for caches and thread pools that the other runners took over,
 and is reported apart as the switch cost. Before that first call the machine idles SWITCH_IDLE_S: onnxruntime's
 intra-op workers spin waiting for more work after a call (its default), and the next runner's first calls
-shared the cores with them (measured in docs/runtime.md). Every column comes from one statistic, the median
-(p50) of the timed calls: clips/s = batch / p50, frames/s = clips/s x frames per clip, speed-up = p50 of the first
-runner / p50 of this one (higher is faster). Each speed-up has a bootstrap interval over the interleaved
-rounds (rounds drawn with replacement, the same rounds for both runners, calls drawn within each), flagged
-as wide when it spans more than WIDE_INTERVAL of the value.
+shared the cores with them. The untimed calls go on for at least SWITCH_WARM_S: calls after a pause run slow
+for a while whatever their length (both measured in docs/runtime.md). Every column comes from one statistic,
+the median (p50) of the timed calls: clips/s = batch / p50, frames/s = clips/s x frames per clip, speed-up =
+p50 of the first runner / p50 of this one (higher is faster). Each speed-up has a bootstrap interval over the
+interleaved rounds (rounds drawn with replacement, the same rounds for both runners, calls drawn within each),
+flagged as wide when it spans more than WIDE_INTERVAL of the value.
 
 Per (runner, batch) the result also holds min/p90/p99/mean/std and every raw sample; peak memory of the
 artifact measured in a fresh process (resident-set high-water mark over that process's footprint before
@@ -25,7 +26,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -498,6 +499,23 @@ def _reference_key(runner: Runner) -> tuple[str, str]:
 
 
 SWITCH_IDLE_S = 0.05  # longer than onnxruntime's workers spin after a call (measured: docs/runtime.md, "Benchmarking")
+SWITCH_WARM_S = 0.04  # calls after a pause run slow for ~30 ms (docs/runtime.md, "Benchmarking")
+
+
+def settle(timer: Callable[[dict[str, np.ndarray]], float], feed: dict[str, np.ndarray], calls: int = 1) -> float:
+    """The untimed calls after a switch: at least `calls` of them and SWITCH_WARM_S seconds' worth.
+
+    Returns the first call's milliseconds (the switch cost). Calls right after a pause in a runner's work run
+    slower for about 30 ms whatever their length, so a fixed count of warm-up calls left short calls' first
+    timed ones slow and biased the speed-up against the faster runner.
+    """
+    start = time.perf_counter()
+    first = timer(feed)
+    done = 1
+    while done < calls or time.perf_counter() - start < SWITCH_WARM_S:
+        timer(feed)
+        done += 1
+    return first
 
 
 def benchmark(
@@ -552,7 +570,8 @@ def benchmark(
             for i, t in enumerate(timed)]
     settings = BenchSettings(batches=list(batches), iterations=iterations, duration=duration, warmup=warmup,
                              rounds=rounds, switch_warmup=switch_warmup, statistic="median", confidence=confidence,
-                             wide_interval=WIDE_INTERVAL, memory=memory, seed=seed, switch_idle_s=SWITCH_IDLE_S)
+                             wide_interval=WIDE_INTERVAL, memory=memory, seed=seed, switch_idle_s=SWITCH_IDLE_S,
+                             switch_warm_s=SWITCH_WARM_S)
     return BenchResult(created=datetime.now(UTC).isoformat(timespec="seconds"), host=host_info(), threads=threads,
                        load=cpu_use.result(), settings=settings,
                        reference=[MatmulReference(d, t, v) for (d, t), v in refs.items()], rows=rows)
@@ -676,12 +695,10 @@ def _bench_batch(
             timer, feed = timers[k], feeds[k]
             if previous is not None and previous != k:
                 time.sleep(SWITCH_IDLE_S)  # the last runner's spinning threads stop before this one is timed
-            first = timer(feed)  # the first call of a slice: never in the statistics
+            first = settle(timer, feed, switch_warmup)  # the untimed calls of a slice: never in the statistics
             if previous != k:  # with the order rotating, a round may start with the runner that ended the last
                 switch[k].append(first)
             previous = k
-            for _ in range(switch_warmup - 1):
-                runners[k].infer(feed)
             block = []
             if counts is not None:
                 block = [timer(feed) for _ in range(counts[rnd])]

@@ -147,6 +147,7 @@ class BenchSettings:
     memory: bool
     seed: int
     switch_idle_s: float = 0.0  # idle time before the first call after a switch (0 in files from before it)
+    switch_warm_s: float = 0.0  # the untimed calls after a switch last at least this long (0: from before it)
 
 
 @dataclass
@@ -244,7 +245,8 @@ def bench_notes(result: BenchResult) -> list[str]:
     lines = [
         f"Method: {per_round} per artifact and batch in {st.rounds} interleaved rounds (order rotating), "
         f"{st.warmup} warm-up calls first and {st.switch_warmup} untimed call(s) after every switch"
-        f"{f' (itself after {1000 * st.switch_idle_s:.0f} ms idle)' if st.switch_idle_s else ''}; "
+        f"{f' (itself after {1000 * st.switch_idle_s:.0f} ms idle)' if st.switch_idle_s else ''}"
+        f"{f', for at least {1000 * st.switch_warm_s:.0f} ms' if st.switch_warm_s else ''}; "
         f"every column from the median latency (p50): clips/s = batch / p50, speed-up = p50 of "
         f"{rows[0].speedup.baseline} / p50 of the artifact at the same batch (higher is faster), with a "
         f"{100 * st.confidence:.0f}% bootstrap interval over the rounds; WIDE: the interval spans more than "

@@ -3,7 +3,7 @@
 Two uses, one measurement (`measure_ratio`): trials of calls of runner A and runner B, a short block of each
 per trial (A then B, B then A, ...) so both see the same moments of a busy machine; each trial's fastest A over
 fastest B, then the median of those per-trial ratios with a bootstrap confidence interval. Each block starts
-after the bench's idle time and one untimed call (`runtime.bench.SWITCH_IDLE_S`): alternating call by call, each
+after the bench's idle time and untimed calls (`runtime.bench.SWITCH_IDLE_S`, `settle`): alternating call by call, each
 runner ran beside the other's spinning onnxruntime workers at more than one thread (the demo's kernel graph
 over its exported graph at 2 threads: 0.965x [0.70, 1.36] call by call, where the bench measures 0.84x).
 
@@ -31,7 +31,7 @@ import numpy as np
 from aarm.errors import AarmError, ConfigError
 from aarm.fileio import write_json
 from runtime.backends import open_runner
-from runtime.bench import SWITCH_IDLE_S
+from runtime.bench import SWITCH_IDLE_S, settle
 from runtime.host import host_info
 from runtime.runner import Runner
 
@@ -103,7 +103,7 @@ def measure_ratio(
     """Latency of A relative to B from `trials` trials of a block of `iterations` calls of each.
 
     A trial runs `iterations` calls of A and of B, in blocks (A then B, or B then A, alternating by trial),
-    each after SWITCH_IDLE_S idle and one untimed call, so both run under the same conditions of a busy
+    each after SWITCH_IDLE_S idle and SWITCH_WARM_S of untimed calls, so both run under the same conditions of a busy
     machine and neither beside the other's spinning threads. A trial's ratio is its fastest A call over its
     fastest B call: interference from other work only ever adds time, so the
     minimum is the steadiest estimate of each one's own cost (medians swing with the load of a shared
@@ -123,7 +123,7 @@ def measure_ratio(
             block: dict[str, list[float]] = {}
             for key, runner, feed in (("a", a, feed_a), ("b", b, feed_b))[:: 1 if t % 2 == 0 else -1]:
                 time.sleep(SWITCH_IDLE_S)
-                runner.infer(feed)  # the switch call, untimed
+                settle(lambda f, r=runner: _timed(r, f), feed)  # the switch calls, untimed
                 block[key] = [_timed(runner, feed) for _ in range(iterations)]
             a_ms.append(min(block["a"]))
             b_ms.append(min(block["b"]))

@@ -49,7 +49,8 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Interleaved rounds the timed calls are split into.",
                                         callback=at_least(1))] = 10,
     switch_warmup: Annotated[int, typer.Option(
-        help="Untimed calls each time a round switches artifact (the first is reported as the switch cost).",
+        help="Untimed calls each time a round switches artifact, at least; they go on for 40 ms "
+             "(the first is reported as the switch cost).",
         callback=at_least(1))] = 1,
     provider: ProviderOpt = None,
     device: DeviceOpt = None,

@@ -88,3 +88,24 @@ class RepeatRunner(WrappingRunner):
         for _ in range(self.times):
             out = self.inner.infer_impl(feed)
         return out
+
+
+class ColdAfterPauseRunner(SleepRunner):
+    """Sleeps `seconds` per call, plus `penalty` on a call that starts within `cold` seconds of the start of the
+    first call after a pause (more than `pause` seconds since this runner's last call ended): on a shared VM the
+    calls right after a pause ran slow for about 30 ms, whatever their length (docs/runtime.md)."""
+
+    def __init__(self, name: str, seconds: float, penalty: float, cold: float, pause: float = 0.01) -> None:
+        super().__init__(name, seconds)
+        self.penalty, self.cold, self.pause = penalty, cold, pause
+        self.ended, self.woke = -1e9, -1e9
+
+    def infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        now = time.perf_counter()
+        if now - self.ended > self.pause:
+            self.woke = now
+        if now - self.woke < self.cold:
+            time.sleep(self.penalty)
+        out = super().infer_impl(feed)
+        self.ended = time.perf_counter()
+        return out
