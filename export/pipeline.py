@@ -15,7 +15,7 @@ an earlier stage of the same run (an artifact remade because it was damaged or i
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -221,12 +221,21 @@ ARTIFACTS = {"fp32": "model.onnx", "fp32-opt": "model.opt.onnx", "fp32-kernels":
              "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 
 
-def _artifacts(cfg: PipelineConfig, built: set[str]) -> dict[str, Path]:
-    """The graphs in the output folder. The kernel graph only when this run made (or kept) it: one left from a
-    run on another machine may not load here."""
+def _artifacts(cfg: PipelineConfig, stages: Sequence[Stage], log: Log) -> dict[str, Path]:
+    """The graphs this run's stages made or kept, by label. A graph in the folder that no stage of this run
+    makes (left by a run with other precisions, or a kernel graph from another machine, whose library may not
+    load here) is named in the log and left out: parity, bench, the report and Triton speak only for what
+    this run's settings made."""
     out = Path(cfg.out)
-    return {k: out / v for k, v in ARTIFACTS.items()
-            if (out / v).is_file() and (k != "fp32-kernels" or "kernels" in built)}
+    made = {p.resolve() for stage in stages for p in stage.outputs}
+    found: dict[str, Path] = {}
+    for label, name in ARTIFACTS.items():
+        path = out / name
+        if path.resolve() in made and path.is_file():
+            found[label] = path
+        elif path.is_file():
+            log(f"{label}: {name} is left from an earlier run, not made by this one's settings; not checked")
+    return found
 
 
 def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Log) -> list[Stage]:
@@ -379,7 +388,7 @@ def run_pipeline(cfg: PipelineConfig, *, log: Log = print, force: bool = False) 
     built = build_stages(cfg, log)
     for stage in built:
         execute(stage)
-    result.artifacts = _artifacts(cfg, {stage.name for stage in built})
+    result.artifacts = _artifacts(cfg, built, log)
     for stage in verification_stages(cfg, result.artifacts, log):
         execute(stage)
     return result

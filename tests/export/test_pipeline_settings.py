@@ -117,13 +117,23 @@ def test_kernel_graph_is_a_stage_where_the_kernels_build(tmp_path, monkeypatch):
     assert [p.name for p in stage.inputs] == ["model.onnx"]
 
 
-def test_a_kernel_graph_left_from_another_run_is_not_checked(tmp_path):
-    """With the kernels stage off or skipped, a model.kernels.onnx already in the folder (made on another machine,
-    say, where its library may not load) is not handed to parity, bench and Triton; the other graphs are."""
-    cfg = config(tmp_path, kernels="off")
-    out = Path(cfg.out)
+def test_graphs_left_from_another_run_are_not_checked(tmp_path):
+    """A model.kernels.onnx made on another machine (its library may not load here), or a model.fp16.onnx /
+    model.int8.onnx from a run with other precisions, is not handed to parity, bench and Triton unless a stage
+    of this run makes it; the log names each one left out."""
+    out = Path(config(tmp_path).out)
     out.mkdir()
-    for name in ("model.onnx", "model.opt.onnx", "model.kernels.onnx"):
+    for name in pipeline.ARTIFACTS.values():
         (out / name).write_bytes(b"graph")
-    assert sorted(pipeline._artifacts(cfg, {"export", "optimize"})) == ["fp32", "fp32-opt"]
-    assert sorted(pipeline._artifacts(cfg, {"export", "optimize", "kernels"})) == ["fp32", "fp32-kernels", "fp32-opt"]
+
+    def artifacts(**settings: Any) -> tuple[list[str], list[str]]:
+        lines: list[str] = []
+        stages = pipeline.build_stages(config(tmp_path, **settings), [].append)
+        return sorted(pipeline._artifacts(config(tmp_path, **settings), stages, lines.append)), lines
+
+    found, lines = artifacts(kernels="off", precisions=["fp32"])
+    assert found == ["fp32", "fp32-opt"]
+    assert sorted(line.split(":")[0] for line in lines) == ["fp16", "fp32-kernels", "int8"]
+    assert all("left from an earlier run" in line and line.endswith("not checked") for line in lines), lines
+    found, lines = artifacts(kernels="off", precisions=["fp32", "fp16"])
+    assert found == ["fp16", "fp32", "fp32-opt"] and len(lines) == 2
