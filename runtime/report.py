@@ -197,9 +197,12 @@ def parity_figures(results: list[dict[str, Any]]) -> list[Figure]:
                label=key.replace("top", "top-"))
     low = min(m[key] or 0.0 for m in first for key in shown)
     ax.set_ylim(max(0.0, low - 0.05), 1.01)
-    ax.set_title("Agreement with the reference")
     ax.set_xticks(x, labels, fontsize=7)
-    ax.legend(fontsize=7, loc="lower right")
+    if len(shown) > 1:
+        ax.set_title("Agreement with the reference")
+        ax.legend(fontsize=7, loc="lower right", framealpha=0.9)
+    else:  # one series: the title names it (a legend box sat on the lowest bar)
+        ax.set_title("Top-1 agreement with the reference")
     if has_data:
         ax = axes[2]
         data = [r["metrics"].get("data", {}) for r in results]
