@@ -499,14 +499,14 @@ def _reference_key(runner: Runner) -> tuple[str, str]:
 
 
 SWITCH_IDLE_S = 0.05  # longer than onnxruntime's workers spin after a call (measured: docs/runtime.md, "Benchmarking")
-SWITCH_WARM_S = 0.04  # calls after a pause run slow for ~30 ms (docs/runtime.md, "Benchmarking")
+SWITCH_WARM_S = 0.1  # calls after a pause run slow for 30-100 ms (measured: docs/runtime.md, "Benchmarking")
 
 
 def settle(timer: Callable[[dict[str, np.ndarray]], float], feed: dict[str, np.ndarray], calls: int = 1) -> float:
     """The untimed calls after a switch: at least `calls` of them and SWITCH_WARM_S seconds' worth.
 
     Returns the first call's milliseconds (the switch cost). Calls right after a pause in a runner's work run
-    slower for about 30 ms whatever their length, so a fixed count of warm-up calls left short calls' first
+    slower for 30-100 ms whatever their length, so a fixed count of warm-up calls left short calls' first
     timed ones slow and biased the speed-up against the faster runner.
     """
     start = time.perf_counter()

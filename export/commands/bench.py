@@ -49,7 +49,7 @@ def bench(
     rounds: Annotated[int, typer.Option(help="Interleaved rounds the timed calls are split into.",
                                         callback=at_least(1))] = 10,
     switch_warmup: Annotated[int, typer.Option(
-        help="Untimed calls each time a round switches artifact, at least; they go on for 40 ms "
+        help="Untimed calls each time a round switches artifact, at least; they go on for 100 ms "
              "(the first is reported as the switch cost).",
         callback=at_least(1))] = 1,
     provider: ProviderOpt = None,
