@@ -110,7 +110,7 @@ def _png(fig: Any) -> bytes:
 
     buf = io.BytesIO()
     fig.tight_layout()
-    fig.savefig(buf, format="png", dpi=110)
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return buf.getvalue()
 
@@ -141,7 +141,7 @@ def bench_figures(results: list[BenchResult]) -> list[Figure]:
         ax.set_ylabel("latency per call (ms)" + (", log scale" if ax.get_yscale() == "log" else ""))
         ax.grid(axis="y", alpha=0.3)
         figures.append(Figure(f"latency_batch{batch}", f"Latency distribution, batch {batch}", _png(fig)))
-    fig, ax = plt.subplots(figsize=(6, 3.8))
+    fig, ax = plt.subplots(figsize=(8.5, 3.8))
     keys: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
     for r in items:
         keys.setdefault((r.name, r.provider, r.precision), []).append((r.batch, r.throughput.clips_per_s))
@@ -156,7 +156,7 @@ def bench_figures(results: list[BenchResult]) -> list[Figure]:
     ax.minorticks_off()
     ax.set_title("Throughput by batch size")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))  # beside the plot: inside, it hid lines
     figures.append(Figure("throughput", "Throughput by batch size", _png(fig)))
     return figures
 
