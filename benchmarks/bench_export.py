@@ -19,7 +19,7 @@ Variants per model, all timed in this one process:
 
 Method (DESIGN, "Speed"): wait for a quiet machine (1-minute load average under --max-load, at most
 --wait seconds; a machine still busy is measured anyway and flagged BUSY), then per thread count
-interleaved rounds (every variant once per round after one untimed call, the order rotated per round;
+interleaved rounds (every variant once per round after the bench's untimed switch calls, the order rotated;
 each onnxruntime variant in a new session every round, `benchmarks.common.FreshSession`),
 medians, and every ratio paired by round with the runtime's two-stage bootstrap 95% interval. Host facts
 (CPU model, cores, load before/after, other processes' CPU use, thread settings, versions) go into the JSON.

@@ -224,8 +224,8 @@ def interleaved_throughput(
     graphs: dict[str, Path], shape: tuple[int, ...], *, trials: int, threads: int,
 ) -> dict[str, dict[str, Any]]:
     """Clips per second of each graph on onnxruntime CPU: `trials` interleaved rounds (benchmarks.common:
-    rotating order, an untimed call before each timed one, a new session every round) -> median latency ->
-    throughput."""
+    rotating order, the bench's untimed switch calls before each timed one, a new session every round) ->
+    median latency -> throughput."""
     from benchmarks.common import FreshSession, interleaved_rounds
 
     x = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)

@@ -1,6 +1,7 @@
 """Shared by the benchmarks: the synthetic dataset and training recipe used to get a trained model, and the
 timing helpers (wait for a quiet machine, interleaved rounds, paired ratios with intervals, target rows)."""
 
+import functools
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -72,15 +73,24 @@ class FreshSession:
         return self.session.run(None, self.feed)
 
 
+def _ms(call: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    call()
+    return 1e3 * (time.perf_counter() - start)
+
+
 def interleaved_rounds(
     runners: dict[str, Callable[[], Any]], rounds: int, *, warmup: int = 1, calls: int = 1,
     before: Callable[[str], None] | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[list[float]]]:
-    """Latencies in ms, name -> rounds -> calls. Each round runs every runner `calls` times after one untimed
-    call (the switch cost: caches, thread pools, the previous runner's threads still spinning), in an order
-    rotated per round, so drift and other processes hit all runners alike and ratios can be paired by round.
+    """Latencies in ms, name -> rounds -> calls. Each round runs every runner `calls` times after the bench's
+    switch (runtime.bench: SWITCH_IDLE_S idle while the previous runner's threads stop spinning, then untimed
+    calls for SWITCH_WARM_S, as caches refill), in an order rotated per round, so drift and other processes hit
+    all runners alike and ratios can be paired by round.
     `before(name)` runs untimed before each runner's turn (e.g. to set PyTorch's thread count); a runner with a
     `renew()` (FreshSession) is renewed before its turn in every round."""
+    from runtime.bench import SWITCH_IDLE_S, settle
+
     names = list(runners)
     for name in names:
         if before:
@@ -95,13 +105,9 @@ def interleaved_rounds(
                 before(name)
             if r > 0 and hasattr(runners[name], "renew"):
                 runners[name].renew()
-            runners[name]()  # untimed: the switch from the previous runner (and a new session's first run)
-            samples = []
-            for _ in range(calls):
-                start = time.perf_counter()
-                runners[name]()
-                samples.append(1e3 * (time.perf_counter() - start))
-            times[name].append(samples)
+            time.sleep(SWITCH_IDLE_S)
+            settle(functools.partial(_ms, runners[name]))  # untimed: the switch (and a new session's first run)
+            times[name].append([_ms(runners[name]) for _ in range(calls)])
         if progress:
             progress(r + 1, rounds)
     return times

@@ -26,6 +26,7 @@ a usage error. A failed parity check on a GPU is a finding, recorded in the file
 
 import argparse
 import ctypes
+import functools
 import platform
 import subprocess
 import sys
@@ -51,6 +52,7 @@ from aarm.errors import AarmError  # noqa: E402
 from aarm.fileio import write_json, write_text  # noqa: E402
 from runtime.backends import open_runner  # noqa: E402
 from runtime.backends.torch_backend import TorchRunner  # noqa: E402
+from runtime.bench import settle  # noqa: E402
 from runtime.compare import NONFINITE, judge, score_metrics  # noqa: E402
 from runtime.host import software_versions  # noqa: E402
 from runtime.parity import default_tolerances  # noqa: E402
@@ -299,8 +301,8 @@ def _timer(device: str) -> Callable[[Callable[[], Any]], float]:
 
 
 def interleaved(calls: dict[str, Callable[[], Any]], device: str, n: int, rounds: int) -> dict[str, dict[str, float]]:
-    """Median and spread (ms) of each call, `n` timed calls each split over `rounds` rounds that alternate the
-    order, after one untimed call each."""
+    """Median and spread (ms) of each call, `n` timed calls each split over `rounds` rounds that rotate the
+    order; each turn starts with the bench's untimed switch calls (`runtime.bench.settle`)."""
     timer = _timer(device)
     samples: dict[str, list[float]] = {k: [] for k in calls}
     for call in calls.values():
@@ -309,6 +311,7 @@ def interleaved(calls: dict[str, Callable[[], Any]], device: str, n: int, rounds
     per_round = max(1, n // rounds)
     for r in range(rounds):
         for name in names[r % len(names):] + names[: r % len(names)]:
+            settle(functools.partial(timer, calls[name]))
             samples[name] += [timer(calls[name]) for _ in range(per_round)]
     return {k: {"p50": float(np.median(v)), "p10": float(np.percentile(v, 10)), "p90": float(np.percentile(v, 90)),
                 "calls": len(v)} for k, v in samples.items()}

@@ -20,6 +20,7 @@ times throughput as a fraction of a large matrix multiply timed in the same run.
 counts, versions and how busy the machine was (runtime.host.CpuUse) are recorded with it.
 """
 
+import functools
 import json
 import math
 import os
@@ -502,18 +503,18 @@ SWITCH_IDLE_S = 0.05  # longer than onnxruntime's workers spin after a call (mea
 SWITCH_WARM_S = 0.1  # calls after a pause run slow for 30-100 ms (measured: docs/runtime.md, "Benchmarking")
 
 
-def settle(timer: Callable[[dict[str, np.ndarray]], float], feed: dict[str, np.ndarray], calls: int = 1) -> float:
-    """The untimed calls after a switch: at least `calls` of them and SWITCH_WARM_S seconds' worth.
+def settle(call: Callable[[], float], calls: int = 1) -> float:
+    """The untimed calls after a switch to a runner: `call()` (one timed run, returning its milliseconds) at
+    least `calls` times and for SWITCH_WARM_S; returns the first call's milliseconds, the switch cost.
 
-    Returns the first call's milliseconds (the switch cost). Calls right after a pause in a runner's work run
-    slower for 30-100 ms whatever their length, so a fixed count of warm-up calls left short calls' first
-    timed ones slow and biased the speed-up against the faster runner.
+    Calls right after a pause in a runner's work run slower for 30-100 ms whatever their length, so a fixed
+    count of warm-up calls left short calls' first timed ones slow and biased speed-ups against short calls.
     """
     start = time.perf_counter()
-    first = timer(feed)
+    first = call()
     done = 1
     while done < calls or time.perf_counter() - start < SWITCH_WARM_S:
-        timer(feed)
+        call()
         done += 1
     return first
 
@@ -695,7 +696,7 @@ def _bench_batch(
             timer, feed = timers[k], feeds[k]
             if previous is not None and previous != k:
                 time.sleep(SWITCH_IDLE_S)  # the last runner's spinning threads stop before this one is timed
-            first = settle(timer, feed, switch_warmup)  # the untimed calls of a slice: never in the statistics
+            first = settle(functools.partial(timer, feed), switch_warmup)  # untimed: never in the statistics
             if previous != k:  # with the order rotating, a round may start with the runner that ended the last
                 switch[k].append(first)
             previous = k

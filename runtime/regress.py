@@ -123,7 +123,7 @@ def measure_ratio(
             block: dict[str, list[float]] = {}
             for key, runner, feed in (("a", a, feed_a), ("b", b, feed_b))[:: 1 if t % 2 == 0 else -1]:
                 time.sleep(SWITCH_IDLE_S)
-                settle(lambda f, r=runner: _timed(r, f), feed)  # the switch calls, untimed
+                settle(functools.partial(_timed, runner, feed))  # the switch calls, untimed
                 block[key] = [_timed(runner, feed) for _ in range(iterations)]
             a_ms.append(min(block["a"]))
             b_ms.append(min(block["b"]))

@@ -1,10 +1,13 @@
-"""The benchmarks' interleaving: every runner once per round after an untimed call, the order rotated, and an
-onnxruntime session made anew for every round (FreshSession), so a session's own memory layout cannot bias one
-variant for a whole run."""
+"""The benchmarks' interleaving: every runner once per round after the bench's untimed switch calls, the order
+rotated, and an onnxruntime session made anew for every round (FreshSession), so a session's own memory layout
+cannot bias one variant for a whole run."""
+
+import time
 
 import numpy as np
 from onnx import TensorProto, helper
 
+import runtime.bench as bench
 from benchmarks.common import FreshSession, interleaved_rounds
 
 
@@ -19,7 +22,8 @@ class Recorder:
         self.log.append(f"renew {self.name}")
 
 
-def test_rounds_rotate_and_renew_before_every_turn_after_the_first():
+def test_rounds_rotate_and_renew_before_every_turn_after_the_first(monkeypatch):
+    monkeypatch.setattr(bench, "SWITCH_WARM_S", 0.0)  # one untimed call per turn, so the log is exact
     log: list[str] = []
     times = interleaved_rounds({"a": Recorder("a", log), "b": Recorder("b", log)}, 3, warmup=1)
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3}
@@ -27,6 +31,21 @@ def test_rounds_rotate_and_renew_before_every_turn_after_the_first():
                    "run a", "run a", "run b", "run b",                # round 1: untimed + timed, no renewal
                    "renew b", "run b", "run b", "renew a", "run a", "run a",   # round 2 starts with b
                    "renew a", "run a", "run a", "renew b", "run b", "run b"]
+
+
+def test_each_turn_warms_for_the_benchs_warm_time_however_short_the_calls(monkeypatch):
+    """As in `bench`: calls right after a switch run slow for a while, so the untimed calls go on for
+    SWITCH_WARM_S; a 5 ms runner is called at least 6 times untimed per turn at 30 ms, then timed twice."""
+    monkeypatch.setattr(bench, "SWITCH_WARM_S", 0.03)
+    calls: list[float] = []
+
+    def five_ms() -> None:
+        time.sleep(0.005)
+        calls.append(time.perf_counter())
+
+    times = interleaved_rounds({"a": five_ms}, 2, warmup=1, calls=2)
+    assert [len(r) for r in times["a"]] == [2, 2] and all(4.5 < t < 50 for r in times["a"] for t in r)
+    assert len(calls) >= 1 + 2 * (6 + 2), len(calls)
 
 
 def test_fresh_session_runs_a_new_session_after_renew(monkeypatch):
