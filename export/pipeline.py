@@ -238,6 +238,13 @@ def _artifacts(cfg: PipelineConfig, stages: Sequence[Stage], log: Log) -> dict[s
     return found
 
 
+def stale_triton_models(repo: Path, served: dict[str, Path]) -> list[str]:
+    """Model folders in the Triton repository that this run does not write (e.g. aarm_int8 from a run with
+    other precisions): Triton would load them beside this run's models."""
+    ours = {f"aarm_{label.replace('-', '_')}" for label in served}
+    return sorted(p.name for p in repo.glob("aarm_*") if p.is_dir() and p.name not in ours)
+
+
 def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Log) -> list[Stage]:
     """TensorRT engines, parity, bench, report and Triton, over the artifacts the earlier stages made."""
     out = Path(cfg.out)
@@ -334,6 +341,10 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
                                         max_batch=cfg.triton_max_batch if path.suffix == ".onnx" else None,
                                         kind="gpu")
                 made[label] = str(write_triton_model(path, repo, options))
+            stale = stale_triton_models(repo, served)
+            if stale:
+                log(f"triton: {', '.join(stale)} in {repo} left from an earlier run, not made by this one; Triton "
+                    "serves every model in the folder, so remove them to serve only this run's")
             return made
 
         # Triton's onnxruntime backend has no AARM kernel library: the kernel graph stays a local CPU artifact.

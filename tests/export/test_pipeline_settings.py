@@ -137,3 +137,14 @@ def test_graphs_left_from_another_run_are_not_checked(tmp_path):
     assert all("left from an earlier run" in line and line.endswith("not checked") for line in lines), lines
     found, lines = artifacts(kernels="off", precisions=["fp32", "fp16"])
     assert found == ["fp16", "fp32", "fp32-opt"] and len(lines) == 2
+
+
+def test_triton_models_left_from_another_run_are_named(tmp_path):
+    """A Triton repository holding aarm_int8 from a run with other precisions: Triton would serve it beside this
+    run's models, so the pipeline names it (it does not delete what is in the folder)."""
+    repo = tmp_path / "triton"
+    for name in ("aarm_fp32", "aarm_fp32_opt", "aarm_int8", "other_model"):
+        (repo / name).mkdir(parents=True)
+    served = {"fp32": tmp_path / "model.onnx", "fp32-opt": tmp_path / "model.opt.onnx"}
+    assert pipeline.stale_triton_models(repo, served) == ["aarm_int8"]
+    assert pipeline.stale_triton_models(repo, {**served, "int8": tmp_path / "model.int8.onnx"}) == []
