@@ -100,7 +100,9 @@ class Manifest:
         for path in sorted(set(now_inputs) | set(record["inputs"])):
             if record["inputs"].get(path) != now_inputs.get(path) and path not in made_now:
                 state = "changed" if path in now_inputs and path in record["inputs"] else (
-                    "is new" if path in now_inputs else "is gone")
+                    "is new" if path in now_inputs else
+                    "is not among this run's inputs (its settings leave it out)" if Path(path).is_file() else
+                    "is gone")
                 return f"{what} was made from other inputs: {path} {state} since"
         return None
 
@@ -341,10 +343,6 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
                                         max_batch=cfg.triton_max_batch if path.suffix == ".onnx" else None,
                                         kind="gpu")
                 made[label] = str(write_triton_model(path, repo, options))
-            stale = stale_triton_models(repo, served)
-            if stale:
-                log(f"triton: {', '.join(stale)} in {repo} left from an earlier run, not made by this one; Triton "
-                    "serves every model in the folder, so remove them to serve only this run's")
             return made
 
         # Triton's onnxruntime backend has no AARM kernel library: the kernel graph stays a local CPU artifact.
@@ -352,6 +350,10 @@ def verification_stages(cfg: PipelineConfig, artifacts: dict[str, Path], log: Lo
         if len(served) < len(targets):
             log(f"triton: {', '.join(sorted(set(targets) - set(served)))} left out (custom ops that Triton's "
                 "onnxruntime backend cannot load)")
+        stale = stale_triton_models(repo, served)
+        if stale:
+            log(f"triton: {', '.join(stale)} in {repo} left from an earlier run, not made by this one; Triton "
+                "serves every model in the folder, so remove them to serve only this run's")
         stages.append(Stage("triton", list(served.values()), {"max_batch": cfg.triton_max_batch},
                             [repo / f"aarm_{k.replace('-', '_')}" / "config.pbtxt" for k in served], run_triton))
     return stages

@@ -503,17 +503,19 @@ SWITCH_IDLE_S = 0.05  # longer than onnxruntime's workers spin after a call (mea
 SWITCH_WARM_S = 0.1  # calls after a pause run slow for 30-100 ms (measured: docs/runtime.md, "Benchmarking")
 
 
-def settle(call: Callable[[], float], calls: int = 1) -> float:
+def settle(call: Callable[[], float], calls: int = 1, warm_s: float | None = None) -> float:
     """The untimed calls after a switch to a runner: `call()` (one timed run, returning its milliseconds) at
-    least `calls` times and for SWITCH_WARM_S; returns the first call's milliseconds, the switch cost.
+    least `calls` times and for `warm_s` (default SWITCH_WARM_S); returns the first call's milliseconds, the
+    switch cost.
 
     Calls right after a pause in a runner's work run slower for 30-100 ms whatever their length, so a fixed
     count of warm-up calls left short calls' first timed ones slow and biased speed-ups against short calls.
     """
+    warm_s = SWITCH_WARM_S if warm_s is None else warm_s
     start = time.perf_counter()
     first = call()
     done = 1
-    while done < calls or time.perf_counter() - start < SWITCH_WARM_S:
+    while done < calls or time.perf_counter() - start < warm_s:
         call()
         done += 1
     return first
@@ -696,8 +698,10 @@ def _bench_batch(
             timer, feed = timers[k], feeds[k]
             if previous is not None and previous != k:
                 time.sleep(SWITCH_IDLE_S)  # the last runner's spinning threads stop before this one is timed
-            first = settle(functools.partial(timer, feed), switch_warmup)  # untimed: never in the statistics
-            if previous != k:  # with the order rotating, a round may start with the runner that ended the last
+            # untimed, never in the statistics; no warm time where a round starts with the runner that ended the
+            # last (the order rotates), since it has not paused
+            first = settle(functools.partial(timer, feed), switch_warmup, None if previous != k else 0.0)
+            if previous != k:
                 switch[k].append(first)
             previous = k
             block = []

@@ -34,18 +34,26 @@ def test_rounds_rotate_and_renew_before_every_turn_after_the_first(monkeypatch):
 
 
 def test_each_turn_warms_for_the_benchs_warm_time_however_short_the_calls(monkeypatch):
-    """As in `bench`: calls right after a switch run slow for a while, so the untimed calls go on for
-    SWITCH_WARM_S; a 5 ms runner is called at least 6 times untimed per turn at 30 ms, then timed twice."""
+    """As in `bench`: calls right after a switch run slow for a while, so the untimed calls of a turn go on for
+    SWITCH_WARM_S however short the calls; then the two timed ones. Turns are told apart by the idle before
+    each (SWITCH_IDLE_S, 50 ms)."""
     monkeypatch.setattr(bench, "SWITCH_WARM_S", 0.03)
-    calls: list[float] = []
+    starts: list[float] = []
 
     def five_ms() -> None:
+        starts.append(time.perf_counter())
         time.sleep(0.005)
-        calls.append(time.perf_counter())
 
     times = interleaved_rounds({"a": five_ms}, 2, warmup=1, calls=2)
     assert [len(r) for r in times["a"]] == [2, 2] and all(4.5 < t < 50 for r in times["a"] for t in r)
-    assert len(calls) >= 1 + 2 * (6 + 2), len(calls)
+    turns: list[list[float]] = [[starts[0]]]
+    for before, start in zip(starts, starts[1:], strict=False):
+        if start - before > 0.04:  # the idle before a turn
+            turns.append([])
+        turns[-1].append(start)
+    assert len(turns) == 3, turns  # the warm-up call, then two turns
+    for turn in turns[1:]:
+        assert turn[-2] - turn[0] >= 0.03, turn  # the first timed call starts after the warm time
 
 
 def test_fresh_session_runs_a_new_session_after_renew(monkeypatch):

@@ -148,3 +148,29 @@ def test_triton_models_left_from_another_run_are_named(tmp_path):
     served = {"fp32": tmp_path / "model.onnx", "fp32-opt": tmp_path / "model.opt.onnx"}
     assert pipeline.stale_triton_models(repo, served) == ["aarm_int8"]
     assert pipeline.stale_triton_models(repo, {**served, "int8": tmp_path / "model.int8.onnx"}) == []
+
+
+def test_a_rerun_with_fewer_precisions_names_the_graph_it_leaves_out(tmp_path, monkeypatch):
+    """Run 1 makes and checks FP32 and FP16 graphs; run 2 into the same folder asks for FP32 only. Its parity
+    result would replace one that covered model.fp16.onnx, so it stops and says that graph is left out by this
+    run's settings (not that it is gone: it is still there); --force replaces the result, without the graph."""
+    def build(cfg: PipelineConfig, log: Any) -> list[Stage]:
+        out = Path(cfg.out)
+        paths = {label: out / pipeline.ARTIFACTS[label] for label in cfg.precisions}
+        return [Stage(label, [Path(cfg.checkpoint)], {}, [path], lambda path=path: path.write_text("graph") and {})
+                for label, path in paths.items()]
+
+    def verify(cfg: PipelineConfig, artifacts: dict[str, Path], log: Any) -> list[Stage]:
+        result = Path(cfg.out) / "parity.json"
+        return [Stage("parity", list(artifacts.values()), {}, [result], lambda: result.write_text("{}") and {})]
+
+    monkeypatch.setattr(pipeline, "build_stages", build)
+    monkeypatch.setattr(pipeline, "verification_stages", verify)
+    assert sorted(run_pipeline(config(tmp_path, precisions=["fp32", "fp16"]), log=[].append).artifacts) == \
+        ["fp16", "fp32"]
+    lines: list[str] = []
+    with pytest.raises(ConfigError, match=r"model\.fp16\.onnx is not among this run's inputs \(its settings leave"):
+        run_pipeline(config(tmp_path, precisions=["fp32"]), log=lines.append)
+    assert any(line.startswith("fp16: model.fp16.onnx is left from an earlier run") for line in lines), lines
+    forced = run_pipeline(config(tmp_path, precisions=["fp32"]), log=[].append, force=True)
+    assert sorted(forced.artifacts) == ["fp32"] and (Path(config(tmp_path).out) / "model.fp16.onnx").is_file()

@@ -102,23 +102,25 @@ def test_benchmark_idles_before_a_switch_so_spinning_threads_are_not_timed():
 
 
 def test_calls_right_after_a_switch_are_not_timed_however_short(monkeypatch):
-    """Calls run 3 ms slow for 25 ms after a pause; a 4 ms and an 8 ms runner, three timed calls per turn. A fixed
-    count of warm-up calls leaves the short runner's timed calls slow (speed-up about 0.64, not 0.5); warming for
-    SWITCH_WARM_S, whatever the calls' length, recovers the true 0.5."""
+    """Calls run 3 ms slow for 25 ms after a pause; two 8 ms runners and a 16 ms one (three, so every turn is a
+    switch), three timed calls per turn. A fixed count of warm-up calls leaves the short runners' first two timed
+    calls slow (16 ms over 11 ms: a speed-up of 0.69, measured 0.691-0.695, not 0.5); warming for SWITCH_WARM_S,
+    whatever the calls' length, recovers the true 0.5 (measured 0.502-0.503)."""
     import runtime.bench as bench
 
     assert bench.SWITCH_WARM_S >= 0.03
 
     def speedup() -> float:
-        runners = [ColdAfterPauseRunner(name, seconds, 0.003, 0.025) for name, seconds in (("a", 0.004), ("b", 0.008))]
+        runners = [ColdAfterPauseRunner(name, seconds, 0.003, 0.025)
+                   for name, seconds in (("a", 0.008), ("b", 0.008), ("c", 0.016))]
         result = benchmark(runners, iterations=18, rounds=6, warmup=1, flops=False, reference=False, memory=False)
         assert result.settings.switch_warm_s == bench.SWITCH_WARM_S
         assert ("for at least 100 ms" in bench_notes(result)[0]) == (bench.SWITCH_WARM_S == 0.1)
-        return result.to_json()["results"][1]["speedup"]["value"]
+        return result.to_json()["results"][2]["speedup"]["value"]
 
-    assert abs(speedup() - 0.5) < 0.03
+    assert abs(speedup() - 0.5) < 0.04  # 16 ms over 8 ms, each call plus the same few tenths of a ms of overhead
     monkeypatch.setattr(bench, "SWITCH_WARM_S", 0.0)
-    assert speedup() > 0.58  # the test can fail: without the warm time the bias shows
+    assert speedup() > 0.6  # the test can fail: without the warm time the bias shows
 
 
 def test_benchmark_of_sleeping_runners():
