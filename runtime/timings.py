@@ -18,6 +18,7 @@ A summary gives each stage's p50 and p99 over the items and its share of the sum
     summary = summarise([times])                       # {"items": 1, "stages_ms": {...}, "total_ms": {...}}
 """
 
+import functools
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ import numpy as np
 
 from aarm.errors import ConfigError
 from aarm.progress import Progress
+from runtime.bench import SWITCH_IDLE_S, settle
 from runtime.runner import Runner
 from runtime.scoring import Prediction, class_scores, load_inputs, softmax, top_labels
 
@@ -187,13 +189,20 @@ def predict_videos_timed(runner: Runner, videos: Sequence[str | Path], *, top_k:
     return predictions, times
 
 
+def _untimed_video(runner: Runner, path: str | Path) -> float:
+    start = time.perf_counter()
+    predict_timed(runner, path, StageTimes())
+    return (time.perf_counter() - start) * 1e3
+
+
 def video_stage_bench(
     runners: Sequence[Runner], videos: Sequence[str | Path], *, rounds: int = 10, warmup: int = 1,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """End-to-end stage split of each runner over real video files: every round runs every video through
     every runner (the runners' order rotating per round, so load drifts hit them alike), after `warmup`
-    untimed videos per runner. One summary per runner: {name, provider, device, videos, rounds, ...summarise}.
+    untimed videos per runner and, at each switch, the bench's idle time and untimed videos
+    (`runtime.bench.settle`). One summary per runner: {name, provider, device, videos, rounds, ...summarise}.
     progress: `progress("videos: <runner name>", rounds done, rounds)` after each runner's share of a round."""
     if not videos:
         raise ConfigError("no videos to time")
@@ -207,9 +216,14 @@ def video_stage_bench(
             for r in runners:
                 for i in range(warmup):
                     predict_timed(r, videos[i % len(videos)], StageTimes())
+            previous = None
             for rnd in range(rounds):
                 shift = rnd % len(runners)
                 for k in [*range(shift, len(runners)), *range(shift)]:
+                    if previous != k:  # the bench's switch: idle, then untimed videos for SWITCH_WARM_S
+                        time.sleep(SWITCH_IDLE_S)
+                        settle(functools.partial(_untimed_video, runners[k], videos[0]))
+                    previous = k
                     for path in videos:
                         t = StageTimes()
                         predict_timed(runners[k], path, t)

@@ -2,6 +2,7 @@
 every stage is measured (the host-to-device copy is "n/a" on a CPU), and `predict --timings` and
 `bench --videos` report the split in their tables and JSON."""
 
+import functools
 import json
 
 import numpy as np
@@ -127,3 +128,23 @@ def test_preprocessing_runs_on_one_torch_thread_beside_an_onnx_runner(tiny, file
     predict_videos_timed(runner, files, progress=lambda *step: steps.append(step))
     assert seen == [1] * (2 * len(files)) and torch.get_num_threads() == 2
     assert steps == [("predicting", i + 1, len(files)) for i in range(len(files))]  # one video at a time
+
+
+def test_video_bench_settles_at_each_switch_like_the_model_bench(tiny, files, monkeypatch):
+    """Two runners, three rounds (a b | b a | a b): four turns start with a switch, and each gets the bench's
+    idle time and untimed videos (`runtime.bench.settle`) before its timed ones; the two turns that continue
+    the runner of the turn before do not."""
+    import runtime.timings as timings
+
+    settled: list[str] = []
+    real = timings.settle
+
+    def recording(call: functools.partial, *args: object) -> float:
+        settled.append(call.args[0].name)
+        return real(call, *args)
+
+    monkeypatch.setattr(timings, "settle", recording)
+    monkeypatch.setattr(timings, "SWITCH_IDLE_S", 0.0)
+    runners = [OnnxRuntimeRunner.from_artifact(tiny.onnx, threads=1, name=n) for n in ("a", "b")]
+    out = timings.video_stage_bench(runners, files[:1], rounds=3, warmup=0)
+    assert settled == ["a", "b", "a", "b"] and [s["items"] for s in out] == [3, 3]
