@@ -171,8 +171,8 @@ def test_benchmark_by_duration_and_bad_settings():
 
 
 def test_a_bench_file_reads_into_the_typed_result_and_back_unchanged():
-    """A file the dict-based bench wrote (onnxruntime rows, whose describe() holds threads, and video stages)
-    becomes a BenchResult and is written back byte for byte; a row with a field missing is one ConfigError."""
+    """The shipped result (onnxruntime rows, whose describe() holds threads, and video stages) becomes a BenchResult
+    and is written back byte for byte; a row with a field missing is one ConfigError."""
     text = (Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "demo_stage_split.json").read_text()
     data = json.loads(text)
     result = BenchResult.from_json(data)
@@ -183,6 +183,17 @@ def test_a_bench_file_reads_into_the_typed_result_and_back_unchanged():
     del data["results"][0]["speedup"]
     with pytest.raises(ConfigError, match="bench result with a missing or malformed field"):
         BenchResult.from_json(data)
+
+
+def test_a_bench_file_from_before_the_switch_settings_still_reads():
+    """A file written on 2026-11-27, before the idle and warm times after a switch were recorded: both read as 0,
+    and the method line says nothing of them."""
+    data = json.loads((Path(__file__).parent / "data" / "bench_2026-11-27.json").read_text())
+    assert "switch_idle_s" not in data["settings"]
+    result = BenchResult.from_json(data)
+    assert result.settings.switch_idle_s == 0.0 and result.settings.switch_warm_s == 0.0
+    method = bench_notes(result)[0]
+    assert "1 untimed call(s) after every switch;" in method and "idle" not in method, method
 
 
 def test_known_speedups_of_a_real_graph_are_recovered(tiny):
