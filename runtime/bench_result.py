@@ -242,11 +242,13 @@ def bench_notes(result: BenchResult) -> list[str]:
     BUSY warning), versions, and switch costs that the statistics leave out."""
     st, host, load, rows = result.settings, result.host, result.load, result.rows
     per_round = f"{st.iterations} timed calls" if st.iterations else f"{st.duration:g} s of timed calls"
+    switch = (f"untimed calls for at least {1000 * st.switch_warm_s:.0f} ms"
+              f"{f' and {st.switch_warmup} calls' if st.switch_warmup > 1 else ''}" if st.switch_warm_s
+              else f"{st.switch_warmup} untimed call(s)")
+    idle = f"{1000 * st.switch_idle_s:.0f} ms idle, then " if st.switch_idle_s else ""
     lines = [
         f"Method: {per_round} per artifact and batch in {st.rounds} interleaved rounds (order rotating), "
-        f"{st.warmup} warm-up calls first and {st.switch_warmup} untimed call(s) after every switch"
-        f"{f' (itself after {1000 * st.switch_idle_s:.0f} ms idle)' if st.switch_idle_s else ''}"
-        f"{f', for at least {1000 * st.switch_warm_s:.0f} ms' if st.switch_warm_s else ''}; "
+        f"{st.warmup} warm-up calls first and, after every switch, {idle}{switch}; "
         f"every column from the median latency (p50): clips/s = batch / p50, speed-up = p50 of "
         f"{rows[0].speedup.baseline} / p50 of the artifact at the same batch (higher is faster), with a "
         f"{100 * st.confidence:.0f}% bootstrap interval over the rounds; WIDE: the interval spans more than "
