@@ -97,13 +97,16 @@ class Manifest:
             if was != now:
                 return f"{what} was made with {name} = {json.dumps(was)}, this run has {json.dumps(now)}"
         now_inputs = _input_hashes(stage)
-        for path in sorted(set(now_inputs) | set(record["inputs"])):
-            if record["inputs"].get(path) != now_inputs.get(path) and path not in made_now:
-                state = "changed" if path in now_inputs and path in record["inputs"] else (
-                    "is new" if path in now_inputs else
-                    "is not among this run's inputs (its settings leave it out)" if Path(path).is_file() else
-                    "is gone")
-                return f"{what} was made from other inputs: {path} {state} since"
+        differ = [p for p in sorted(set(now_inputs) | set(record["inputs"]))
+                  if record["inputs"].get(p) != now_inputs.get(p) and p not in made_now]
+        for path in sorted(differ, key=lambda p: p not in now_inputs):  # a changed or new input first
+            if path in now_inputs:
+                state = "changed since" if path in record["inputs"] else "is new since"
+            elif Path(path).is_file():
+                state = "is not among this run's inputs (its settings leave it out)"
+            else:
+                state = "is gone since"
+            return f"{what} was made from other inputs: {path} {state}"
         return None
 
     def result(self, name: str) -> dict[str, Any]:

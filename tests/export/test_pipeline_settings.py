@@ -85,6 +85,10 @@ def test_changed_checkpoint_is_named(fake_stages, tmp_path):
     (tmp_path / "best.pt").write_text("retrained")
     with pytest.raises(ConfigError, match=r"made from other inputs: .*best\.pt changed since; pass --force"):
         run_pipeline(config(tmp_path), log=[].append)
+    other = tmp_path / "retrained.pt"  # another checkpoint (sorted after best.pt): the new one is named first
+    other.write_text("weights")
+    with pytest.raises(ConfigError, match=r"made from other inputs: .*retrained\.pt is new since; pass --force"):
+        run_pipeline(PipelineConfig(checkpoint=str(other), out=str(tmp_path / "deploy")), log=[].append)
 
 
 def test_resumes_and_remakes_a_damaged_output(fake_stages, tmp_path):
