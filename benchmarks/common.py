@@ -84,12 +84,12 @@ def interleaved_rounds(
     before: Callable[[str], None] | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, list[list[float]]]:
     """Latencies in ms, name -> rounds -> calls. Each round runs every runner `calls` times after the bench's
-    switch (runtime.bench: SWITCH_IDLE_S idle while the previous runner's threads stop spinning, then untimed
+    switch (runtime.bench.switch_to: SWITCH_IDLE_S idle while the previous runner's threads stop spinning, then untimed
     calls for SWITCH_WARM_S, as caches refill), in an order rotated per round, so drift and other processes hit
     all runners alike and ratios can be paired by round.
     `before(name)` runs untimed before each runner's turn (e.g. to set PyTorch's thread count); a runner with a
     `renew()` (FreshSession) is renewed before its turn in every round."""
-    from runtime.bench import SWITCH_IDLE_S, settle
+    from runtime.bench import switch_to
 
     names = list(runners)
     for name in names:
@@ -105,8 +105,7 @@ def interleaved_rounds(
                 before(name)
             if r > 0 and hasattr(runners[name], "renew"):
                 runners[name].renew()
-            time.sleep(SWITCH_IDLE_S)
-            settle(functools.partial(_ms, runners[name]))  # untimed: the switch (and a new session's first run)
+            switch_to(functools.partial(_ms, runners[name]))  # untimed: the switch (and a new session's first run)
             times[name].append([_ms(runners[name]) for _ in range(calls)])
         if progress:
             progress(r + 1, rounds)

@@ -521,6 +521,13 @@ def settle(call: Callable[[], float], calls: int = 1, warm_s: float | None = Non
     return first
 
 
+def switch_to(call: Callable[[], float]) -> float:
+    """A switch to another runner outside `benchmark`: SWITCH_IDLE_S idle (the last runner's spinning threads
+    stop), then `settle(call)`; returns the first call's milliseconds."""
+    time.sleep(SWITCH_IDLE_S)
+    return settle(call)
+
+
 def benchmark(
     runners: Sequence[Runner],
     *,

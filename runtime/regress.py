@@ -3,7 +3,7 @@
 Two uses, one measurement (`measure_ratio`): trials of calls of runner A and runner B, a short block of each
 per trial (A then B, B then A, ...) so both see the same moments of a busy machine; each trial's fastest A over
 fastest B, then the median of those per-trial ratios with a bootstrap confidence interval. Each block starts
-after the bench's idle time and untimed calls (`runtime.bench.SWITCH_IDLE_S`, `settle`): alternating call by call, each
+after the bench's idle time and untimed calls (`runtime.bench.switch_to`): alternating call by call, each
 runner ran beside the other's spinning onnxruntime workers at more than one thread (the demo's kernel graph
 over its exported graph at 2 threads: 0.965x [0.70, 1.36] call by call, where the bench measures 0.84x).
 
@@ -31,7 +31,7 @@ import numpy as np
 from aarm.errors import AarmError, ConfigError
 from aarm.fileio import write_json
 from runtime.backends import open_runner
-from runtime.bench import SWITCH_IDLE_S, settle
+from runtime.bench import switch_to
 from runtime.host import host_info
 from runtime.runner import Runner
 
@@ -122,8 +122,7 @@ def measure_ratio(
         for t in range(trials):
             block: dict[str, list[float]] = {}
             for key, runner, feed in (("a", a, feed_a), ("b", b, feed_b))[:: 1 if t % 2 == 0 else -1]:
-                time.sleep(SWITCH_IDLE_S)
-                settle(functools.partial(_timed, runner, feed))  # the switch calls, untimed
+                switch_to(functools.partial(_timed, runner, feed))  # idle, then the untimed switch calls
                 block[key] = [_timed(runner, feed) for _ in range(iterations)]
             a_ms.append(min(block["a"]))
             b_ms.append(min(block["b"]))

@@ -29,7 +29,7 @@ import numpy as np
 
 from aarm.errors import ConfigError
 from aarm.progress import Progress
-from runtime.bench import SWITCH_IDLE_S, settle
+from runtime.bench import switch_to
 from runtime.runner import Runner
 from runtime.scoring import Prediction, class_scores, load_inputs, softmax, top_labels
 
@@ -189,7 +189,7 @@ def predict_videos_timed(runner: Runner, videos: Sequence[str | Path], *, top_k:
     return predictions, times
 
 
-def _untimed_video(runner: Runner, path: str | Path) -> float:
+def _video_ms(runner: Runner, path: str | Path) -> float:
     start = time.perf_counter()
     predict_timed(runner, path, StageTimes())
     return (time.perf_counter() - start) * 1e3
@@ -202,7 +202,7 @@ def video_stage_bench(
     """End-to-end stage split of each runner over real video files: every round runs every video through
     every runner (the runners' order rotating per round, so load drifts hit them alike), after `warmup`
     untimed videos per runner and, at each switch, the bench's idle time and untimed videos
-    (`runtime.bench.settle`). One summary per runner: {name, provider, device, videos, rounds, ...summarise}.
+    (`runtime.bench.switch_to`). One summary per runner: {name, provider, device, videos, rounds, ...summarise}.
     progress: `progress("videos: <runner name>", rounds done, rounds)` after each runner's share of a round."""
     if not videos:
         raise ConfigError("no videos to time")
@@ -221,8 +221,7 @@ def video_stage_bench(
                 shift = rnd % len(runners)
                 for k in [*range(shift, len(runners)), *range(shift)]:
                     if previous != k:  # the bench's switch: idle, then untimed videos for SWITCH_WARM_S
-                        time.sleep(SWITCH_IDLE_S)
-                        settle(functools.partial(_untimed_video, runners[k], videos[0]))
+                        switch_to(functools.partial(_video_ms, runners[k], videos[0]))
                     previous = k
                     for path in videos:
                         t = StageTimes()

@@ -132,19 +132,18 @@ def test_preprocessing_runs_on_one_torch_thread_beside_an_onnx_runner(tiny, file
 
 def test_video_bench_settles_at_each_switch_like_the_model_bench(tiny, files, monkeypatch):
     """Two runners, three rounds (a b | b a | a b): four turns start with a switch, and each gets the bench's
-    idle time and untimed videos (`runtime.bench.settle`) before its timed ones; the two turns that continue
+    idle time and untimed videos (`runtime.bench.switch_to`) before its timed ones; the two turns that continue
     the runner of the turn before do not."""
     import runtime.timings as timings
 
     settled: list[str] = []
-    real = timings.settle
+    real = timings.switch_to
 
-    def recording(call: functools.partial, *args: object) -> float:
+    def recording(call: functools.partial) -> float:
         settled.append(call.args[0].name)
-        return real(call, *args)
+        return real(call)
 
-    monkeypatch.setattr(timings, "settle", recording)
-    monkeypatch.setattr(timings, "SWITCH_IDLE_S", 0.0)
+    monkeypatch.setattr(timings, "switch_to", recording)
     runners = [OnnxRuntimeRunner.from_artifact(tiny.onnx, threads=1, name=n) for n in ("a", "b")]
     out = timings.video_stage_bench(runners, files[:1], rounds=3, warmup=0)
     assert settled == ["a", "b", "a", "b"] and [s["items"] for s in out] == [3, 3]
